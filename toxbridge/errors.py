@@ -1,0 +1,26 @@
+"""The exception tree of toxbridge.
+
+Each class's docstring is the message a user would be shown for it.
+"""
+
+from __future__ import annotations
+
+
+class ToxbridgeError(Exception):
+    """toxbridge failed."""
+
+
+class ProtocolError(ToxbridgeError):
+    """A protocol was not followed."""
+
+
+class LocalProtocolError(ProtocolError):
+    """We misused a protocol object (a bug in the caller, or a limit reached locally)."""
+
+
+class RemoteProtocolError(ProtocolError):
+    """The other side broke the protocol (malformed or out-of-range input)."""
+
+
+class ConfigError(ToxbridgeError):
+    """The configuration is invalid."""
