@@ -1,0 +1,274 @@
+"""Raw toxcore peers in child processes: the anchor for tests and benchmarks.
+
+Each ``RawPeer`` is a process owning one Tox on the private network, driven over a
+pipe. It runs the loop that measured best here (TOXCORE-FACTS.md): send from our
+own queue until SENDQ, ``iterate()``, sleep min(interval, 1 ms). Streams carry
+sequence-numbered, content-checked lossless packets so the receiver can prove
+order and integrity; pings measure round trips of a 64-byte packet.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import struct
+import subprocess
+import sys
+import time
+from collections import deque
+from dataclasses import dataclass
+from multiprocessing.connection import Connection as _Pipe
+
+from .network import NodeInfo, loopback_options
+from .tox import Connection, Tox
+
+__all__ = ["RawPeer", "StreamReport", "pattern", "STREAM_ID", "PING_ID", "PONG_ID"]
+
+STREAM_ID, PING_ID, PONG_ID = 160, 161, 162
+_SEQ = struct.Struct(">BI")
+_PING = struct.Struct(">BId")
+LOOP_SLEEP = 0.001
+
+
+def pattern(seq: int, size: int) -> bytes:
+    """The packet a stream sends as number ``seq``: id, seq, then bytes derived from seq."""
+    head = _SEQ.pack(STREAM_ID, seq)
+    body = (seq.to_bytes(4, "big") * ((size // 4) + 1))[: size - len(head)]
+    return head + body
+
+
+@dataclass(frozen=True)
+class StreamReport:
+    packets: int
+    bytes: int
+    errors: int  # packets out of order or with wrong content
+    first_s: float  # monotonic time of the first and last packet
+    last_s: float
+    per_second: list[int]  # bytes received in each second since the first packet
+
+
+class _Child:
+    """The loop inside the child process."""
+
+    def __init__(self, conn, bootstrap: str, options: dict) -> None:
+        self.conn = conn
+        self.tox = Tox(loopback_options(**options))
+        node = NodeInfo.parse(bootstrap)
+        self.tox.bootstrap(node.host, node.port, node.public_key)
+        self.expected_key: bytes | None = None
+        self.friend: int | None = None
+        self.connected_at: float | None = None
+        self.outq: deque[bytes] = deque()
+        self.stream_left = 0  # packets of the current outgoing stream not yet queued
+        self.stream_seq = 0
+        self.stream_size = 1373
+        self.rx = _Receiver()
+        self.pings: dict[int, float] = {}
+        self.rtts: list[float] = []
+        self.ping_left = 0
+        self.ping_size = 64
+        self.tox.on_friend_request = self._on_request
+        self.tox.on_friend_connection_status = self._on_connection
+        self.tox.on_friend_lossless_packet = self._on_packet
+
+    def _on_request(self, key: bytes, message: bytes) -> None:
+        if key == self.expected_key and self.friend is None:
+            self.friend = self.tox.friend_add_norequest(key)
+
+    def _on_connection(self, friend: int, status: Connection) -> None:
+        if status != Connection.NONE and self.connected_at is None:
+            self.connected_at = time.monotonic()
+            self.conn.send(("connected", self.connected_at, int(status)))
+
+    def _on_packet(self, friend: int, data: bytes) -> None:
+        kind = data[0]
+        if kind == STREAM_ID:
+            self.rx.packet(data)
+        elif kind == PING_ID:
+            self._send_now(bytes([PONG_ID]) + data[1:])
+        elif kind == PONG_ID:
+            _, n, _ = _PING.unpack_from(data)
+            sent = self.pings.pop(n, None)
+            if sent is not None:
+                self.rtts.append(time.monotonic() - sent)
+                if self.ping_left:
+                    self._ping()
+                else:
+                    self.conn.send(("pings", self.rtts))
+
+    def _ping(self) -> None:
+        n = self.ping_left
+        self.ping_left -= 1
+        head = _PING.pack(PING_ID, n, 0.0)
+        self.pings[n] = time.monotonic()
+        self._send_now(head + bytes(self.ping_size - len(head)))
+
+    def _send_now(self, packet: bytes) -> None:
+        # Send from inside the callback (toxcore allows it): a round trip then costs
+        # one receive-loop period, not two. Queue it if the rate budget is used up.
+        if self.outq or not self.tox.try_send_lossless_packet(self.friend, packet):
+            self.outq.append(packet)
+
+    def command(self, cmd: tuple) -> bool:
+        name, *args = cmd
+        if name == "address":
+            self.conn.send(("address", self.tox.address))
+        elif name == "expect":
+            self.expected_key = args[0]
+        elif name == "befriend":
+            self.friend = self.tox.friend_add(args[0], b"toxbridge raw peer")
+        elif name == "stream":
+            self.stream_left, self.stream_size = args
+            self.stream_seq = 0
+        elif name == "receive":
+            self.rx.reset(args[0])
+        elif name == "ping":
+            count, self.ping_size = args
+            self.rtts = []
+            self.ping_left = count
+            self._ping()
+        elif name == "stop":
+            return False
+        return True
+
+    def _fill(self) -> None:
+        # Generate stream packets lazily: the queue stays small whatever the volume.
+        while self.stream_left and len(self.outq) < 64:
+            self.outq.append(pattern(self.stream_seq, self.stream_size))
+            self.stream_seq += 1
+            self.stream_left -= 1
+
+    def run(self) -> None:
+        tox, conn, outq = self.tox, self.conn, self.outq
+        running = True
+        while running:
+            while conn.poll(0):
+                running = self.command(conn.recv())
+            if self.friend is not None and self.connected_at is not None:
+                self._fill()
+                while outq and tox.try_send_lossless_packet(self.friend, outq[0]):
+                    outq.popleft()
+                    if not outq:
+                        self._fill()
+            tox.iterate()
+            if self.rx.done_pending():
+                conn.send(("stream_done", self.rx.report()))
+            time.sleep(min(tox.iteration_interval(), LOOP_SLEEP))
+        tox.close()
+
+
+class _Receiver:
+    def __init__(self) -> None:
+        self.reset(0)
+
+    def reset(self, expected: int) -> None:
+        self.expected = expected
+        self.seq = 0
+        self.bytes = 0
+        self.errors = 0
+        self.first = self.last = 0.0
+        self.bins: list[int] = []
+        self.reported = expected == 0
+
+    def packet(self, data: bytes) -> None:
+        now = time.monotonic()
+        if self.seq == 0:
+            self.first = now
+        self.last = now
+        seq = _SEQ.unpack_from(data)[1]
+        if seq != self.seq or data != pattern(seq, len(data)):
+            self.errors += 1
+        self.seq += 1
+        self.bytes += len(data)
+        second = int(now - self.first)
+        while len(self.bins) <= second:
+            self.bins.append(0)
+        self.bins[second] += len(data)
+
+    def done_pending(self) -> bool:
+        return not self.reported and self.seq >= self.expected
+
+    def report(self) -> StreamReport:
+        self.reported = True
+        return StreamReport(self.seq, self.bytes, self.errors, self.first, self.last, self.bins)
+
+
+def _child_main(argv: list[str]) -> None:
+    fd, bootstrap, options = int(argv[0]), argv[1], json.loads(argv[2])
+    try:
+        _Child(_Pipe(fd), bootstrap, options).run()
+    except (KeyboardInterrupt, EOFError, BrokenPipeError):
+        pass
+
+
+class RawPeer:
+    """A raw toxcore peer in a child process. Use as a context manager."""
+
+    def __init__(self, bootstrap: NodeInfo, **options) -> None:
+        # A plain subprocess (not multiprocessing): works from any script or test runner.
+        ours, theirs = socket.socketpair()
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "toxbridge.rawpeer", str(theirs.fileno()), str(bootstrap),
+             json.dumps(options)],
+            pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL,
+        )
+        theirs.close()
+        self._conn = _Pipe(ours.detach())
+        self.address: bytes = self.call(("address",), "address")[0]
+        self.public_key = self.address[:32]
+
+    def send(self, cmd: tuple) -> None:
+        self._conn.send(cmd)
+
+    def wait(self, name: str, timeout: float = 120.0) -> tuple:
+        """Wait for the child's next message called ``name``; return its arguments."""
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0 or not self._conn.poll(left):
+                raise TimeoutError(f"raw peer: no {name!r} within {timeout} s")
+            msg, *args = self._conn.recv()
+            if msg == name:
+                return tuple(args)
+
+    def call(self, cmd: tuple, reply: str, timeout: float = 60.0) -> tuple:
+        self.send(cmd)
+        return self.wait(reply, timeout)
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            try:
+                self._conn.send(("stop",))
+            except OSError:
+                pass
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self._conn.close()
+
+    def __enter__(self) -> RawPeer:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    @staticmethod
+    def befriend(a: RawPeer, b: RawPeer, timeout: float = 120.0) -> float:
+        """Make a and b friends (a sends the request); return when both are connected.
+
+        Returns the monotonic time at which the later of the two was connected.
+        """
+        b.send(("expect", a.public_key))
+        a.send(("befriend", b.address))
+        t_a = a.wait("connected", timeout)[0]
+        t_b = b.wait("connected", timeout)[0]
+        return max(t_a, t_b)
+
+
+if __name__ == "__main__":
+    # Import ourselves by name so that pickled results name toxbridge.rawpeer, not __main__.
+    from toxbridge.rawpeer import _child_main as main
+
+    main(sys.argv[1:])

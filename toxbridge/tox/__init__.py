@@ -1,0 +1,32 @@
+"""toxbridge's own toxcore binding (cffi over libtoxcore.so.2).
+
+Only this package touches cffi; the rest of toxbridge sees ``Tox`` with Python types
+and exceptions that name toxcore's errors.
+"""
+
+from ._lib import ADDRESS_SIZE, MAX_CUSTOM_PACKET_SIZE, MAX_MESSAGE_LENGTH, PUBLIC_KEY_SIZE
+from ._tox import LOSSLESS_PACKET_IDS, Connection, MessageType, ProxyType, Tox, ToxOptions, parse_key
+from .errors import *  # noqa: F403
+from .errors import __all__ as _errors_all
+from .profile import ProfileError, decrypt, encrypt, is_encrypted, load_profile, save_profile
+
+__all__ = [
+    "ADDRESS_SIZE",
+    "MAX_CUSTOM_PACKET_SIZE",
+    "MAX_MESSAGE_LENGTH",
+    "PUBLIC_KEY_SIZE",
+    "LOSSLESS_PACKET_IDS",
+    "Connection",
+    "MessageType",
+    "ProxyType",
+    "Tox",
+    "ToxOptions",
+    "parse_key",
+    "ProfileError",
+    "decrypt",
+    "encrypt",
+    "is_encrypted",
+    "load_profile",
+    "save_profile",
+    *_errors_all,
+]
