@@ -1,0 +1,62 @@
+"""Shared fixtures: one private Tox network on 127.0.0.1 per test session (per xdist
+worker), LAN discovery and IPv6 off everywhere."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from toxbridge.network import NodeInfo, loopback_options, start_bootstrap
+from toxbridge.tox import Connection, Tox
+
+
+@pytest.fixture(scope="session")
+def tox_network() -> NodeInfo:
+    """The bootstrap node of this session's private network (tox-bootstrapd, also a TCP relay)."""
+    node = start_bootstrap()
+    try:
+        yield node.info
+    finally:
+        node.stop()
+
+
+def iterate_until(toxes, predicate, timeout: float, what: str) -> None:
+    """Iterate every Tox in ``toxes`` (one thread) until ``predicate()``; fail after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout} s waiting for {what}")
+        for tox in toxes:
+            tox.iterate()
+        time.sleep(0.001)
+
+
+def new_tox(network: NodeInfo, **options) -> Tox:
+    tox = Tox(loopback_options(**options))
+    tox.bootstrap(network.host, network.port, network.public_key)
+    return tox
+
+
+@pytest.fixture(scope="module")
+def friends(tox_network):
+    """Two in-process Tox instances, friends and connected: (a, b, a's friend number of b,
+    b's friend number of a). Tests restore any handler they set."""
+    a, b = new_tox(tox_network), new_tox(tox_network)
+    requests = []
+    b.on_friend_request = lambda key, msg: requests.append((key, msg))
+    fa = a.friend_add(b.address, b"hello from a")
+    iterate_until([a, b], lambda: requests, 60, "b to receive a's friend request")
+    assert requests[0] == (a.public_key, b"hello from a")
+    fb = b.friend_add_norequest(a.public_key)
+    b.on_friend_request = None
+    iterate_until(
+        [a, b],
+        lambda: a.friend_connection_status(fa) != Connection.NONE
+        and b.friend_connection_status(fb) != Connection.NONE,
+        60,
+        "the friend connection",
+    )
+    yield a, b, fa, fb
+    a.close()
+    b.close()
