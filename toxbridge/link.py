@@ -1,0 +1,616 @@
+"""The daemon-to-daemon wire over toxcore lossless custom packets, sans-IO.
+
+toxcore delivers lossless packets in order and exactly once *within one friend connection*,
+but drops whatever was queued when the connection ends, and after a stall may still deliver
+packets the sender had written off. `Link` turns that into a channel that is reliable across
+reconnects: no frame lost, none delivered twice, order and frame boundaries kept.
+
+How (the byte layouts are in docs/wire.md):
+
+* Outgoing frames (<= 1024 bytes each) are serialized into one byte *stream*, each frame as
+  ``u16 length | payload``. Sequence numbers are byte offsets in that stream. DATA packets
+  carry a contiguous slice of it, cut to fill the packet (1373 bytes), so packets are full
+  whenever enough data is queued, whatever the frame sizes.
+* The receiver keeps the stream contiguous: bytes before its ``received`` offset are
+  duplicates and are trimmed; a packet starting after it (a gap) is dropped and answered by a
+  RESYNC telling the sender where to resume. Frames parsed from the stream wait until the
+  shell takes them (`next_frame`); only taken frames are acknowledged, so acks fall on frame
+  boundaries and a slow local app stops the peer's sender.
+* The sender keeps every unacknowledged byte (for resending) and accepts frames only while
+  they fit in ``window`` bytes; it transmits at most the peer's advertised window past the
+  peer's ack. Acks are cumulative, piggybacked on DATA, or sent as ACK packets when a quarter
+  of the window is waiting or the shell flushes at the end of a loop turn.
+* On each connection both sides send a HELLO request (version, session id, the peer session
+  they knew, receive window, received and delivered offsets). Every request is answered with
+  a HELLO (a reply, or a request while the peer does not know our session yet), so neither
+  side can wait forever for the other. A HELLO rewinds the sender to what
+  the peer really received. A new peer session id means the peer daemon restarted: the
+  receive side starts again at 0 and the unacknowledged frames are renumbered from 0 and
+  resent. The channel opens on a HELLO, on this connection, that echoes our own session id;
+  before that, DATA, ACK and RESYNC packets are ignored (they may be numbered for a previous
+  session of ours, or come from a dead connection).
+
+The shell loop: ``receive_packet`` for every packet from the peer; ``next_frame`` while the
+local side has room; ``send_frame`` while ``can_send_frame``; then ``next_packet`` until None,
+handing each packet to ``tox_friend_send_lossless_packet``; on SENDQ, ``requeue(packet)``
+and retry after ``tox_iterate`` (requeue undoes next_packet, so the retry is rebuilt with the
+latest data and ack). Pass ``flush=True`` to next_packet when a loop turn brought no new data.
+"""
+
+from __future__ import annotations
+
+import enum
+import struct
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import LocalProtocolError, RemoteProtocolError
+
+__all__ = [
+    "DATA_HEADER_SIZE",
+    "DEFAULT_WINDOW",
+    "HELLO_REPLY",
+    "MAX_CHUNK",
+    "MAX_FRAME_PAYLOAD",
+    "MAX_PACKET_SIZE",
+    "MIN_WINDOW",
+    "PACKET_ID",
+    "PROTOCOL_VERSION",
+    "SESSION_ID_SIZE",
+    "ChannelOpen",
+    "Link",
+    "LinkEvent",
+    "LinkState",
+    "LinkStatistics",
+    "PacketType",
+    "PeerHello",
+    "VersionMismatch",
+]
+
+PACKET_ID = 160  # first lossless custom packet id (160..191)
+MAX_PACKET_SIZE = 1373  # toxcore's limit, the id byte included
+PROTOCOL_VERSION = 1
+SESSION_ID_SIZE = 16
+MAX_FRAME_PAYLOAD = 1024
+FRAME_HEADER_SIZE = 2  # u16 length in front of each frame in the stream
+
+
+class PacketType(enum.IntEnum):
+    HELLO = 0x01
+    DATA = 0x02
+    ACK = 0x03
+    RESYNC = 0x04
+
+
+HELLO_REPLY = 0x01  # HELLO flag: an answer that needs no answer
+
+_HELLO, _DATA, _ACK, _RESYNC = 0x01, 0x02, 0x03, 0x04  # plain ints for the hot path
+# id, type, version, flags, session, echo, window, received, delivered
+_HELLO_PACK = struct.Struct(">BBHB16s16sIQQ")
+_DATA_PACK = struct.Struct(">BBQQ")  # id type seq ack
+_OFFSET_PACK = struct.Struct(">BBQ")  # id type offset (ACK: ack, RESYNC: resume offset)
+_VERSION_PACK = struct.Struct(">BBH")
+
+DATA_HEADER_SIZE = _DATA_PACK.size  # 18
+MAX_CHUNK = MAX_PACKET_SIZE - DATA_HEADER_SIZE  # 1355 stream bytes per full DATA packet
+HELLO_SIZE = _HELLO_PACK.size  # 57
+_NO_SESSION = bytes(SESSION_ID_SIZE)
+
+# 60 MB/s at a 30 ms round trip is 1.8 MB in flight; acks come every quarter window (or at
+# the end of a loop turn), so 4 MiB keeps the plateau with room for the local app's latency.
+DEFAULT_WINDOW = 4 * 1024 * 1024
+# Progress needs a full packet to fit beside one partly received frame.
+MIN_WINDOW = 8 * 1024
+_MAX_WINDOW = 2**32 - 1  # u32 on the wire
+
+
+@dataclass(frozen=True, slots=True)
+class PeerHello:
+    """The peer's HELLO opened the channel, or showed a new peer daemon (``restarted``)."""
+
+    session_id: bytes
+    version: int
+    restarted: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelOpen:
+    """Both HELLOs are seen on this connection (the peer's echoes ours): data flows again."""
+
+    peer_session_id: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class VersionMismatch:
+    """The peer speaks another protocol version; the link is now in the ERROR state."""
+
+    our_version: int
+    peer_version: int
+
+
+LinkEvent = PeerHello | ChannelOpen | VersionMismatch
+
+
+class LinkState(enum.Enum):
+    DISCONNECTED = "disconnected"  # no friend connection
+    CONNECTING = "connecting"  # connected, waiting for the peer's HELLO
+    OPEN = "open"  # the peer's HELLO, echoing our session, seen on this connection
+    ERROR = "error"  # the peer broke the protocol; make a new Link
+
+
+@dataclass(frozen=True, slots=True)
+class LinkStatistics:
+    packets_sent: int
+    packets_received: int
+    packets_ignored: int  # valid, but from before the channel opened on this connection
+    data_packets_sent: int
+    ack_packets_sent: int
+    hello_packets_sent: int
+    resync_packets_sent: int
+    bytes_sent: int  # stream bytes in DATA packets, resends included
+    bytes_resent: int
+    bytes_received: int  # new stream bytes accepted
+    duplicate_bytes: int  # stream bytes received twice and dropped
+    gap_packets: int  # DATA packets dropped because bytes before them were missing
+    frames_sent: int
+    frames_received: int
+    peer_restarts: int
+    frames_dropped: int  # of a peer session two or more restarts back, never taken
+    unacked_bytes: int
+    buffered_bytes: int
+
+
+class Link:
+    """One end of the reliable framed channel between two daemons.
+
+    ``session_id``: 16 random bytes, new for each daemon process. ``window``: the most stream
+    bytes kept unacknowledged for resending, and the receive window advertised to the peer.
+    """
+
+    def __init__(self, session_id: bytes, *, window: int = DEFAULT_WINDOW) -> None:
+        if len(session_id) != SESSION_ID_SIZE or session_id == _NO_SESSION:
+            raise LocalProtocolError(f"session_id must be {SESSION_ID_SIZE} random bytes")
+        if not MIN_WINDOW <= window <= _MAX_WINDOW:
+            raise LocalProtocolError(f"window must be {MIN_WINDOW}..{_MAX_WINDOW} bytes")
+        self._session_id = bytes(session_id)
+        self._window = window
+        self._ack_threshold = window // 4
+        self._connected = False
+        self._open = False
+        self._error: str | None = None
+        self._peer_session: bytes | None = None
+        self._hello_pending: int | None = None  # HELLO flags to send next
+        self._undo: tuple[Any, ...] | None = None  # to take back the last next_packet()
+        # Send side. _sbuf holds stream bytes [_acked, _end); _bounds the frame ends in it.
+        self._sbuf = bytearray()
+        self._bounds: deque[int] = deque()
+        self._acked = 0  # the peer delivered everything before this offset
+        self._sent = 0  # next offset to transmit (rewound by HELLO and RESYNC)
+        self._high = 0  # highest offset ever transmitted (in this numbering)
+        self._end = 0  # end of the queued stream
+        self._peer_window = MIN_WINDOW
+        # Receive side. _rbuf: bytes of the incomplete frame at the end of the stream.
+        self._rbuf = bytearray()
+        self._rframes: deque[tuple[bytes, int]] = deque()  # (payload, stream end or -1)
+        self._received = 0
+        self._delivered = 0  # end of the last frame the shell took
+        self._ack_sent = 0
+        self._resync_pending = False
+        self._resync_for: int | None = None  # `received` a RESYNC was sent for
+        # Counters.
+        self._n_sent = self._n_recv = self._n_ignored = 0
+        self._n_data = self._n_ack = self._n_hello = self._n_resync = 0
+        self._b_sent = self._b_resent = self._b_recv = self._b_dup = 0
+        self._n_gap = self._f_sent = self._f_recv = self._n_restarts = self._f_dropped = 0
+
+    # -- connection --------------------------------------------------------------------
+
+    def connection_made(self) -> None:
+        """The friend connection came up (again): the next packet is our HELLO."""
+        self._undo = None
+        self._connected = True
+        self._open = False
+        self._hello_pending = 0
+        self._resync_pending = False
+        self._resync_for = None
+
+    def connection_lost(self) -> None:
+        """The friend connection went down: toxcore dropped whatever was in flight.
+
+        Nothing is sent until the next HELLO exchange, which resumes from what the peer has.
+        """
+        self._undo = None
+        self._connected = False
+        self._open = False
+        self._hello_pending = None
+        self._resync_pending = False
+
+    # -- sending -----------------------------------------------------------------------
+
+    def can_send_frame(self, size: int) -> bool:
+        """True if a frame of ``size`` payload bytes fits in the send window now."""
+        return (
+            0 <= size <= MAX_FRAME_PAYLOAD
+            and self._end - self._acked + FRAME_HEADER_SIZE + size <= self._window
+        )
+
+    def send_frame(self, payload: bytes) -> None:
+        """Queue one frame for the peer (sent, and resent, until acknowledged).
+
+        Raises LocalProtocolError if the payload is over 1024 bytes, the send window is
+        full (check can_send_frame), or the link is in the ERROR state.
+        """
+        n = len(payload)
+        if n > MAX_FRAME_PAYLOAD:
+            raise LocalProtocolError(f"frame of {n} bytes is over the limit of {MAX_FRAME_PAYLOAD}")
+        if self._error is not None:
+            raise LocalProtocolError(f"link failed: {self._error}")
+        end = self._end + FRAME_HEADER_SIZE + n
+        if end - self._acked > self._window:
+            raise LocalProtocolError("send window is full (wait for can_send_frame)")
+        self._sbuf += n.to_bytes(2, "big")
+        self._sbuf += payload
+        self._bounds.append(end)
+        self._end = end
+        self._f_sent += 1
+
+    def next_packet(self, *, flush: bool = False) -> bytes | None:
+        """The next packet to hand to toxcore, or None if nothing is due.
+
+        Order: HELLO, RESYNC, DATA (full packets while enough is queued), then an ACK if a
+        quarter window of delivered bytes is unacknowledged, or any at all with ``flush``.
+        """
+        if self._error is not None or not self._connected:
+            return None
+        delivered = self._delivered
+        if self._hello_pending is not None:
+            flags = self._hello_pending
+            packet = _HELLO_PACK.pack(
+                PACKET_ID, _HELLO, PROTOCOL_VERSION, flags, self._session_id,
+                self._peer_session or _NO_SESSION, self._window, self._received, delivered,
+            )  # fmt: skip
+            self._undo = (packet, _HELLO, flags, self._ack_sent)
+            self._hello_pending = None
+            self._ack_sent = delivered
+            self._n_hello += 1
+            self._n_sent += 1
+            return packet
+        if not self._open:
+            return None
+        if self._resync_pending:
+            packet = _OFFSET_PACK.pack(PACKET_ID, _RESYNC, self._received)
+            self._undo = (packet, _RESYNC)
+            self._resync_pending = False
+            self._n_resync += 1
+            self._n_sent += 1
+            return packet
+        sent, end = self._sent, self._end
+        stop = min(end, self._acked + self._peer_window)
+        n = stop - sent
+        if n >= MAX_CHUNK:
+            n = MAX_CHUNK
+        elif stop < end:
+            n = 0  # the window would cut this packet short: wait for an ack, send it full
+        if n > 0:
+            i = sent - self._acked
+            packet = _DATA_PACK.pack(PACKET_ID, _DATA, sent, delivered) + self._sbuf[i : i + n]
+            high = self._high
+            resent = min(high - sent, n) if high > sent else 0
+            self._undo = (packet, _DATA, sent, high, self._ack_sent, resent)
+            self._sent = sent + n
+            if sent + n > high:
+                self._high = sent + n
+            self._ack_sent = delivered
+            self._n_data += 1
+            self._n_sent += 1
+            self._b_sent += n
+            self._b_resent += resent
+            return packet
+        waiting = delivered - self._ack_sent
+        if waiting > 0 and (flush or waiting >= self._ack_threshold):
+            packet = _OFFSET_PACK.pack(PACKET_ID, _ACK, delivered)
+            self._undo = (packet, _ACK, self._ack_sent)
+            self._ack_sent = delivered
+            self._n_ack += 1
+            self._n_sent += 1
+            return packet
+        return None
+
+    def requeue(self, packet: bytes) -> None:
+        """Take back the packet next_packet() just returned (toxcore refused it: SENDQ).
+
+        Must come right after that next_packet() call; the packet is rebuilt, with the
+        latest data and ack, by a later next_packet(). Raises LocalProtocolError otherwise.
+        """
+        undo = self._undo
+        if undo is None or (undo[0] is not packet and undo[0] != packet):
+            raise LocalProtocolError("requeue() takes only the packet next_packet() just returned")
+        self._undo = None
+        self._n_sent -= 1
+        ptype = undo[1]
+        if ptype == _DATA:
+            _, _, sent, high, ack_sent, resent = undo
+            self._b_sent -= self._sent - sent
+            self._b_resent -= resent
+            self._sent, self._high, self._ack_sent = sent, high, ack_sent
+            self._n_data -= 1
+        elif ptype == _HELLO:
+            self._hello_pending, self._ack_sent = undo[2], undo[3]
+            self._n_hello -= 1
+        elif ptype == _ACK:
+            self._ack_sent = undo[2]
+            self._n_ack -= 1
+        else:
+            self._resync_pending = True
+            self._n_resync -= 1
+
+    # -- receiving ---------------------------------------------------------------------
+
+    def receive_packet(self, packet: bytes) -> list[LinkEvent]:
+        """Process one lossless packet from the peer; return the events it caused.
+
+        Raises RemoteProtocolError for a malformed or impossible packet; the link then stays
+        in the ERROR state and every later call raises too.
+        """
+        if self._error is not None:
+            raise RemoteProtocolError(f"link failed: {self._error}")
+        self._undo = None
+        size = len(packet)
+        if size < 2 or packet[0] != PACKET_ID:
+            what = f"id {packet[0]}" if size else "nothing"
+            self._fail(f"packet of {size} bytes with {what} is not a toxbridge packet")
+        if size > MAX_PACKET_SIZE:
+            self._fail(f"packet of {size} bytes is too long (at most {MAX_PACKET_SIZE})")
+        self._n_recv += 1
+        ptype = packet[1]
+        if ptype == _DATA:
+            if size <= DATA_HEADER_SIZE:
+                self._fail(f"DATA packet of {size} bytes carries no stream bytes")
+            _, _, seq, ack = _DATA_PACK.unpack_from(packet)
+            if not self._open:
+                self._n_ignored += 1
+            else:
+                if ack > self._acked:
+                    self._take_ack(ack)
+                self._take_data(packet, seq)
+            return []
+        if ptype == _ACK or ptype == _RESYNC:
+            if size != _OFFSET_PACK.size:
+                self._fail(f"{PacketType(ptype).name} packet of {size} bytes (must be 10)")
+            _, _, offset = _OFFSET_PACK.unpack(packet)
+            if not self._open:
+                self._n_ignored += 1
+            elif ptype == _ACK:
+                if offset > self._acked:
+                    self._take_ack(offset)
+            else:
+                if offset > self._high:
+                    self._fail(f"peer asks to resume at byte {offset}; we sent {self._high}")
+                self._sent = max(offset, self._acked)
+            return []
+        if ptype == _HELLO:
+            return self._take_hello(packet)
+        self._fail(f"unknown packet type 0x{ptype:02x}")
+        raise AssertionError  # unreachable; _fail raised
+
+    def next_frame(self) -> bytes | None:
+        """Take the next frame from the peer (acknowledged from now on), or None."""
+        if not self._rframes:
+            return None
+        payload, end = self._rframes.popleft()
+        if end >= 0:  # -1: a frame of the peer's previous session, already off the books
+            self._delivered = end
+        return payload
+
+    # -- state -------------------------------------------------------------------------
+
+    @property
+    def state(self) -> LinkState:
+        if self._error is not None:
+            return LinkState.ERROR
+        if self._open:
+            return LinkState.OPEN
+        return LinkState.CONNECTING if self._connected else LinkState.DISCONNECTED
+
+    @property
+    def error(self) -> str | None:
+        """Why the link is in the ERROR state, or None."""
+        return self._error
+
+    @property
+    def session_id(self) -> bytes:
+        return self._session_id
+
+    @property
+    def peer_session_id(self) -> bytes | None:
+        return self._peer_session
+
+    @property
+    def window(self) -> int:
+        return self._window
+
+    @property
+    def unacked_bytes(self) -> int:
+        """Stream bytes queued or in flight, not yet acknowledged (at most ``window``)."""
+        return self._end - self._acked
+
+    @property
+    def unsent_bytes(self) -> int:
+        """Queued stream bytes not transmitted yet (on this connection)."""
+        return self._end - self._sent
+
+    @property
+    def buffered_bytes(self) -> int:
+        """Stream bytes received and not yet taken with next_frame() (at most ``window``,
+        plus up to one more for frames of the peer's previous session)."""
+        stale = sum(2 + len(p) for p, end in self._rframes if end < 0) if self._n_restarts else 0
+        return self._received - self._delivered + stale
+
+    @property
+    def pending_frames(self) -> int:
+        """Complete frames waiting for next_frame()."""
+        return len(self._rframes)
+
+    def statistics(self) -> LinkStatistics:
+        return LinkStatistics(
+            packets_sent=self._n_sent,
+            packets_received=self._n_recv,
+            packets_ignored=self._n_ignored,
+            data_packets_sent=self._n_data,
+            ack_packets_sent=self._n_ack,
+            hello_packets_sent=self._n_hello,
+            resync_packets_sent=self._n_resync,
+            bytes_sent=self._b_sent,
+            bytes_resent=self._b_resent,
+            bytes_received=self._b_recv,
+            duplicate_bytes=self._b_dup,
+            gap_packets=self._n_gap,
+            frames_sent=self._f_sent,
+            frames_received=self._f_recv,
+            peer_restarts=self._n_restarts,
+            frames_dropped=self._f_dropped,
+            unacked_bytes=self.unacked_bytes,
+            buffered_bytes=self.buffered_bytes,
+        )
+
+    # -- internals ---------------------------------------------------------------------
+
+    def _fail(self, message: str) -> None:
+        self._error = message
+        raise RemoteProtocolError(message)
+
+    def _take_ack(self, ack: int) -> None:
+        """The peer delivered our stream up to ``ack`` (> _acked): free it."""
+        if ack > self._high:
+            self._fail(f"peer acknowledged byte {ack} of our stream; we sent only {self._high}")
+        bounds = self._bounds
+        while bounds[0] < ack:
+            bounds.popleft()
+        if bounds[0] != ack:
+            self._fail(f"peer acknowledged byte {ack}, which is not the end of a frame")
+        bounds.popleft()
+        del self._sbuf[: ack - self._acked]
+        self._acked = ack
+        # Stale bytes may have arrived after a rewind: never resend what is acknowledged.
+        self._sent = max(self._sent, ack)
+
+    def _take_data(self, packet: bytes, seq: int) -> None:
+        received = self._received
+        end = seq + len(packet) - DATA_HEADER_SIZE
+        if seq > received:
+            # A gap: never buffered. Ask once per position; later gap packets are in flight.
+            self._n_gap += 1
+            if self._resync_for != received:
+                self._resync_for = received
+                self._resync_pending = True
+            return
+        if end <= received:
+            self._b_dup += end - seq
+            return
+        if end > self._ack_sent + self._window:
+            self._fail(f"peer sent stream byte {end}, beyond our window ending at "
+                       f"{self._ack_sent + self._window}")  # fmt: skip
+        skip = received - seq
+        self._b_dup += skip
+        self._b_recv += end - received
+        self._received = end
+        rbuf = self._rbuf
+        rbuf += memoryview(packet)[DATA_HEADER_SIZE + skip :]
+        # Parse the complete frames; the incomplete one stays at the front of _rbuf.
+        size = len(rbuf)
+        base = end - size  # stream offset of rbuf[0]
+        frames = self._rframes
+        pos = 0
+        while size - pos >= FRAME_HEADER_SIZE:
+            length = (rbuf[pos] << 8) | rbuf[pos + 1]
+            if length > MAX_FRAME_PAYLOAD:
+                self._fail(f"frame length {length} at stream byte {base + pos} is over "
+                           f"the limit of {MAX_FRAME_PAYLOAD}")  # fmt: skip
+            stop = pos + FRAME_HEADER_SIZE + length
+            if stop > size:
+                break
+            frames.append((bytes(rbuf[pos + FRAME_HEADER_SIZE : stop]), base + stop))
+            self._f_recv += 1
+            pos = stop
+        if pos:
+            del rbuf[:pos]
+
+    def _take_hello(self, packet: bytes) -> list[LinkEvent]:
+        size = len(packet)
+        if size < _VERSION_PACK.size:
+            self._fail(f"HELLO packet of {size} bytes is too short")
+        version = _VERSION_PACK.unpack_from(packet)[2]
+        if version != PROTOCOL_VERSION:
+            self._error = f"peer speaks protocol version {version}, we speak {PROTOCOL_VERSION}"
+            return [VersionMismatch(PROTOCOL_VERSION, version)]
+        if size != HELLO_SIZE:
+            self._fail(f"HELLO packet of {size} bytes (must be {HELLO_SIZE})")
+        _, _, _, flags, session, echo, window, received, delivered = _HELLO_PACK.unpack(packet)
+        if flags & ~HELLO_REPLY:
+            self._fail(f"HELLO with unknown flags 0x{flags:02x}")
+        if session == _NO_SESSION:
+            self._fail("HELLO without a session id")
+        if window < MIN_WINDOW:
+            self._fail(f"peer window of {window} bytes is under the minimum of {MIN_WINDOW}")
+        if delivered > received:
+            self._fail(f"HELLO says {delivered} bytes delivered but only {received} received")
+        if not self._connected:
+            self._n_ignored += 1
+            return []
+        restarted = self._peer_session is not None and session != self._peer_session
+        if restarted:
+            self._start_peer_session()
+        self._peer_session = session
+        self._peer_window = min(window, self._window)
+        knows_us = echo == self._session_id
+        if knows_us:  # the offsets are about our current stream
+            if received > self._high:
+                self._fail(f"HELLO says {received} bytes received; we sent only {self._high}")
+            if delivered > self._acked:
+                self._take_ack(delivered)
+            resume = max(received, self._acked)
+        else:  # the peer never saw this session of ours: it has none of our stream
+            resume = self._acked
+        reply = bool(flags & HELLO_REPLY)
+        # A reply on an open connection answers our HELLO; anything else starts a
+        # connection on the peer's side, which lost what was in flight: resume from its
+        # offsets.
+        if not self._open or not reply:
+            self._sent = resume
+        # Every request (a HELLO without the reply flag) is answered. While the channel is
+        # not open, a HELLO that does not know us is answered with a request, since only an
+        # answer from the peer can show it learned our session (it may never have seen our
+        # HELLO: it went to a predecessor of the peer).
+        if not knows_us and not self._open:
+            self._hello_pending = 0
+        elif not reply and self._hello_pending is None:
+            self._hello_pending = HELLO_REPLY
+        # Open only once the peer shows it knows this session of ours: what it sends after
+        # that is numbered for us (packets meant for a predecessor of ours are ignored).
+        opens = knows_us and not self._open
+        events: list[LinkEvent] = []
+        if opens or restarted:
+            events.append(PeerHello(session, version, restarted))
+        if opens:
+            self._open = True
+            events.append(ChannelOpen(session))
+        return events
+
+    def _start_peer_session(self) -> None:
+        """The peer daemon restarted: start its stream again, renumber ours from 0."""
+        self._n_restarts += 1
+        # Complete frames of the old session are still delivered, outside the books; those
+        # of any session before it are dropped, so that at most two windows are buffered.
+        frames = self._rframes
+        self._rframes = deque((payload, -1) for payload, end in frames if end >= 0)
+        self._f_dropped += len(frames) - len(self._rframes)
+        self._rbuf.clear()  # an old partial frame can never be completed
+        self._received = self._delivered = self._ack_sent = 0
+        self._resync_pending = False
+        self._resync_for = None
+        # What the old peer acknowledged is gone; the rest is resent from offset 0.
+        shift = self._acked
+        self._bounds = deque(b - shift for b in self._bounds)
+        self._end -= shift
+        self._acked = self._sent = self._high = 0
