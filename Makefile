@@ -17,10 +17,10 @@ $(STAMP): pyproject.toml native/toxcore-build.sh
 	touch $(STAMP)
 
 test: setup
-	$(PY) -m pytest -q -n 2 --dist loadgroup
+	$(PY) -m pytest -q -n 2 --dist loadgroup -m 'not wip'
 
 test-fast: setup
-	$(PY) -m pytest -q -m 'not tox'
+	$(PY) -m pytest -q -m 'not tox and not wip'
 
 demo: setup
 	$(PY) -m toxbridge demo

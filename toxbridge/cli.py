@@ -1,7 +1,10 @@
 """The ``toxbridge`` command line.
 
-    toxbridge bootstrap-node     run a DHT bootstrap node on 127.0.0.1 (private network)
-    toxbridge demo               the demo on a private loopback Tox network
+    toxbridge --listen [--secret S | --allow KEY]   wait for a peer; prints our Tox ID
+    toxbridge --peer ID [--secret S]                connect to a listener
+    toxbridge id [--profile P]                      print the profile's Tox ID
+    toxbridge bootstrap-node                        a DHT bootstrap node on 127.0.0.1
+    toxbridge demo                                  the demo on a private loopback network
 """
 
 from __future__ import annotations
@@ -9,11 +12,13 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import signal
 import sys
 import threading
+from pathlib import Path
 
-from .errors import ToxbridgeError
+from .errors import ConfigError, ToxbridgeError
 
 log = logging.getLogger("toxbridge")
 
@@ -43,6 +48,156 @@ def _demo(args: argparse.Namespace) -> int:
     return run_demo(mb=args.mb)
 
 
+SUBCOMMANDS = ("bootstrap-node", "demo", "id")
+
+
+def default_profile() -> Path:
+    import platformdirs
+
+    return Path(platformdirs.user_data_dir("toxbridge")) / "profile.tox"
+
+
+def _read_nodes(path: str) -> list:
+    """Nodes from a ``nodes.json`` as Tox clients share it (``{"nodes": [{"ipv4", "port",
+    "public_key", "tcp_ports"}, ...]}``)."""
+    from .network import NodeInfo
+
+    try:
+        data = json.loads(Path(path).read_text())
+        nodes = []
+        for n in data["nodes"]:
+            host = n.get("ipv4") if n.get("ipv4") not in (None, "", "-") else n.get("ipv6")
+            if not host:
+                continue
+            info = NodeInfo.parse(f"{host}:{n['port']}:{n['public_key']}")
+            tcp = [p for p in n.get("tcp_ports") or [] if isinstance(p, int)]
+            nodes.append(NodeInfo(info.host, info.port, info.public_key, tcp[0] if tcp else None))
+        return nodes
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ConfigError(f"cannot read the nodes file {path}: {exc}") from None
+
+
+def node_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="toxbridge", description=__doc__.split("\n\n")[0])
+    mode = p.add_mutually_exclusive_group(required=True)
+    mode.add_argument("--listen", action="store_true", help="wait for a peer; print our Tox ID")
+    mode.add_argument("--peer", metavar="ID", help="the listener's Tox ID (76 hex digits)")
+    p.add_argument("--secret", help="shared secret carried in the friend request "
+                   "(or the TOXBRIDGE_SECRET environment variable)")
+    p.add_argument("--allow", action="append", default=[], metavar="KEY",
+                   help="a public key allowed to connect to a listener (repeatable)")
+    p.add_argument("--allow-file", metavar="FILE", help="allowed public keys, one per line")
+    p.add_argument("--accept-anyone", action="store_true",
+                   help="DANGEROUS: a listener accepts any friend request")
+    p.add_argument("--profile", type=Path, help="the profile file (default: under the user data dir)")
+    p.add_argument("--passphrase-env", metavar="VAR",
+                   help="encrypt the profile with the passphrase in this environment variable")
+    p.add_argument("--bootstrap", action="append", default=[], metavar="HOST:PORT:KEY",
+                   help="a DHT node to bootstrap from (repeatable)")
+    p.add_argument("--nodes", metavar="FILE", help="bootstrap nodes from a nodes.json file")
+    p.add_argument("--tcp-relay", action="append", default=[], metavar="HOST:PORT:KEY",
+                   help="a TCP relay (repeatable)")
+    p.add_argument("--no-udp", action="store_true", help="TCP relays only")
+    p.add_argument("--ipv6", action="store_true", help="enable IPv6 (off by default)")
+    p.add_argument("--lan-discovery", action="store_true",
+                   help="enable LAN discovery (off by default: it broadcasts on your networks)")
+    p.add_argument("--bridge-port", type=int, default=0, help="local port for the app (default: free)")
+    p.add_argument("--bridge-host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    p.add_argument("--public-bind", action="store_true",
+                   help="allow --bridge-host other than loopback (anyone who reaches it can use the link)")
+    p.add_argument("--id-file", type=Path, help="also write our Tox ID to this file")
+    p.add_argument("-v", "--verbose", action="count", default=0, help="more log lines")
+    return p
+
+
+def build_config(args: argparse.Namespace):
+    from .config import Config
+    from .network import NodeInfo
+    from .tox import ADDRESS_SIZE, PUBLIC_KEY_SIZE, parse_key
+
+    try:
+        peer_id = parse_key(args.peer, ADDRESS_SIZE, "--peer Tox ID") if args.peer else None
+        allow = [parse_key(k, PUBLIC_KEY_SIZE, "--allow key") for k in args.allow]
+        if args.allow_file:
+            lines = Path(args.allow_file).read_text().split()
+            allow += [parse_key(k, PUBLIC_KEY_SIZE, "allowed key") for k in lines]
+    except (ValueError, OSError) as exc:
+        raise ConfigError(str(exc)) from None
+    secret = args.secret if args.secret is not None else os.environ.get("TOXBRIDGE_SECRET")
+    if args.listen and not (secret or allow or args.accept_anyone):
+        raise ConfigError("a listener needs --secret, --allow or --allow-file "
+                          "(or --accept-anyone, which lets anyone in)")
+    if args.accept_anyone:
+        log.warning("--accept-anyone: ANY Tox user who knows our ID can use this bridge")
+    host = args.bridge_host
+    if host not in ("127.0.0.1", "localhost", "::1") and not args.public_bind:
+        raise ConfigError(f"--bridge-host {host} is not loopback; add --public-bind if you mean it")
+    if args.public_bind and host not in ("127.0.0.1", "localhost", "::1"):
+        log.warning("the bridge port is bound to %s: anyone who reaches it can use the link", host)
+    bootstrap = [NodeInfo.parse(b) for b in args.bootstrap]
+    if args.nodes:
+        bootstrap += _read_nodes(args.nodes)
+    if not bootstrap:
+        raise ConfigError("no bootstrap nodes: give --bootstrap HOST:PORT:KEY or --nodes nodes.json "
+                          "(the public list is at https://nodes.tox.chat/json)")
+    passphrase = None
+    if args.passphrase_env:
+        passphrase = os.environ.get(args.passphrase_env)
+        if not passphrase:
+            raise ConfigError(f"the environment variable {args.passphrase_env} is empty or unset")
+    return Config(
+        mode="listen" if args.listen else "peer",
+        profile=args.profile or default_profile(),
+        peer_id=peer_id,
+        secret=secret.encode() if secret else None,
+        allow=frozenset(allow),
+        accept_anyone=args.accept_anyone,
+        passphrase=passphrase,
+        bootstrap=tuple(bootstrap),
+        tcp_relays=tuple(NodeInfo.parse(r) for r in args.tcp_relay),
+        udp=not args.no_udp,
+        ipv6=args.ipv6,
+        lan_discovery=args.lan_discovery,
+        bridge_host=host,
+        bridge_port=args.bridge_port,
+        id_file=args.id_file,
+    )
+
+
+def _id(args: argparse.Namespace) -> int:
+    from .tox import Tox, ToxOptions, load_profile
+
+    path = args.profile or default_profile()
+    passphrase = os.environ.get(args.passphrase_env) if args.passphrase_env else None
+    savedata = load_profile(path, passphrase)
+    if savedata is None:
+        raise ConfigError(f"no profile at {path} (run toxbridge --listen once to create it)")
+    with Tox(ToxOptions(udp=False, ipv6=False, local_discovery=False, savedata=savedata)) as tox:
+        print(tox.address_hex)
+    return 0
+
+
+def _setup_logging(verbose: int) -> None:
+    logging.basicConfig(
+        level=logging.WARNING - 10 * min(verbose + 1, 2),
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+    )
+
+
+def run_node(argv: list[str]) -> int:
+    parser = node_parser()
+    args = parser.parse_args(argv)
+    _setup_logging(args.verbose)
+    try:
+        config = build_config(args)
+    except ConfigError as exc:
+        parser.exit(2, f"toxbridge: {exc}\n")
+    from .daemon import run_daemon
+
+    run_daemon(config)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="toxbridge", description=__doc__.split("\n\n")[0])
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log lines")
@@ -55,6 +210,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="use a Python Tox instance instead of tox-bootstrapd (no TCP relay unless --tcp-port)")
     p.set_defaults(func=_bootstrap_node)
 
+    p = sub.add_parser("id", help="print the Tox ID of a profile")
+    p.add_argument("--profile", type=Path, help="the profile file (default: under the user data dir)")
+    p.add_argument("--passphrase-env", metavar="VAR", help="the profile's passphrase is in this variable")
+    p.set_defaults(func=_id)
+
     p = sub.add_parser("demo", help="run the demo on a private loopback Tox network")
     p.add_argument("--mb", type=float, default=20, help="megabytes to stream between the peers")
     p.set_defaults(func=_demo)
@@ -62,12 +222,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.WARNING - 10 * min(args.verbose, 2),
-        format="%(asctime)s %(name)s %(levelname)s %(message)s",
-    )
+    argv = sys.argv[1:] if argv is None else argv
     try:
+        if not any(a in SUBCOMMANDS for a in argv[:2]) and any(
+                a == "--listen" or a.startswith("--peer") for a in argv):
+            return run_node(argv)
+        args = build_parser().parse_args(argv)
+        logging.basicConfig(
+            level=logging.WARNING - 10 * min(args.verbose, 2),
+            format="%(asctime)s %(name)s %(levelname)s %(message)s",
+        )
         return args.func(args)
     except ToxbridgeError as exc:
         print(f"toxbridge: {exc}", file=sys.stderr)

@@ -1,0 +1,118 @@
+"""Real toxbridge daemons in subprocesses, and a small app client for their bridge port."""
+
+from __future__ import annotations
+
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import trio
+
+from toxbridge.framing import DATA, EVENT, FrameDecoder, decode_event, encode_data
+
+
+class DaemonProc:
+    """``python -m toxbridge --listen/--peer ...`` with its announcements parsed."""
+
+    def __init__(self, args: list[str], profile: Path, network, secret: str | None = "s3cret") -> None:
+        cmd = [sys.executable, "-m", "toxbridge", *args, "--profile", str(profile),
+               "--bootstrap", str(network), "-vv"]
+        if network.tcp_port:
+            cmd += ["--tcp-relay", f"{network.host}:{network.tcp_port}:{network.public_key.hex()}"]
+        if secret is not None:
+            cmd += ["--secret", secret]
+        self.args = cmd
+        self.lines: queue.Queue[str] = queue.Queue()
+        self.log: list[str] = []
+        self.process = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                        stdin=subprocess.DEVNULL, text=True, bufsize=1)
+        threading.Thread(target=self._read, daemon=True).start()
+        self.tox_id = self.expect("tox-id ").split()[1]
+        self.port = int(self.expect("bridge ").rsplit(":", 1)[1])
+
+    def _read(self) -> None:
+        for line in self.process.stdout:
+            self.log.append(line.rstrip())
+            self.lines.put(line.rstrip())
+        self.process.stdout.close()
+
+    def expect(self, prefix: str, timeout: float = 30) -> str:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                line = self.lines.get(timeout=max(0.01, deadline - time.monotonic()))
+            except queue.Empty:
+                raise AssertionError(f"no line starting {prefix!r}; log:\n" + "\n".join(self.log)) from None
+            if line.startswith(prefix):
+                return line
+
+    def stop(self) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return self.process.returncode
+
+    def signal(self, sig: int) -> None:
+        os.kill(self.process.pid, sig)
+
+
+class App:
+    """A local app on a daemon's bridge port (trio)."""
+
+    def __init__(self, stream: trio.SocketStream) -> None:
+        self.stream = stream
+        self.decoder = FrameDecoder(allowed_kinds=(DATA, EVENT))
+        self.events: list[dict] = []
+
+    @classmethod
+    async def connect(cls, port: int) -> App:
+        return cls(await trio.open_tcp_stream("127.0.0.1", port))
+
+    async def next_frame(self):
+        while True:
+            frame = self.decoder.next_frame()
+            if frame is not None:
+                return frame
+            data = await self.stream.receive_some(65536)
+            if not data:
+                return None
+            self.decoder.receive_data(data)
+
+    async def next_event(self) -> dict:
+        while True:
+            frame = await self.next_frame()
+            assert frame is not None, "connection closed"
+            if frame.kind == EVENT:
+                event = decode_event(frame.payload)
+                self.events.append(event)
+                return event
+
+    async def wait_event(self, **match) -> dict:
+        while True:
+            event = await self.next_event()
+            if all(event.get(k) == v for k, v in match.items()):
+                return event
+
+    async def next_data(self) -> bytes | None:
+        while True:
+            frame = await self.next_frame()
+            if frame is None:
+                return None
+            if frame.kind == DATA:
+                return frame.payload
+            self.events.append(decode_event(frame.payload))
+
+    async def send(self, payload: bytes) -> None:
+        await self.stream.send_all(encode_data(payload))
+
+    async def aclose(self) -> None:
+        await self.stream.aclose()

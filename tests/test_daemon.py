@@ -1,0 +1,176 @@
+"""Real daemons (`toxbridge --listen` / `--peer`) in subprocesses on the private Tox
+network, with apps on their bridge ports."""
+
+from __future__ import annotations
+
+import random
+import time
+
+import pytest
+import trio
+
+from toxbridge.framing import encode_data
+from toxbridge.tox import load_profile, save_profile
+
+from .conftest import iterate_until, new_tox
+from .daemons import App, DaemonProc
+
+# Work in progress (issue 3): the daemon streams at toxcore's minimum rate (~4 packets/s)
+# in a subprocess, so these are deselected by `make test` (-m "not wip") until that is fixed.
+pytestmark = [pytest.mark.tox, pytest.mark.wip, pytest.mark.xdist_group("daemons")]
+
+
+@pytest.fixture(scope="module")
+def pair(tox_network, tmp_path_factory):
+    d = tmp_path_factory.mktemp("pair")
+    listener = DaemonProc(["--listen"], d / "listen.tox", tox_network)
+    peer = DaemonProc(["--peer", listener.tox_id], d / "peer.tox", tox_network)
+    yield listener, peer
+    listener.stop()
+    peer.stop()
+
+
+async def open_apps(pair) -> tuple[App, App]:
+    listener, peer = pair
+    a, b = await App.connect(listener.port), await App.connect(peer.port)
+    with trio.fail_after(90):
+        ready = await a.next_event()
+        assert ready["event"] == "ready" and ready["mode"] == "listen"
+        assert ready["tox_id"] == listener.tox_id
+        await a.wait_event(code=301)
+        await b.wait_event(code=301)
+    return a, b
+
+
+def frames_for(seed: int, total: int) -> list[bytes]:
+    rng = random.Random(seed)
+    out, size = [], 0
+    while size < total:
+        n = rng.choice([0, 1, 7, 100, 512, 1000, 1023, 1024, rng.randrange(1025)])
+        out.append(rng.randbytes(n))
+        size += n
+    return out
+
+
+async def stream(src: App, dst: App, frames: list[bytes]) -> None:
+    async def send():
+        batch = []
+        for f in frames:
+            batch.append(encode_data(f))
+            if len(batch) == 64:
+                await src.stream.send_all(b"".join(batch))
+                batch = []
+        if batch:
+            await src.stream.send_all(b"".join(batch))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(send)
+        for i, expected in enumerate(frames):
+            got = await dst.next_data()
+            assert got == expected, f"frame {i}: {len(got or b'')} bytes, expected {len(expected)}"
+
+
+async def test_20MB_of_random_frames_both_ways_exact_in_order_boundaries_kept(pair):
+    a, b = await open_apps(pair)
+    ab, ba = frames_for(1, 20_000_000), frames_for(2, 20_000_000)
+    with trio.fail_after(240):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(stream, a, b, ab)
+            nursery.start_soon(stream, b, a, ba)
+    await a.aclose()
+    await b.aclose()
+
+
+async def test_second_app_is_refused_and_first_unaffected(pair):
+    a, b = await open_apps(pair)
+    intruder = await App.connect(pair[0].port)
+    with trio.fail_after(10):
+        event = await intruder.wait_event(event="error")
+        assert event["code"] == "busy"
+        assert await intruder.next_frame() is None  # closed
+    with trio.fail_after(30):
+        await a.send(b"still here")
+        assert await b.next_data() == b"still here"
+    await a.aclose()
+    await b.aclose()
+
+
+@pytest.mark.parametrize(
+    "garbage, code",
+    [
+        (b"\x07\x00\x01x", "bad_frame"),  # unknown kind
+        (b"\x02\x00\x02{}", "bad_frame"),  # EVENT is daemon -> app only
+        (b"\x01\x04\x01" + bytes(1025), "bad_frame"),  # over 1024 bytes
+        (b"\x01\x00\x10abc", "truncated"),  # the app vanishes mid-frame
+    ],
+)
+async def test_malformed_frames_close_only_that_connection(pair, garbage, code):
+    a, b = await open_apps(pair)
+    await a.send(b"before")
+    await a.stream.send_all(garbage)
+    if code == "truncated":
+        await a.stream.send_eof()
+    with trio.fail_after(30):
+        assert await b.next_data() == b"before"
+        event = await a.wait_event(event="error")
+        assert event["code"] == code
+        assert await a.next_frame() is None
+    a2 = await App.connect(pair[0].port)  # a new app gets ready + the peer state
+    with trio.fail_after(30):
+        assert (await a2.next_event())["event"] == "ready"
+        assert (await a2.next_event())["code"] == 301
+        await b.send(b"after")
+        assert await a2.next_data() == b"after"
+    await a2.aclose()
+    await b.aclose()
+
+
+def test_restart_keeps_the_tox_id_and_peer_start_deletes_stale_friends(tox_network, tmp_path):
+    profile = tmp_path / "l.tox"
+    first = DaemonProc(["--listen"], profile, tox_network)
+    assert first.stop() == 0
+    again = DaemonProc(["--listen"], profile, tox_network)
+    assert again.tox_id == first.tox_id
+    # A --peer profile with stale friends keeps only its identity and the listener.
+    peer_profile = tmp_path / "p.tox"
+    with new_tox(tox_network) as t:
+        for _ in range(3):
+            t.friend_add_norequest(bytes(random.randbytes(32)))
+        save_profile(peer_profile, t.savedata())
+        old_address = t.address
+    peer = DaemonProc(["--peer", again.tox_id], peer_profile, tox_network)
+    assert peer.tox_id == old_address.hex().upper()
+    assert peer.stop() == 0 and again.stop() == 0
+    with new_tox(tox_network, savedata=load_profile(peer_profile)) as t:
+        assert [t.friend_public_key(f) for f in t.friend_list()] == [bytes.fromhex(again.tox_id)[:32]]
+
+
+def test_strangers_and_wrong_secrets_are_not_accepted(tox_network, tmp_path):
+    listener = DaemonProc(["--listen"], tmp_path / "l.tox", tox_network, secret="right")
+    try:
+        strangers = [new_tox(tox_network) for _ in range(3)]
+        no_secret, wrong, right = strangers
+        messages = [b"hello", b"toxbridge/1 wrong", b"toxbridge/1 right"]
+        friends = [s.friend_add(listener.tox_id, m) for s, m in zip(strangers, messages)]
+        iterate_until(strangers, lambda: right.friend_connection_status(friends[2]) != 0,
+                      90, "the right secret to be accepted")
+        # The other two asked at the same moment: give them a few more seconds.
+        deadline = time.monotonic() + 3
+        iterate_until(strangers, lambda: time.monotonic() > deadline, 10, "3 s")
+        assert no_secret.friend_connection_status(friends[0]) == 0
+        assert wrong.friend_connection_status(friends[1]) == 0
+        log = "\n".join(listener.log)
+        assert log.count("ignored a friend request") == 2
+        for s in strangers:
+            s.close()
+    finally:
+        listener.stop()
+
+
+def test_listener_without_secret_or_allow_list_refuses_to_start(tox_network, tmp_path):
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-m", "toxbridge", "--listen", "--profile", str(tmp_path / "x"),
+                        "--bootstrap", str(tox_network)], capture_output=True, text=True, timeout=30)
+    assert r.returncode == 2 and "needs --secret" in r.stderr

@@ -1,0 +1,54 @@
+"""The daemon's configuration: one frozen object, built by the CLI, passed down."""
+
+from __future__ import annotations
+
+import hmac
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .network import NodeInfo
+
+__all__ = ["Config", "request_message", "request_allowed"]
+
+REQUEST_PREFIX = b"toxbridge/1 "
+
+
+@dataclass(frozen=True)
+class Config:
+    mode: str  # "listen" or "peer"
+    profile: Path
+    peer_id: bytes | None = None  # --peer: the listener's Tox ID (38 bytes)
+    secret: bytes | None = None
+    allow: frozenset[bytes] = frozenset()  # public keys allowed to befriend a listener
+    accept_anyone: bool = False
+    passphrase: str | None = None
+    bootstrap: tuple[NodeInfo, ...] = ()
+    tcp_relays: tuple[NodeInfo, ...] = ()
+    udp: bool = True
+    ipv6: bool = False  # off unless asked: tests and demos must never use it
+    lan_discovery: bool = False  # off unless asked: it broadcasts on real interfaces
+    bridge_host: str = "127.0.0.1"
+    bridge_port: int = 0
+    id_file: Path | None = None
+    window: int = 4 * 1024 * 1024
+    queue_frames: int = 4096  # each of the two queues between the threads
+    busy_period: float = 0.001  # loop period while there is traffic
+    idle_period: float = 0.02  # loop period after a quiet second (toxcore asks 50 ms)
+    max_pending_requests: int = 64  # strangers remembered (for logging), then dropped
+    extra: dict = field(default_factory=dict, compare=False)
+
+
+def request_message(secret: bytes | None) -> bytes:
+    """What a --peer puts in its friend request."""
+    return REQUEST_PREFIX + (secret or b"")
+
+
+def request_allowed(config: Config, public_key: bytes, message: bytes) -> bool:
+    """Does a listener accept this friend request? Secrets compare in constant time."""
+    if config.accept_anyone:
+        return True
+    key_ok = public_key in config.allow if config.allow else None
+    secret_ok = (hmac.compare_digest(message, request_message(config.secret))
+                 if config.secret is not None else None)
+    checks = [c for c in (key_ok, secret_ok) if c is not None]
+    return bool(checks) and all(checks)

@@ -1,0 +1,189 @@
+"""The local-socket side of the daemon (trio): the bridge port and the app connection.
+
+A thin shell: framing is `toxbridge.framing`, the reliable link and Tox are in the tox
+thread (`toxbridge.toxloop`). One app connection at a time; a second one gets an error
+event and is closed, the first is unaffected. A malformed frame gets an error event and
+closes that connection only.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+from typing import Callable
+
+import trio
+
+from .config import Config
+from .errors import RemoteProtocolError
+from .framing import DATA, FrameDecoder, encode_data, encode_event
+from .toxloop import ToxLoop
+
+__all__ = ["Daemon", "run_daemon"]
+
+log = logging.getLogger(__name__)
+
+READ_SIZE = 64 * 1024
+WRITE_BATCH = 256  # frames per write to the app
+
+
+class Daemon:
+    def __init__(self, config: Config, announce: Callable[[str], None] = print) -> None:
+        self.config = config
+        self.announce = announce
+        self.tox_loop: ToxLoop | None = None
+        self.app: trio.SocketStream | None = None
+        self.port: int | None = None
+        # Set when the tox thread has something for us: one for the app reader (room in
+        # the outbound queue), one for the app writer (frames or events to write).
+        self._room = trio.Event()
+        self._work = trio.Event()
+        self._events: list[dict] = []  # events from the tox thread (bounded below)
+        self._token: trio.lowlevel.TrioToken | None = None
+        self._finished = trio.Event()
+
+    # Called from the tox thread.
+    def _notify(self, event: dict | None) -> None:
+        try:
+            self._token.run_sync_soon(self._on_notify, event)
+        except trio.RunFinishedError:
+            pass
+
+    def _on_notify(self, event: dict | None) -> None:
+        if event is not None:
+            if len(self._events) >= 256:  # an app that does not read: keep the newest
+                del self._events[0]
+            self._events.append(event)
+        self._room.set()
+        self._work.set()
+
+    async def run(self, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        c = self.config
+        self._token = trio.lowlevel.current_trio_token()
+        self.tox_loop = loop = ToxLoop(c, self._notify)
+        listeners = await trio.open_tcp_listeners(c.bridge_port, host=c.bridge_host)
+        self.port = listeners[0].socket.getsockname()[1]
+        tox_id = loop.address.hex().upper()
+        if c.id_file:
+            c.id_file.write_text(tox_id + "\n")
+        self.announce(f"tox-id {tox_id}")
+        self.announce(f"bridge {c.bridge_host}:{self.port}")
+        loop.start()
+        task_status.started(self)
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(trio.serve_listeners, self._handle_app, listeners)
+                nursery.start_soon(self._watch_signals, nursery.cancel_scope)
+                nursery.start_soon(self._watch_tox, nursery.cancel_scope)
+        finally:
+            loop.stop()
+            await trio.to_thread.run_sync(loop.join)
+            self.announce("stopped")
+        if loop.failure is not None:
+            raise loop.failure
+
+    async def _watch_signals(self, scope: trio.CancelScope) -> None:
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async for sig in signals:
+                log.info("%s: shutting down", signal.Signals(sig).name)
+                scope.cancel()
+                return
+
+    async def _watch_tox(self, scope: trio.CancelScope) -> None:
+        await trio.to_thread.run_sync(self.tox_loop.join, abandon_on_cancel=True)
+        scope.cancel()
+
+    # -- the app connection -----------------------------------------------------------
+
+    async def _handle_app(self, stream: trio.SocketStream) -> None:
+        if self.app is not None:
+            log.warning("refused a second app connection")
+            await self._close_with(stream, {"event": "error", "code": "busy",
+                                            "message": "another app is connected to this bridge"})
+            return
+        self.app = stream
+        log.info("app connected")
+        loop = self.tox_loop
+        error: dict | None = None
+        try:
+            await stream.send_all(encode_event({"event": "ready", "tox_id": loop.address.hex().upper(),
+                                                "mode": self.config.mode, "version": 1})
+                                  + encode_event(loop.peer_event()))
+            async with trio.open_nursery() as nursery:
+                async def reader() -> None:
+                    nonlocal error
+                    error = await self._read_app(stream)
+                    nursery.cancel_scope.cancel()
+                nursery.start_soon(reader)
+                nursery.start_soon(self._write_app, stream)
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            log.info("app connection lost: %s", exc)
+        finally:
+            self.app = None
+            if error is not None:
+                log.warning("closing the app connection: %s", error["message"])
+                await self._close_with(stream, error)
+            else:
+                await stream.aclose()
+            log.info("app disconnected")
+
+    async def _close_with(self, stream: trio.SocketStream, event: dict) -> None:
+        with trio.move_on_after(2):
+            try:
+                await stream.send_all(encode_event(event))
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                pass
+        await stream.aclose()
+
+    async def _read_app(self, stream: trio.SocketStream) -> dict | None:
+        """Frames from the app into the outbound queue; returns an error event, or None
+        at a clean end of stream."""
+        loop = self.tox_loop
+        outbound, wake = loop.outbound, loop.wake
+        decoder = FrameDecoder(allowed_kinds=(DATA,))
+        while True:
+            try:
+                data = await stream.receive_some(READ_SIZE)
+            except trio.BrokenResourceError:
+                return None
+            if not data:
+                if decoder.at_eof_incomplete():
+                    return {"event": "error", "code": "truncated",
+                            "message": "the connection closed in the middle of a frame"}
+                return None
+            try:
+                decoder.receive_data(data)
+                for frame in decoder:
+                    while not outbound.put_nowait(frame.payload):
+                        wake.set()
+                        await self._room.wait()  # the peer is slow: stop reading the app
+                        self._room = trio.Event()
+                wake.set()
+            except RemoteProtocolError as exc:
+                return {"event": "error", "code": "bad_frame", "message": str(exc)}
+
+    async def _write_app(self, stream: trio.SocketStream) -> None:
+        """Events and frames for the app, in batches."""
+        inbound = self.tox_loop.inbound
+        while True:
+            chunks = [encode_event(e) for e in self._events]
+            self._events.clear()
+            frames = inbound.take(WRITE_BATCH)
+            chunks.extend(encode_data(f) for f in frames)
+            if chunks:
+                await stream.send_all(b"".join(chunks))
+                if frames:
+                    self.tox_loop.wake.set()  # room again in the inbound queue
+                continue
+            await self._work.wait()
+            self._work = trio.Event()
+
+
+def run_daemon(config: Config, announce: Callable[[str], None] | None = None) -> None:
+    """Run a daemon until SIGINT/SIGTERM (or the tox thread fails)."""
+
+    def say(line: str) -> None:
+        print(line, flush=True)
+
+    trio.run(Daemon(config, announce or say).run)

@@ -1,0 +1,312 @@
+"""The tox thread: it alone owns the ``Tox`` and the ``Link``, and meets the trio side
+through two bounded queues.
+
+    app --> trio --> outbound FrameQueue --> tox thread --> Link --> lossless packets
+    app <-- trio <-- inbound  FrameQueue <-- tox thread <-- Link <-- lossless packets
+
+Backpressure: the tox thread moves a frame into the Link only while the send window has
+room (so a slow peer fills the outbound queue and trio stops reading the app's socket),
+and takes frames out of the Link only while the inbound queue has room (so a slow app
+stops our acknowledgements, which stops the peer's sender). Memory is bounded by the two
+queues and the Link's window, whatever the volume.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections import deque
+from typing import Callable
+
+from .config import Config, request_allowed, request_message
+from .link import ChannelOpen, Link, LinkState, PeerHello, VersionMismatch
+from .network import loopback_options
+from .errors import ProtocolError
+from .tox import Connection, FriendAddError, Tox, ToxOptions, load_profile, save_profile
+
+__all__ = ["FrameQueue", "ToxLoop", "PeerState"]
+
+log = logging.getLogger(__name__)
+
+BUSY_AFTER_TRAFFIC = 1.0  # seconds of fast looping after the last packet either way
+
+
+class FrameQueue:
+    """A bounded FIFO of frames shared by two threads (never blocks; callers wait)."""
+
+    def __init__(self, max_frames: int) -> None:
+        self._items: deque[bytes] = deque()
+        self._max = max_frames
+        self._lock = threading.Lock()
+
+    def put_nowait(self, frame: bytes) -> bool:
+        with self._lock:
+            if len(self._items) >= self._max:
+                return False
+            self._items.append(frame)
+            return True
+
+    def take(self, limit: int) -> list[bytes]:
+        with self._lock:
+            n = min(limit, len(self._items))
+            return [self._items.popleft() for _ in range(n)]
+
+    def peek(self) -> bytes | None:
+        with self._lock:
+            return self._items[0] if self._items else None
+
+    def pop(self) -> None:
+        with self._lock:
+            self._items.popleft()
+
+    def space(self) -> int:
+        return self._max - len(self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+class PeerState:
+    """What the app is told about the peer (read by trio, written by the tox thread)."""
+
+    def __init__(self) -> None:
+        self.online = False
+        self.link = "none"  # "UDP", "TCP" or "none"
+        self.public_key: bytes | None = None
+
+
+class ToxLoop(threading.Thread):
+    """The tox thread. ``notify(event_dict | None)`` is called from this thread whenever
+    there is something for the trio side (an event, or frames in ``inbound``/room in
+    ``outbound``); it must be cheap and thread-safe (``trio_token.run_sync_soon``)."""
+
+    def __init__(self, config: Config, notify: Callable[[dict | None], None]) -> None:
+        super().__init__(name="tox", daemon=True)
+        self.config = config
+        self.notify = notify
+        self.outbound = FrameQueue(config.queue_frames)  # app -> peer
+        self.inbound = FrameQueue(config.queue_frames)  # peer -> app
+        self.peer = PeerState()
+        self.wake = threading.Event()  # set by trio when it queued outbound frames
+        self.started_ok = threading.Event()
+        self.failure: BaseException | None = None
+        self._stopping = threading.Event()
+        self.link = Link(os.urandom(16), window=config.window)
+        self.friend: int | None = None
+        self.tox = self._open_tox()
+        self.address = self.tox.address
+        self._strangers: deque[bytes] = deque(maxlen=config.max_pending_requests)
+        self._last_traffic = 0.0
+        self._received = False  # a packet arrived during this loop turn
+
+    # -- set-up -----------------------------------------------------------------------
+
+    def _open_tox(self) -> Tox:
+        c = self.config
+        savedata = load_profile(c.profile, c.passphrase)
+        if c.ipv6 or c.lan_discovery:
+            options = ToxOptions(udp=c.udp, ipv6=c.ipv6, local_discovery=c.lan_discovery,
+                                 savedata=savedata)
+        else:
+            options = loopback_options(udp=c.udp, savedata=savedata, start_port=0, end_port=0)
+        tox = Tox(options)
+        for node in c.bootstrap:
+            tox.bootstrap(node.host, node.port, node.public_key)
+            if node.tcp_port:
+                tox.add_tcp_relay(node.host, node.tcp_port, node.public_key)
+        for relay in c.tcp_relays:
+            tox.add_tcp_relay(relay.host, relay.port, relay.public_key)
+        tox.on_friend_request = self._on_friend_request
+        tox.on_friend_connection_status = self._on_friend_connection
+        tox.on_friend_lossless_packet = self._on_packet
+        tox.on_self_connection_status = lambda s: log.info("Tox network: %s", s.name)
+        if c.mode == "peer":
+            # As the notes say: keep only our identity, then ask the listener afresh.
+            for friend in tox.friend_list():
+                tox.friend_delete(friend)
+            try:
+                self.friend = tox.friend_add(c.peer_id, request_message(c.secret))
+            except FriendAddError:
+                tox.close()
+                raise
+            self.peer.public_key = c.peer_id[:32]
+        else:
+            friends = tox.friend_list()
+            for friend in friends:  # keep the peer we accepted before, if still allowed
+                key = tox.friend_public_key(friend)
+                if self.friend is None and (c.accept_anyone or not c.allow or key in c.allow):
+                    self.friend = friend
+                    self.peer.public_key = key
+                else:
+                    tox.friend_delete(friend)
+        save_profile(c.profile, tox.savedata(), c.passphrase)
+        return tox
+
+    # -- callbacks (inside iterate) ---------------------------------------------------
+
+    def _on_friend_request(self, key: bytes, message: bytes) -> None:
+        if self.config.mode != "listen" or not request_allowed(self.config, key, message):
+            if key not in self._strangers:
+                self._strangers.append(key)
+                log.warning("ignored a friend request from %s (not allowed)", key.hex().upper())
+            return
+        if self.friend is not None:
+            old = self.tox.friend_public_key(self.friend)
+            if old == key:
+                return
+            log.warning("an allowed peer %s replaces %s", key.hex().upper(), old.hex().upper())
+            self.tox.friend_delete(self.friend)
+            self._link_lost()
+            self.link = Link(os.urandom(16), window=self.config.window)
+        self.friend = self.tox.friend_add_norequest(key)
+        self.peer.public_key = key
+        save_profile(self.config.profile, self.tox.savedata(), self.config.passphrase)
+        log.info("accepted the peer %s", key.hex().upper())
+        self.notify({"event": "friend", "code": 101, "peer": key.hex().upper()})
+
+    def _on_friend_connection(self, friend: int, status: Connection) -> None:
+        if friend != self.friend:
+            return
+        if status == Connection.NONE:
+            self._link_lost()
+        else:
+            was = self.peer.link
+            self.peer.link = status.name
+            if was == "none":
+                log.info("friend connection up (%s); handshaking", status.name)
+                self.link.connection_made()
+            elif self.peer.online and was != status.name:
+                log.info("link is now %s", status.name)
+                self.notify(self._peer_event())
+
+    def _link_lost(self) -> None:
+        if self.peer.link == "none":
+            return
+        log.info("friend connection down")
+        self.link.connection_lost()
+        self.peer.link = "none"
+        if self.peer.online:
+            self.peer.online = False
+            self.notify(self._peer_event())
+
+    def _on_packet(self, friend: int, data: bytes) -> None:
+        if friend != self.friend or self.link.state == LinkState.ERROR:
+            return
+        self._last_traffic = time.monotonic()
+        self._received = True
+        try:
+            events = self.link.receive_packet(data)
+        except ProtocolError as exc:
+            log.error("peer broke the link protocol: %s", exc)
+            self.notify({"event": "error", "code": "peer_protocol", "message": str(exc)})
+            return
+        for event in events:
+            if isinstance(event, ChannelOpen):
+                self.peer.online = True
+                log.info("channel open (%s)", self.peer.link)
+                self.notify(self._peer_event())
+            elif isinstance(event, PeerHello) and event.restarted:
+                log.info("the peer daemon restarted")
+            elif isinstance(event, VersionMismatch):
+                msg = (f"the peer speaks channel protocol version {event.peer_version}, "
+                       f"we speak {event.our_version}")
+                log.error(msg)
+                self.notify({"event": "error", "code": "version_mismatch", "message": msg})
+
+    def _peer_event(self) -> dict:
+        key = self.peer.public_key.hex().upper() if self.peer.public_key else None
+        if self.peer.online:
+            return {"event": "peer", "code": 301, "status": "online", "peer": key,
+                    "link": self.peer.link}
+        return {"event": "peer", "code": 302, "status": "offline", "peer": key}
+
+    def peer_event(self) -> dict:
+        return self._peer_event()
+
+    # -- the loop ---------------------------------------------------------------------
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self.wake.set()
+
+    def run(self) -> None:
+        try:
+            self.started_ok.set()
+            self._run()
+        except BaseException as exc:  # reported to trio, which shuts down
+            log.exception("the tox thread failed")
+            self.failure = exc
+            self.notify({"event": "error", "code": "internal", "message": str(exc)})
+        finally:
+            try:
+                save_profile(self.config.profile, self.tox.savedata(), self.config.passphrase)
+            finally:
+                self.tox.close()
+                self.notify(None)
+
+    def _run(self) -> None:
+        tox, link, outbound, inbound = self.tox, self.link, self.outbound, self.inbound
+        next_report = 0.0
+        while not self._stopping.is_set():
+            if log.isEnabledFor(logging.DEBUG) and time.monotonic() > next_report:
+                next_report = time.monotonic() + 5
+                log.debug("state %s link=%s out=%d in=%d %s", self.link.state.name, self.peer.link,
+                          len(outbound), len(inbound), self.statistics())
+            link = self.link
+            self._received = False
+            moved = self._pump(link, outbound, inbound)
+            tox.iterate()
+            moved |= self._pump(link, outbound, inbound)
+            now = time.monotonic()
+            if moved:
+                self._last_traffic = now
+            if now - self._last_traffic < BUSY_AFTER_TRAFFIC or len(outbound):
+                period = self.config.busy_period
+            else:
+                period = min(tox.iteration_interval(), self.config.idle_period)
+            if self.wake.wait(period):
+                self.wake.clear()
+
+    def _pump(self, link: Link, outbound: FrameQueue, inbound: FrameQueue) -> bool:
+        """Move frames app->link and link->app, and packets link->toxcore. Returns
+        whether anything moved."""
+        moved = False
+        # App -> link, while the send window has room.
+        freed = False
+        while True:
+            frame = outbound.peek()
+            if frame is None or not link.can_send_frame(len(frame)):
+                break
+            link.send_frame(frame)
+            outbound.pop()
+            freed = moved = True
+        # Link -> app, while the inbound queue has room (else: no ack, the peer waits).
+        delivered = False
+        while inbound.space() > 0:
+            frame = link.next_frame()
+            if frame is None:
+                break
+            inbound.put_nowait(frame)
+            delivered = moved = True
+        if freed or delivered:
+            self.notify(None)
+        # Link -> toxcore, until SENDQ.
+        if self.friend is not None and self.peer.link != "none":
+            send = self.tox.try_send_lossless_packet
+            # Acks wait until a loop turn brings no data (or a quarter window is due):
+            # every packet, acks too, spends toxcore's rate budget.
+            flush = not (delivered or self._received)
+            packet = link.next_packet(flush=flush)
+            while packet is not None:
+                if not send(self.friend, packet):
+                    link.requeue(packet)  # SENDQ: toxcore's rate budget; retry next turn
+                    break
+                moved = True
+                packet = link.next_packet(flush=flush)
+        return moved
+
+    def statistics(self) -> dict:
+        s = self.link.statistics()
+        return {f: getattr(s, f) for f in s.__dataclass_fields__}
