@@ -26,11 +26,11 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def measure_raw(network: NodeInfo, mb: float = 200, pings: int = 1000) -> dict:
+def measure_raw(network: NodeInfo, mb: float = 200, pings: int = 1000, use_relay: bool = False) -> dict:
     """Measure raw toxcore between two fresh peers; return the figures as a dict."""
     packets = max(1, int(mb * MB) // PACKET)
     t0 = time.monotonic()
-    with RawPeer(network) as a, RawPeer(network) as b:
+    with RawPeer(network, use_relay=use_relay) as a, RawPeer(network, use_relay=use_relay) as b:
         connected = RawPeer.befriend(a, b)
         result = {"connect_s": round(connected - t0, 2)}
 

@@ -15,9 +15,9 @@ from toxbridge.tox import load_profile, save_profile
 from .conftest import iterate_until, new_tox
 from .daemons import App, DaemonProc
 
-# Work in progress (issue 3): the daemon streams at toxcore's minimum rate (~4 packets/s)
-# in a subprocess, so these are deselected by `make test` (-m "not wip") until that is fixed.
-pytestmark = [pytest.mark.tox, pytest.mark.wip, pytest.mark.xdist_group("daemons")]
+
+
+pytestmark = [pytest.mark.tox, pytest.mark.xdist_group("daemons")]
 
 
 @pytest.fixture(scope="module")
@@ -88,6 +88,7 @@ async def test_second_app_is_refused_and_first_unaffected(pair):
         event = await intruder.wait_event(event="error")
         assert event["code"] == "busy"
         assert await intruder.next_frame() is None  # closed
+    await intruder.aclose()
     with trio.fail_after(30):
         await a.send(b"still here")
         assert await b.next_data() == b"still here"
@@ -115,6 +116,7 @@ async def test_malformed_frames_close_only_that_connection(pair, garbage, code):
         event = await a.wait_event(event="error")
         assert event["code"] == code
         assert await a.next_frame() is None
+    await a.aclose()
     a2 = await App.connect(pair[0].port)  # a new app gets ready + the peer state
     with trio.fail_after(30):
         assert (await a2.next_event())["event"] == "ready"
@@ -135,7 +137,7 @@ def test_restart_keeps_the_tox_id_and_peer_start_deletes_stale_friends(tox_netwo
     peer_profile = tmp_path / "p.tox"
     with new_tox(tox_network) as t:
         for _ in range(3):
-            t.friend_add_norequest(bytes(random.randbytes(32)))
+            t.friend_add_norequest(random.randbytes(31) + b"\x01")  # valid: top bit of the last byte clear
         save_profile(peer_profile, t.savedata())
         old_address = t.address
     peer = DaemonProc(["--peer", again.tox_id], peer_profile, tox_network)

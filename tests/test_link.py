@@ -303,6 +303,23 @@ def test_both_sides_open_and_exchange_a_frame() -> None:
     assert [link.statistics().hello_packets_sent for link in net.links] == [5, 5]
 
 
+def test_data_can_be_held_back_while_control_packets_still_go() -> None:
+    net = open_pair()
+    a, b = net.links
+    for _ in range(3):
+        a.send_frame(b"x" * 1000)
+    assert a.next_packet(data=False) is None
+    b.send_frame(b"y")
+    packet = b.next_packet()  # b's data carries b's ack; a holds its data
+    assert ptype(packet) == PacketType.DATA
+    a.receive_packet(packet)
+    assert b"".join(iter(a.next_frame, None)) == b"y"
+    ack = a.next_packet(flush=True, data=False)
+    assert ptype(ack) == PacketType.ACK
+    assert a.next_packet(data=False) is None
+    assert ptype(a.next_packet()) == PacketType.DATA  # released: the data goes
+
+
 def test_version_mismatch_is_an_event_and_an_error_state() -> None:
     a = Link(SID_A, window=65536)
     a.connection_made()

@@ -34,6 +34,7 @@ class Config:
     queue_frames: int = 4096  # each of the two queues between the threads
     busy_period: float = 0.001  # loop period while there is traffic
     idle_period: float = 0.02  # loop period after a quiet second (toxcore asks 50 ms)
+    udp_grace: float = 2.0  # hold data this long on a new TCP link while UDP may come up
     max_pending_requests: int = 64  # strangers remembered (for logging), then dropped
     extra: dict = field(default_factory=dict, compare=False)
 

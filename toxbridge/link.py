@@ -255,11 +255,12 @@ class Link:
         self._end = end
         self._f_sent += 1
 
-    def next_packet(self, *, flush: bool = False) -> bytes | None:
+    def next_packet(self, *, flush: bool = False, data: bool = True) -> bytes | None:
         """The next packet to hand to toxcore, or None if nothing is due.
 
         Order: HELLO, RESYNC, DATA (full packets while enough is queued), then an ACK if a
         quarter window of delivered bytes is unacknowledged, or any at all with ``flush``.
+        ``data=False`` holds DATA back (control packets still go).
         """
         if self._error is not None or not self._connected:
             return None
@@ -292,7 +293,7 @@ class Link:
             n = MAX_CHUNK
         elif stop < end:
             n = 0  # the window would cut this packet short: wait for an ack, send it full
-        if n > 0:
+        if n > 0 and data:
             i = sent - self._acked
             packet = _DATA_PACK.pack(PACKET_ID, _DATA, sent, delivered) + self._sbuf[i : i + n]
             high = self._high

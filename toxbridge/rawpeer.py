@@ -52,9 +52,12 @@ class _Child:
 
     def __init__(self, conn, bootstrap: str, options: dict) -> None:
         self.conn = conn
+        relay_port = options.pop("relay_tcp_port", None)
         self.tox = Tox(loopback_options(**options))
         node = NodeInfo.parse(bootstrap)
         self.tox.bootstrap(node.host, node.port, node.public_key)
+        if relay_port:
+            self.tox.add_tcp_relay(node.host, relay_port, node.public_key)
         self.expected_key: bytes | None = None
         self.friend: int | None = None
         self.connected_at: float | None = None
@@ -204,7 +207,10 @@ def _child_main(argv: list[str]) -> None:
 class RawPeer:
     """A raw toxcore peer in a child process. Use as a context manager."""
 
-    def __init__(self, bootstrap: NodeInfo, **options) -> None:
+    def __init__(self, bootstrap: NodeInfo, *, use_relay: bool = False, **options) -> None:
+        """``use_relay``: also use the bootstrap node as TCP relay (it must be one)."""
+        if use_relay:
+            options["relay_tcp_port"] = bootstrap.tcp_port
         # A plain subprocess (not multiprocessing): works from any script or test runner.
         ours, theirs = socket.socketpair()
         self.process = subprocess.Popen(

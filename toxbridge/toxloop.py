@@ -100,6 +100,7 @@ class ToxLoop(threading.Thread):
         self._strangers: deque[bytes] = deque(maxlen=config.max_pending_requests)
         self._last_traffic = 0.0
         self._received = False  # a packet arrived during this loop turn
+        self._hold_data_until = 0.0  # see _on_friend_connection
 
     # -- set-up -----------------------------------------------------------------------
 
@@ -174,9 +175,17 @@ class ToxLoop(threading.Thread):
         else:
             was = self.peer.link
             self.peer.link = status.name
+            if status == Connection.UDP:
+                self._hold_data_until = 0.0
             if was == "none":
                 log.info("friend connection up (%s); handshaking", status.name)
                 self.link.connection_made()
+                if status == Connection.TCP and self.config.udp:
+                    # toxcore 0.2.18: if lossless data flows both ways over the relay and
+                    # the link then switches to direct UDP (typically 0.5-1 s after it came
+                    # up), congestion control collapses to ~4 packets/s for good. So the
+                    # handshake goes at once, but data waits briefly for the UDP path.
+                    self._hold_data_until = time.monotonic() + self.config.udp_grace
             elif self.peer.online and was != status.name:
                 log.info("link is now %s", status.name)
                 self.notify(self._peer_event())
@@ -298,13 +307,14 @@ class ToxLoop(threading.Thread):
             # Acks wait until a loop turn brings no data (or a quarter window is due):
             # every packet, acks too, spends toxcore's rate budget.
             flush = not (delivered or self._received)
-            packet = link.next_packet(flush=flush)
+            data = not self._hold_data_until or time.monotonic() >= self._hold_data_until
+            packet = link.next_packet(flush=flush, data=data)
             while packet is not None:
                 if not send(self.friend, packet):
                     link.requeue(packet)  # SENDQ: toxcore's rate budget; retry next turn
                     break
                 moved = True
-                packet = link.next_packet(flush=flush)
+                packet = link.next_packet(flush=flush, data=data)
         return moved
 
     def statistics(self) -> dict:
