@@ -3,6 +3,7 @@ network, with apps on their bridge ports."""
 
 from __future__ import annotations
 
+import contextlib
 import random
 import time
 
@@ -13,7 +14,7 @@ from toxbridge.framing import encode_data
 from toxbridge.tox import load_profile, save_profile
 
 from .conftest import iterate_until, new_tox
-from .daemons import App, DaemonProc
+from toxbridge.harness import App, DaemonProc
 
 
 
@@ -23,11 +24,9 @@ pytestmark = [pytest.mark.tox, pytest.mark.xdist_group("daemons")]
 @pytest.fixture(scope="module")
 def pair(tox_network, tmp_path_factory):
     d = tmp_path_factory.mktemp("pair")
-    listener = DaemonProc(["--listen"], d / "listen.tox", tox_network)
-    peer = DaemonProc(["--peer", listener.tox_id], d / "peer.tox", tox_network)
-    yield listener, peer
-    listener.stop()
-    peer.stop()
+    with DaemonProc(["--listen"], d / "listen.tox", tox_network) as listener:
+        with DaemonProc(["--peer", listener.tox_id], d / "peer.tox", tox_network) as peer:
+            yield listener, peer
 
 
 async def open_apps(pair) -> tuple[App, App]:
@@ -129,28 +128,29 @@ async def test_malformed_frames_close_only_that_connection(pair, garbage, code):
 
 def test_restart_keeps_the_tox_id_and_peer_start_deletes_stale_friends(tox_network, tmp_path):
     profile = tmp_path / "l.tox"
-    first = DaemonProc(["--listen"], profile, tox_network)
-    assert first.stop() == 0
-    again = DaemonProc(["--listen"], profile, tox_network)
-    assert again.tox_id == first.tox_id
-    # A --peer profile with stale friends keeps only its identity and the listener.
-    peer_profile = tmp_path / "p.tox"
-    with new_tox(tox_network) as t:
-        for _ in range(3):
-            t.friend_add_norequest(random.randbytes(31) + b"\x01")  # valid: top bit of the last byte clear
-        save_profile(peer_profile, t.savedata())
-        old_address = t.address
-    peer = DaemonProc(["--peer", again.tox_id], peer_profile, tox_network)
-    assert peer.tox_id == old_address.hex().upper()
-    assert peer.stop() == 0 and again.stop() == 0
+    with DaemonProc(["--listen"], profile, tox_network) as first:
+        assert first.stop() == 0
+    with DaemonProc(["--listen"], profile, tox_network) as again:
+        assert again.tox_id == first.tox_id
+        # A --peer profile with stale friends keeps only its identity and the listener.
+        peer_profile = tmp_path / "p.tox"
+        with new_tox(tox_network) as t:
+            for _ in range(3):
+                t.friend_add_norequest(random.randbytes(31) + b"\x01")  # valid: top bit of the last byte clear
+            save_profile(peer_profile, t.savedata())
+            old_address = t.address
+        with DaemonProc(["--peer", again.tox_id], peer_profile, tox_network) as peer:
+            assert peer.tox_id == old_address.hex().upper()
+            assert peer.stop() == 0
+        assert again.stop() == 0
     with new_tox(tox_network, savedata=load_profile(peer_profile)) as t:
         assert [t.friend_public_key(f) for f in t.friend_list()] == [bytes.fromhex(again.tox_id)[:32]]
 
 
 def test_strangers_and_wrong_secrets_are_not_accepted(tox_network, tmp_path):
-    listener = DaemonProc(["--listen"], tmp_path / "l.tox", tox_network, secret="right")
-    try:
-        strangers = [new_tox(tox_network) for _ in range(3)]
+    with DaemonProc(["--listen"], tmp_path / "l.tox", tox_network, secret="right") as listener, \
+            contextlib.ExitStack() as stack:
+        strangers = [stack.enter_context(new_tox(tox_network)) for _ in range(3)]
         no_secret, wrong, right = strangers
         messages = [b"hello", b"toxbridge/1 wrong", b"toxbridge/1 right"]
         friends = [s.friend_add(listener.tox_id, m) for s, m in zip(strangers, messages)]
@@ -163,10 +163,6 @@ def test_strangers_and_wrong_secrets_are_not_accepted(tox_network, tmp_path):
         assert wrong.friend_connection_status(friends[1]) == 0
         log = "\n".join(listener.log)
         assert log.count("ignored a friend request") == 2
-        for s in strangers:
-            s.close()
-    finally:
-        listener.stop()
 
 
 def test_listener_without_secret_or_allow_list_refuses_to_start(tox_network, tmp_path):

@@ -188,7 +188,7 @@ class ToxLoop(threading.Thread):
                     self._hold_data_until = time.monotonic() + self.config.udp_grace
             elif self.peer.online and was != status.name:
                 log.info("link is now %s", status.name)
-                self.notify(self._peer_event())
+                self.notify({"event": "link", "link": status.name})
 
     def _link_lost(self) -> None:
         if self.peer.link == "none":

@@ -1,4 +1,6 @@
-"""Real toxbridge daemons in subprocesses, and a small app client for their bridge port."""
+"""Real toxbridge daemons in subprocesses, and a small app client for their bridge port.
+
+Used by the tests and the benchmarks; not part of the product's API."""
 
 from __future__ import annotations
 
@@ -13,15 +15,19 @@ from pathlib import Path
 
 import trio
 
-from toxbridge.framing import DATA, EVENT, FrameDecoder, decode_event, encode_data
+from .framing import DATA, EVENT, FrameDecoder, decode_event, encode_data
+from .network import NodeInfo, die_with_parent
 
 
 class DaemonProc:
     """``python -m toxbridge --listen/--peer ...`` with its announcements parsed."""
 
-    def __init__(self, args: list[str], profile: Path, network, secret: str | None = "s3cret") -> None:
+    def __init__(self, args: list[str], profile: Path, network: NodeInfo, secret: str | None = "s3cret",
+                 *, verbose: bool = True) -> None:
         cmd = [sys.executable, "-m", "toxbridge", *args, "--profile", str(profile),
-               "--bootstrap", str(network), "-vv"]
+               "--bootstrap", str(network)]
+        if verbose:
+            cmd.append("-vv")
         if network.tcp_port:
             cmd += ["--tcp-relay", f"{network.host}:{network.tcp_port}:{network.public_key.hex()}"]
         if secret is not None:
@@ -30,7 +36,8 @@ class DaemonProc:
         self.lines: queue.Queue[str] = queue.Queue()
         self.log: list[str] = []
         self.process = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                        stdin=subprocess.DEVNULL, text=True, bufsize=1)
+                                        stdin=subprocess.DEVNULL, text=True, bufsize=1,
+                                        preexec_fn=die_with_parent)
         threading.Thread(target=self._read, daemon=True).start()
         self.tox_id = self.expect("tox-id ").split()[1]
         self.port = int(self.expect("bridge ").rsplit(":", 1)[1])
@@ -60,6 +67,18 @@ class DaemonProc:
                 self.process.kill()
                 self.process.wait()
         return self.process.returncode
+
+    def __enter__(self) -> DaemonProc:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.os_resume()
+        self.stop()
+
+    def os_resume(self) -> None:
+        """SIGCONT, in case a test froze it (a frozen process ignores SIGTERM)."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGCONT)
 
     def signal(self, sig: int) -> None:
         os.kill(self.process.pid, sig)

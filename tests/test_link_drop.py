@@ -1,0 +1,83 @@
+"""The daemon-to-daemon link survives a real Tox link drop: one daemon is frozen with
+SIGSTOP for longer than toxcore's friend timeout (28-32 s) while frames flow both ways;
+the apps see 302 then 301, and every frame arrives exactly once, in order."""
+
+from __future__ import annotations
+
+import signal
+import struct
+import time
+
+import pytest
+import trio
+
+from toxbridge.framing import encode_data
+
+from toxbridge.harness import App, DaemonProc
+
+# Its own daemons and its own xdist group: it freezes a daemon for 35 s, so it runs
+# beside the other daemon tests instead of after them.
+pytestmark = [pytest.mark.tox, pytest.mark.xdist_group("link_drop")]
+
+FRAMES = 6000  # ~3.5 MB each way: more than toxcore can have queued when the link drops
+STOP_SECONDS = 35
+
+
+def frame(i: int, side: int) -> bytes:
+    body = struct.pack(">IB", i, side)
+    return body + bytes([i % 251]) * (i * 7919 % (1024 - len(body)))
+
+
+async def send_all(app: App, side: int, go_slow: trio.Event) -> None:
+    for start in range(0, FRAMES, 50):
+        if start >= FRAMES // 4:
+            await go_slow.wait()  # the rest is sent while the link is down and after
+        await app.stream.send_all(b"".join(encode_data(frame(i, side)) for i in range(start, start + 50)))
+
+
+async def receive_all(app: App, side: int, progress: list[int]) -> None:
+    for i in range(FRAMES):
+        got = await app.next_data()
+        assert got is not None, "the bridge closed the app connection"
+        n, s = struct.unpack_from(">IB", got)
+        assert (n, s) == (i, side), f"expected frame {i}, got {n} (a loss, duplicate or reorder)"
+        assert got == frame(i, side)
+        progress[0] = i + 1
+
+
+async def test_frames_survive_a_link_drop_longer_than_the_friend_timeout(tox_network, tmp_path):
+    with DaemonProc(["--listen"], tmp_path / "l.tox", tox_network) as listener, \
+            DaemonProc(["--peer", listener.tox_id], tmp_path / "p.tox", tox_network) as peer:
+        a, b = await App.connect(listener.port), await App.connect(peer.port)
+        with trio.fail_after(90):
+            await a.wait_event(code=301)
+            await b.wait_event(code=301)
+        a.events.clear()
+        b.events.clear()
+        released = trio.Event()
+        got_ab, got_ba = [0], [0]
+        with trio.fail_after(240):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(send_all, a, 0, released)
+                nursery.start_soon(send_all, b, 1, released)
+                nursery.start_soon(receive_all, b, 0, got_ab)
+                nursery.start_soon(receive_all, a, 1, got_ba)
+                while min(got_ab[0], got_ba[0]) < FRAMES // 8:
+                    await trio.sleep(0.01)
+                peer.signal(signal.SIGSTOP)
+                stopped_at = time.monotonic()
+                released.set()  # more frames go in while the peer daemon is frozen
+                try:
+                    await trio.sleep(STOP_SECONDS)
+                finally:
+                    peer.signal(signal.SIGCONT)
+                assert any(e.get("code") == 302 for e in a.events), (
+                    f"no 302 after {time.monotonic() - stopped_at:.0f} s; events: {a.events}")
+                assert got_ab[0] < FRAMES and got_ba[0] < FRAMES
+        codes_a = [e["code"] for e in a.events if e.get("code") in (301, 302)]
+        codes_b = [e["code"] for e in b.events if e.get("code") in (301, 302)]
+        assert codes_a == [302, 301], a.events
+        # The frozen side's toxcore times the link out when it wakes up, then reconnects.
+        assert codes_b in ([302, 301], []), b.events
+        await a.aclose()
+        await b.aclose()
