@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-BENCHES = ["raw_tox"]
+BENCHES = ["raw_tox", "channel"]
 
 
 def main() -> int:

@@ -71,6 +71,9 @@ async def stream(src: App, dst: App, frames: list[bytes]) -> None:
 
 async def test_20MB_of_random_frames_both_ways_exact_in_order_boundaries_kept(pair):
     a, b = await open_apps(pair)
+    # The first apps also learn how the friendship came about (codes of the seed's 100s).
+    assert [e["code"] for e in a.events if e["event"] == "friend"] == [101]  # accepted
+    assert [e["code"] for e in b.events if e["event"] == "friend"] == [104, 101]  # sent, accepted
     ab, ba = frames_for(1, 20_000_000), frames_for(2, 20_000_000)
     with trio.fail_after(240):
         async with trio.open_nursery() as nursery:

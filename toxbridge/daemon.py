@@ -106,6 +106,8 @@ class Daemon:
             return
         self.app = stream
         log.info("app connected")
+        # It gets the current peer state below; older peer/link changes would only mislead.
+        self._events = [e for e in self._events if e.get("event") not in ("peer", "link")]
         loop = self.tox_loop
         error: dict | None = None
         try:

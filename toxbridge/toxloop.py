@@ -101,6 +101,7 @@ class ToxLoop(threading.Thread):
         self._last_traffic = 0.0
         self._received = False  # a packet arrived during this loop turn
         self._hold_data_until = 0.0  # see _on_friend_connection
+        self._accepted = False  # --peer: has our friend request been accepted (101 sent)?
 
     # -- set-up -----------------------------------------------------------------------
 
@@ -156,12 +157,20 @@ class ToxLoop(threading.Thread):
         if self.friend is not None:
             old = self.tox.friend_public_key(self.friend)
             if old == key:
+                self.notify({"event": "friend", "code": 103, "peer": key.hex().upper()})
                 return
             log.warning("an allowed peer %s replaces %s", key.hex().upper(), old.hex().upper())
             self.tox.friend_delete(self.friend)
             self._link_lost()
             self.link = Link(os.urandom(16), window=self.config.window)
-        self.friend = self.tox.friend_add_norequest(key)
+        try:
+            self.friend = self.tox.friend_add_norequest(key)
+        except FriendAddError as exc:
+            self.friend = None
+            log.error("could not add the peer %s: %s", key.hex().upper(), exc.error)
+            self.notify({"event": "friend", "code": 102, "peer": key.hex().upper(),
+                         "message": exc.error})
+            return
         self.peer.public_key = key
         save_profile(self.config.profile, self.tox.savedata(), self.config.passphrase)
         log.info("accepted the peer %s", key.hex().upper())
@@ -179,6 +188,9 @@ class ToxLoop(threading.Thread):
                 self._hold_data_until = 0.0
             if was == "none":
                 log.info("friend connection up (%s); handshaking", status.name)
+                if self.config.mode == "peer" and not self._accepted:
+                    self._accepted = True  # our request was accepted
+                    self.notify({"event": "friend", "code": 101, "peer": self.peer.public_key.hex().upper()})
                 self.link.connection_made()
                 if status == Connection.TCP and self.config.udp:
                     # toxcore 0.2.18: if lossless data flows both ways over the relay and
@@ -243,6 +255,8 @@ class ToxLoop(threading.Thread):
     def run(self) -> None:
         try:
             self.started_ok.set()
+            if self.config.mode == "peer" and self.friend is not None:
+                self.notify({"event": "friend", "code": 104, "peer": self.peer.public_key.hex().upper()})
             self._run()
         except BaseException as exc:  # reported to trio, which shuts down
             log.exception("the tox thread failed")
