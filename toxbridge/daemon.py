@@ -188,6 +188,7 @@ def run_daemon(config: Config, announce: Callable[[str], None] | None = None) ->
     """Run a daemon until SIGINT/SIGTERM (or the tox thread fails)."""
 
     def say(line: str) -> None:
-        print(line, flush=True)
+        sys.stdout.write(line + "\n")  # one write: a line never splits
+        sys.stdout.flush()
 
     trio.run(Daemon(config, announce or say).run)

@@ -35,10 +35,13 @@ class DaemonProc:
         self.args = cmd
         self.lines: queue.Queue[str] = queue.Queue()
         self.log: list[str] = []
-        self.process = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        # Announcements on stdout, logs on stderr: two pipes, so a log line written by the
+        # tox thread can never land inside an announcement.
+        self.process = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                         stdin=subprocess.DEVNULL, text=True, bufsize=1,
                                         preexec_fn=die_with_parent)
         threading.Thread(target=self._read, daemon=True).start()
+        threading.Thread(target=self._read_log, daemon=True).start()
         self.tox_id = self.expect("tox-id ").split()[1]
         self.port = int(self.expect("bridge ").rsplit(":", 1)[1])
 
@@ -47,6 +50,11 @@ class DaemonProc:
             self.log.append(line.rstrip())
             self.lines.put(line.rstrip())
         self.process.stdout.close()
+
+    def _read_log(self) -> None:
+        for line in self.process.stderr:
+            self.log.append(line.rstrip())
+        self.process.stderr.close()
 
     def expect(self, prefix: str, timeout: float = 30) -> str:
         deadline = time.monotonic() + timeout
