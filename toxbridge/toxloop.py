@@ -4,6 +4,10 @@ through two bounded queues.
     app --> trio --> outbound FrameQueue --> tox thread --> Link --> lossless packets
     app <-- trio <-- inbound  FrameQueue <-- tox thread <-- Link <-- lossless packets
 
+The inbound queue carries runs of frames already encoded for the app (up to BLOB_FRAMES
+each), so the trio thread only writes them: it then seldom holds the GIL when a packet
+callback inside tox_iterate needs it.
+
 Backpressure: the tox thread moves a frame into the Link only while the send window has
 room (so a slow peer fills the outbound queue and trio stops reading the app's socket),
 and takes frames out of the Link only while the inbound queue has room (so a slow app
@@ -15,12 +19,14 @@ from __future__ import annotations
 
 import logging
 import os
+import struct
 import threading
 import time
 from collections import deque
 from typing import Callable
 
 from .config import Config, request_allowed, request_message
+from .framing import DATA
 from .link import ChannelOpen, Link, LinkState, PeerHello, VersionMismatch
 from .network import loopback_options
 from .errors import ProtocolError
@@ -30,6 +36,9 @@ __all__ = ["FrameQueue", "ToxLoop", "PeerState"]
 
 log = logging.getLogger(__name__)
 
+_DATA_HEAD = struct.Struct(">BH")  # an app frame's kind and length (see framing.py)
+
+BLOB_FRAMES = 64  # frames per item of the inbound queue
 BUSY_AFTER_TRAFFIC = 1.0  # seconds of fast looping after the last packet either way
 
 
@@ -87,7 +96,7 @@ class ToxLoop(threading.Thread):
         self.config = config
         self.notify = notify
         self.outbound = FrameQueue(config.queue_frames)  # app -> peer
-        self.inbound = FrameQueue(config.queue_frames)  # peer -> app
+        self.inbound = FrameQueue(max(4, config.queue_frames // BLOB_FRAMES))  # peer -> app
         self.peer = PeerState()
         self.wake = threading.Event()  # set by trio when it queued outbound frames
         self.started_ok = threading.Event()
@@ -307,12 +316,21 @@ class ToxLoop(threading.Thread):
             freed = moved = True
         # Link -> app, while the inbound queue has room (else: no ack, the peer waits).
         delivered = False
+        head = _DATA_HEAD.pack
         while inbound.space() > 0:
-            frame = link.next_frame()
-            if frame is None:
+            parts = []
+            for _ in range(BLOB_FRAMES):
+                frame = link.next_frame()
+                if frame is None:
+                    break
+                parts.append(head(DATA, len(frame)))
+                parts.append(frame)
+            if not parts:
                 break
-            inbound.put_nowait(frame)
+            inbound.put_nowait(b"".join(parts))
             delivered = moved = True
+            if len(parts) < 2 * BLOB_FRAMES:
+                break
         if freed or delivered:
             self.notify(None)
         # Link -> toxcore, until SENDQ.
