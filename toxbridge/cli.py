@@ -23,6 +23,7 @@ from .errors import ConfigError, ToxbridgeError
 log = logging.getLogger("toxbridge")
 
 BUNDLED_NODES = Path(__file__).parent / "data" / "nodes.json"
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 
 
 def _bootstrap_node(args: argparse.Namespace) -> int:
@@ -108,6 +109,14 @@ def node_parser() -> argparse.ArgumentParser:
     p.add_argument("--public-bind", action="store_true",
                    help="allow --bridge-host other than loopback (anyone who reaches it can use the link)")
     p.add_argument("--id-file", type=Path, help="also write our Tox ID to this file")
+    p.add_argument("--raw", action="store_true",
+                   help="serve only the framed channel on the bridge port (no JSON app server)")
+    p.add_argument("--app-port", type=int, default=0, help="the JSON app server's port (default: free)")
+    p.add_argument("--app-host", default="127.0.0.1",
+                   help="address the app server binds (default 127.0.0.1; others need --public-bind)")
+    p.add_argument("--data-dir", type=Path,
+                   help="bridge_local's data: history, queued messages, files "
+                        "(default: PROFILE_NAME.bridge next to the profile)")
     p.add_argument("-v", "--verbose", action="count", default=0, help="more log lines")
     return p
 
@@ -132,9 +141,9 @@ def build_config(args: argparse.Namespace):
     if args.accept_anyone:
         log.warning("--accept-anyone: ANY Tox user who knows our ID can use this bridge")
     host = args.bridge_host
-    if host not in ("127.0.0.1", "localhost", "::1") and not args.public_bind:
+    if host not in LOOPBACK_HOSTS and not args.public_bind:
         raise ConfigError(f"--bridge-host {host} is not loopback; add --public-bind if you mean it")
-    if args.public_bind and host not in ("127.0.0.1", "localhost", "::1"):
+    if args.public_bind and host not in LOOPBACK_HOSTS:
         log.warning("the bridge port is bound to %s: anyone who reaches it can use the link", host)
     bootstrap = [NodeInfo.parse(b) for b in args.bootstrap]
     if args.nodes:
@@ -194,12 +203,23 @@ def run_node(argv: list[str]) -> int:
     _setup_logging(args.verbose)
     try:
         config = build_config(args)
+        app_config = None if args.raw else build_app_config(args, config)
     except ConfigError as exc:
         parser.exit(2, f"toxbridge: {exc}\n")
-    from .daemon import run_daemon
+    from .node import run_node_process
 
-    run_daemon(config)
+    run_node_process(config, app_config)
     return 0
+
+
+def build_app_config(args: argparse.Namespace, config):
+    """bridge_local's configuration for a node that runs it in-process."""
+    from bridge_local.server import BridgeConfig
+
+    if args.app_host not in LOOPBACK_HOSTS and not args.public_bind:
+        raise ConfigError(f"--app-host {args.app_host} is not loopback; add --public-bind if you mean it")
+    data_dir = args.data_dir or config.profile.with_name(config.profile.stem + ".bridge")
+    return BridgeConfig(app_host=args.app_host, app_port=args.app_port, data_dir=data_dir)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -21,7 +21,7 @@ from .errors import RemoteProtocolError
 from .framing import DATA, FrameDecoder, encode_event
 from .toxloop import ToxLoop
 
-__all__ = ["Daemon", "run_daemon"]
+__all__ = ["Daemon"]
 
 log = logging.getLogger(__name__)
 
@@ -182,17 +182,3 @@ class Daemon:
                 continue
             await self._work.wait()
             self._work = trio.Event()
-
-
-def run_daemon(config: Config, announce: Callable[[str], None] | None = None) -> None:
-    """Run a daemon until SIGINT/SIGTERM (or the tox thread fails)."""
-
-    def say(line: str) -> None:
-        sys.stdout.write(line + "\n")  # one write: a line never splits
-        sys.stdout.flush()
-
-    # toxcore calls back into Python for every packet it receives, inside tox_iterate; with
-    # the default 5 ms GIL switch interval the tox thread waits that long whenever the trio
-    # thread is busy. A short interval keeps packets flowing (measured: bench/channel.py).
-    sys.setswitchinterval(float(os.environ.get("TOXBRIDGE_SWITCH_INTERVAL", "0.0005")))
-    trio.run(Daemon(config, announce or say).run)

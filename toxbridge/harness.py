@@ -23,9 +23,13 @@ class DaemonProc:
     """``python -m toxbridge --listen/--peer ...`` with its announcements parsed."""
 
     def __init__(self, args: list[str], profile: Path, network: NodeInfo, secret: str | None = "s3cret",
-                 *, verbose: bool = True) -> None:
+                 *, verbose: bool = True, raw: bool = True) -> None:
+        """``raw``: only the daemon (the bridge port is free for a test's app); otherwise
+        the node runs bridge_local too and ``app_port`` is its JSON app port."""
         cmd = [sys.executable, "-m", "toxbridge", *args, "--profile", str(profile),
                "--bootstrap", str(network)]
+        if raw:
+            cmd.append("--raw")
         if verbose:
             cmd.append("-vv")
         if network.tcp_port:
@@ -44,6 +48,7 @@ class DaemonProc:
         threading.Thread(target=self._read_log, daemon=True).start()
         self.tox_id = self.expect("tox-id ").split()[1]
         self.port = int(self.expect("bridge ").rsplit(":", 1)[1])
+        self.app_port = None if raw else int(self.expect("app ").rsplit(":", 1)[1])
 
     def _read(self) -> None:
         for line in self.process.stdout:

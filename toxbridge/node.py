@@ -1,0 +1,51 @@
+"""A whole node in one process: the daemon (tox thread + bridge port) and, unless ``--raw``,
+bridge_local's app server on top of it, connected to the bridge port over loopback TCP
+exactly as a separate bridge_local process would be."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import signal
+import sys
+from functools import partial
+from typing import Callable
+
+import trio
+
+from .config import Config
+from .daemon import Daemon
+
+__all__ = ["run_node_process"]
+
+
+def _say(line: str) -> None:
+    sys.stdout.write(line + "\n")  # one write: a line never splits
+    sys.stdout.flush()
+
+
+async def _node(config: Config, app_config, announce: Callable[[str], None]) -> None:
+    async with trio.open_nursery() as nursery:
+        async def daemon(task_status=trio.TASK_STATUS_IGNORED) -> None:
+            try:
+                await Daemon(config, announce).run(task_status=task_status)
+            finally:
+                nursery.cancel_scope.cancel()  # the daemon stopped (signal or failure): all stop
+
+        running: Daemon = await nursery.start(daemon)
+        if app_config is not None:
+            from bridge_local.server import serve
+
+            app_config = dataclasses.replace(app_config, bridge_host=config.bridge_host,
+                                             bridge_port=running.port)
+            await nursery.start(partial(serve, app_config, announce=announce))
+
+
+def run_node_process(config: Config, app_config=None, announce: Callable[[str], None] = _say) -> None:
+    """Run until SIGINT/SIGTERM. ``app_config``: a ``bridge_local.server.BridgeConfig`` (its
+    bridge address is filled in here), or None for ``--raw``."""
+    # toxcore calls back into Python for every packet it receives, inside tox_iterate; with
+    # the default 5 ms GIL switch interval the tox thread waits that long whenever the trio
+    # thread is busy.
+    sys.setswitchinterval(float(os.environ.get("TOXBRIDGE_SWITCH_INTERVAL", "0.0005")))
+    trio.run(_node, config, app_config, announce)
