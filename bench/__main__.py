@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-BENCHES = ["raw_tox", "channel"]
+BENCHES = ["raw_tox", "channel", "messages"]
 
 
 def main() -> int:

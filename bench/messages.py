@@ -1,0 +1,163 @@
+"""The messages benchmark: raw toxcore round trip, then chat messages through two bridges.
+
+In one run, on one private network: the raw toxcore ping-pong (the anchor), then two real
+daemons (``--raw``) with a ``python -m bridge_local`` process on each, and clients on the
+app ports. Measures the client → client → client message round trip (alice sends ``1002``
+to bob, bob answers when the ``2003`` arrives, alice times the ``2003`` coming back), and
+messages per second for many small messages pipelined by one client, local-to-local (two
+clients of one bridge) and across Tox (a client of each bridge). Prints one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import trio
+
+from bridge_local.client import open_client
+from bridge_local.protocol import LineDecoder
+from toxbridge.harness import DaemonProc
+from toxbridge.network import start_bootstrap
+
+from .raw_tox import measure_raw, percentile
+
+
+class BridgeProc:
+    """``python -m bridge_local`` on a daemon's bridge port."""
+
+    def __init__(self, bridge_port: int, data_dir: Path) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "bridge_local", "--bridge", f"127.0.0.1:{bridge_port}",
+             "--app-port", "0", "--data-dir", str(data_dir)],
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
+            text=True)
+        line = self.process.stdout.readline()
+        if not line.startswith("app "):
+            raise RuntimeError(f"bridge_local did not start: {line!r}")
+        self.port = int(line.rsplit(":", 1)[1])
+
+    def __enter__(self) -> BridgeProc:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(15)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        self.process.stdout.close()
+
+
+async def _flood(src_port: int, dst_port: int, count: int, tag: str) -> float:
+    """``count`` small messages from one client to another, pipelined; returns msgs/s."""
+    async with open_client(dst_port, name=f"sink-{tag}") as sink:
+        stream = await trio.open_tcp_stream("127.0.0.1", src_port)
+        try:
+            await stream.send_all(json.dumps({"command": 1000, "name": f"src-{tag}"}).encode()
+                                  + b"\n")
+            decoder = LineDecoder()
+            while True:
+                decoder.receive_data(await stream.receive_some(65536))
+                line = decoder.next_line()
+                if line is not None:
+                    token = json.loads(line)["token"]
+                    break
+            lines = [json.dumps({"command": 1002, "token": token, "goaltoken": sink.token,
+                                 "type": 1, "msg": f"m{i}"}).encode() + b"\n"
+                     for i in range(count)]
+            start = time.monotonic()
+
+            async def send() -> None:
+                for i in range(0, count, 200):
+                    await stream.send_all(b"".join(lines[i:i + 200]))
+
+            async def drain_replies() -> None:
+                seen = 0
+                while seen < count:
+                    decoder.receive_data(await stream.receive_some(65536))
+                    while decoder.next_line() is not None:
+                        seen += 1
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(send)
+                nursery.start_soon(drain_replies)
+                for i in range(count):
+                    event = await sink.wait_event(command=2003)
+                    if event["msg"] != f"m{i}":
+                        raise RuntimeError(f"message {i} out of order: {event['msg']}")
+            return count / (time.monotonic() - start)
+        finally:
+            await stream.aclose()
+
+
+async def _round_trips(port_a: int, port_b: int, count: int) -> list[float]:
+    async with open_client(port_a, name="alice") as alice, \
+            open_client(port_b, name="bob") as bob:
+        await alice.wait_event(command=301, name="bob")
+
+        async def echo() -> None:
+            async for event in bob:
+                if event["command"] == 2003:
+                    await bob.send(event["srctoken"], event["msg"])
+
+        rtts = []
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(echo)
+            for i in range(count):
+                start = time.monotonic()
+                await alice.send(bob.token, f"ping {i}")
+                event = await alice.wait_event(command=2003)
+                rtts.append(time.monotonic() - start)
+                if event["msg"] != f"ping {i}":
+                    raise RuntimeError(f"round trip {i} got {event['msg']!r}")
+            nursery.cancel_scope.cancel()
+        return rtts
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench messages",
+                                     description=__doc__.split("\n\n")[0])
+    parser.add_argument("--pings", type=int, default=500)
+    parser.add_argument("--count", type=int, default=20_000, help="messages per flood")
+    args = parser.parse_args(argv)
+    boot = start_bootstrap()
+    result: dict = {"bench": "messages", "pings": args.pings, "count": args.count}
+    try:
+        raw = measure_raw(boot.info, mb=1, pings=args.pings)
+        result["raw_rtt_p50_ms"] = raw["rtt_p50_ms"]
+        result["raw_rtt_p99_ms"] = raw["rtt_p99_ms"]
+        with tempfile.TemporaryDirectory() as tmp:
+            d = Path(tmp)
+            with DaemonProc(["--listen"], d / "l.tox", boot.info, verbose=False) as listener, \
+                    DaemonProc(["--peer", listener.tox_id], d / "p.tox", boot.info,
+                               verbose=False) as peer, \
+                    BridgeProc(listener.port, d / "a") as a, BridgeProc(peer.port, d / "b") as b:
+
+                async def run() -> None:
+                    with trio.fail_after(600):
+                        rtts = await _round_trips(a.port, b.port, args.pings)
+                        result["msg_rtt_p50_ms"] = round(percentile(rtts, 0.5) * 1000, 3)
+                        result["msg_rtt_p99_ms"] = round(percentile(rtts, 0.99) * 1000, 3)
+                        result["local_msgs_per_s"] = round(
+                            await _flood(a.port, a.port, args.count, "local"))
+                        result["tox_msgs_per_s"] = round(
+                            await _flood(a.port, b.port, args.count, "tox"))
+
+                trio.run(run)
+        result["rtt_over_raw_ms"] = round(result["msg_rtt_p50_ms"] - result["raw_rtt_p50_ms"], 3)
+    finally:
+        boot.stop()
+    json.dump(result, sys.stdout)
+    print()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

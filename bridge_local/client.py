@@ -1,0 +1,167 @@
+"""A trio client of the app port: login, users, send, history, and incoming events.
+
+::
+
+    async with open_client(port) as client:
+        me = await client.login("alice")
+        for user in await client.users(): ...
+        reply = await client.send(bob_token, "hi")          # {"command":2002,...}
+        async for event in client:                          # 2003 messages, 301/302
+            ...
+
+Requests are answered in order; events (``2003``, ``301``, ``302``) may arrive at any time
+and are queued (bounded) for the iterator. A ``9000`` error reply raises
+:class:`BridgeError`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import trio
+
+from .protocol import DEFAULT_MAX_LINE_LENGTH, LineDecoder, LineTooLong
+
+__all__ = ["BridgeError", "Client", "EVENT_COMMANDS", "open_client"]
+
+EVENT_COMMANDS = frozenset({2003, 301, 302})
+
+
+class BridgeError(Exception):
+    """The bridge answered with an error reply (``9000``)."""
+
+    def __init__(self, reply: dict[str, Any]) -> None:
+        super().__init__(f"error {reply.get('code')}: {reply.get('message')}")
+        self.reply = reply
+        self.code = reply.get("code")
+
+
+class Client:
+    """One connection to the app port. Make it with :func:`open_client`."""
+
+    def __init__(self, stream: trio.SocketStream, max_events: int = 10_000) -> None:
+        self.stream = stream
+        self.token: str | None = None
+        self.name: str | None = None
+        self._replies_send, self._replies = trio.open_memory_channel[dict[str, Any]](1024)
+        self._events_send, self._events = trio.open_memory_channel[dict[str, Any]](max_events)
+        self._lock = trio.Lock()
+
+    async def _reader(self) -> None:
+        decoder = LineDecoder(DEFAULT_MAX_LINE_LENGTH * 8)
+        try:
+            while True:
+                data = await self.stream.receive_some(65536)
+                decoder.receive_data(data)
+                while (line := decoder.next_line()) is not None:
+                    if isinstance(line, LineTooLong):
+                        continue
+                    obj = json.loads(line)
+                    if obj.get("command") in EVENT_COMMANDS:
+                        await self._events_send.send(obj)
+                    else:
+                        await self._replies_send.send(obj)
+                if not data:
+                    return
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+        finally:
+            self._replies_send.close()
+            self._events_send.close()
+
+    # -- raw ---------------------------------------------------------------------------
+
+    async def send_line(self, line: bytes) -> None:
+        """Write bytes as they are (tests of bad input); add the ``\\n`` yourself."""
+        await self.stream.send_all(line)
+
+    async def next_reply(self) -> dict[str, Any]:
+        """The next reply (not an event), error replies included. Raises EOFError."""
+        try:
+            return await self._replies.receive()
+        except trio.EndOfChannel:
+            raise EOFError("the bridge closed the connection") from None
+
+    async def request(self, obj: dict[str, Any]) -> dict[str, Any]:
+        """Send one request and return its reply; raises BridgeError for a 9000."""
+        async with self._lock:
+            await self.stream.send_all(
+                json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode() + b"\n")
+            reply = await self.next_reply()
+        if reply.get("command") == 9000:
+            raise BridgeError(reply)
+        return reply
+
+    # -- commands ----------------------------------------------------------------------
+
+    async def login(self, name: str) -> dict[str, Any]:
+        reply = await self.request({"command": 1000, "name": name})
+        self.token, self.name = reply["token"], reply["name"]
+        return reply
+
+    async def users(self) -> list[dict[str, Any]]:
+        return list((await self.request({"command": 1001, "token": self.token}))["users"])
+
+    async def send(self, goaltoken: str, msg: str, type: int = 1, **file_fields: Any
+                   ) -> dict[str, Any]:
+        """Send a message; returns the ``2002`` (``code`` 201, 202, 203 or 204)."""
+        return await self.request({"command": 1002, "token": self.token, "goaltoken": goaltoken,
+                                   "type": type, "msg": msg, **file_fields})
+
+    async def history(self, goaltoken: str, limit: int | None = None,
+                      before: float | None = None) -> list[dict[str, Any]]:
+        obj: dict[str, Any] = {"command": 1003, "token": self.token, "goaltoken": goaltoken}
+        if limit is not None:
+            obj["limit"] = limit
+        if before is not None:
+            obj["before"] = before
+        return list((await self.request(obj))["messages"])
+
+    # -- events ------------------------------------------------------------------------
+
+    async def next_event(self) -> dict[str, Any]:
+        """The next ``2003``/``301``/``302``. Raises EOFError when the connection ends."""
+        try:
+            return await self._events.receive()
+        except trio.EndOfChannel:
+            raise EOFError("the bridge closed the connection") from None
+
+    async def wait_event(self, **match: Any) -> dict[str, Any]:
+        """The next event whose fields equal ``match`` (others are dropped)."""
+        while True:
+            event = await self.next_event()
+            if all(event.get(k) == v for k, v in match.items()):
+                return event
+
+    def __aiter__(self) -> AsyncIterator[dict[str, Any]]:
+        return self._iterate()
+
+    async def _iterate(self) -> AsyncIterator[dict[str, Any]]:
+        while True:
+            try:
+                yield await self.next_event()
+            except EOFError:
+                return
+
+    async def aclose(self) -> None:
+        await self.stream.aclose()
+
+
+@asynccontextmanager
+async def open_client(port: int, host: str = "127.0.0.1",
+                      name: str | None = None) -> AsyncIterator[Client]:
+    """Connect to an app port (and log in as ``name`` if given); closed on exit."""
+    stream = await trio.open_tcp_stream(host, port)
+    client = Client(stream)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(client._reader)
+        try:
+            if name is not None:
+                await client.login(name)
+            yield client
+        finally:
+            nursery.cancel_scope.cancel()
+            await stream.aclose()

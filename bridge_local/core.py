@@ -1,0 +1,623 @@
+"""The bridge core (sans-IO): users, routing, delivery, the bridge-to-bridge session.
+
+:class:`BridgeCore` is driven by a shell (``bridge_local.server``) and by tests, with no
+sockets and no clock: every input carries ``now``.
+
+Inputs
+    clients: :meth:`client_connected`, :meth:`client_line`, :meth:`client_disconnected`;
+    the daemon's channel: :meth:`daemon_connected`, :meth:`daemon_event`,
+    :meth:`daemon_data`, :meth:`daemon_disconnected`; time: :meth:`tick`.
+Outputs
+    per client, replies and events (dicts) from :meth:`take_client_output`; the ids of the
+    clients that have some in :meth:`take_dirty`, of the clients to disconnect (they fell too
+    far behind) in :meth:`take_closing`; data frames for the daemon from :meth:`take_frames`;
+    human-readable notices (peer protocol errors, ...) from :meth:`take_notices`.
+
+Both ``take_client_output`` and ``take_frames`` commit the store first, so a ``2002``
+promising durable delivery, or an ack to the peer bridge, never leaves before the data it
+speaks of is on disk.
+
+Delivery rules
+    * Every accepted message gets a 16-byte id and goes into the history.
+    * For a user of this bridge it goes through the local outbox: handed, in order, to the
+      user's first connection (its *primary* connection) while the user is online, kept
+      otherwise; a row leaves the outbox when the shell takes it for writing.
+    * For a user of the peer bridge it goes into the peer outbox, is sent while the
+      bridge-to-bridge session is up, resent at every new session, and leaves the outbox
+      when the peer bridge acks it (after storing it). The receiver drops duplicates by id.
+    * Messages of one (sender, target) pair go out one after the other: the next one enters
+      the fragmenter only once the previous one's last fragment is out, so the peer
+      completes them in order. Other pairs interleave (round-robin fragments), so chat is
+      never stuck behind a large message of someone else.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import uuid
+from collections import Counter, deque
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from toxbridge.errors import RemoteProtocolError
+from toxbridge.fragment import Fragmenter, Reassembler
+
+from . import wire
+from .protocol import (
+    ChatMessage,
+    CommandError,
+    ErrorCode,
+    FileCommand,
+    History,
+    LineTooLong,
+    ListUsers,
+    Login,
+    ResultCode,
+    SendMessage,
+    User,
+    authorize,
+    decode_command,
+    error_reply,
+    history_reply,
+    login_reply,
+    make_token,
+    message_event,
+    send_reply,
+    status_event,
+    users_reply,
+)
+from .store import OutgoingEntry, Store, StoreError
+
+__all__ = ["BridgeCore", "Limits"]
+
+_FRAG_HEADER = struct.Struct(">16sII")
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Every bound of the core, and its timers (seconds)."""
+
+    client_queue: int = 10_000  # replies and events waiting for one client; over: closed
+    refill: int = 500  # offline messages handed to a connection at a time
+    outbox_max: int = 200_000  # messages waiting in both outboxes; over: 203
+    inflight: int = 32  # chat messages in the fragmenter at once
+    waiting: int = 256  # outbox entries held back behind their pair's previous message
+    control_max: int = 4096  # control commands queued for the peer; over: resync by hello
+    ping_interval: float = 5.0
+    peer_timeout: float = 20.0  # a peer bridge silent this long (link up) is gone
+    hello_retry: float = 5.0
+    partial_timeout: float = 60.0  # abandoned partial messages from the peer
+
+
+@dataclass
+class _Client:
+    id: int
+    ip: str
+    port: int
+    user: User | None = None
+    out: deque[tuple[dict[str, Any], int]] | None = None  # (reply, local outbox seq or 0)
+    upto: int = 0  # highest local outbox seq handed to this connection
+    backlog: bool = False  # rows beyond ``upto`` may wait in the store
+
+
+class BridgeCore:
+    def __init__(
+        self, store: Store, public_key: bytes, now: float, limits: Limits = Limits()
+    ) -> None:
+        if len(public_key) != 32:
+            raise ValueError("a Tox public key is 32 bytes")
+        self.store = store
+        self.public_key = public_key
+        self.limits = limits
+        self.session = os.urandom(16)
+        self._clients: dict[int, _Client] = {}
+        self._next_cid = 1
+        self._by_token: dict[str, list[int]] = {}  # connections of each local user, primary first
+        self._last_time = 0.0
+        self._dirty: set[int] = set()
+        self._closing: set[int] = set()
+        self._notices: deque[str] = deque(maxlen=256)
+        self._outbox_count = store.outbox_count()
+        # The daemon and the peer bridge.
+        self.daemon_up = False
+        self.link_up = False  # the daemon says the peer daemon is online
+        self.peer_up = False  # ... and the peer bridge said hello in this session
+        self.peer_session: bytes | None = None
+        self.peer_users: dict[str, User] = {}
+        self._last_rx = now
+        self._last_tx = now
+        self._last_hello = now
+        self._now = now
+        self._new_channel()
+        self.stats = {"sent_local": 0, "sent_peer": 0, "received_peer": 0, "duplicates": 0,
+                      "peer_errors": 0}
+
+    # ------------------------------------------------------------------ outputs
+
+    def take_dirty(self) -> set[int]:
+        dirty, self._dirty = self._dirty, set()
+        return dirty
+
+    def take_closing(self) -> set[int]:
+        closing, self._closing = self._closing, set()
+        return closing
+
+    def take_notices(self) -> list[str]:
+        notices = list(self._notices)
+        self._notices.clear()
+        return notices
+
+    def has_output(self, cid: int) -> bool:
+        c = self._clients.get(cid)
+        return bool(c and c.out)
+
+    def output_size(self, cid: int) -> int:
+        c = self._clients.get(cid)
+        return len(c.out) if c and c.out is not None else 0
+
+    def take_client_output(self, cid: int) -> list[dict[str, Any]]:
+        """Replies and events for this client, oldest first; commits the store first."""
+        c = self._clients.get(cid)
+        if c is None or not c.out:
+            return []
+        self.store.commit()
+        items = list(c.out)
+        c.out.clear()
+        seqs = [seq for _, seq in items if seq]
+        if seqs:
+            self.store.delete_local(seqs)
+            self._outbox_count -= len(seqs)
+        self._refill(c)
+        return [obj for obj, _ in items]
+
+    def take_frames(self, limit: int = 256) -> list[bytes]:
+        """Data frames for the daemon (at most ``limit``); commits the store first."""
+        if not self.daemon_up:
+            return []
+        self.store.commit()
+        frames: list[bytes] = []
+        while len(frames) < limit:
+            self._pump()
+            frame = self._frag.next_frame()
+            if frame is None:
+                break
+            frames.append(frame)
+            uid, index, total = _FRAG_HEADER.unpack_from(frame)
+            if index + 1 == total:
+                done = self._flight.pop(uid, None)
+                if done is not None:
+                    self._inflight_ids.discard(done.id)
+                    self._busy.discard(done.pair)
+        if frames:
+            self._last_tx = self._now
+        return frames
+
+    def has_frames(self) -> bool:
+        if not self.daemon_up:
+            return False
+        return bool(self._frag or self._control or self._acks or self._may_pump())
+
+    # ------------------------------------------------------------------ clients
+
+    def client_connected(self, ip: str, port: int) -> int:
+        cid = self._next_cid
+        self._next_cid += 1
+        self._clients[cid] = _Client(cid, ip, port, out=deque())
+        return cid
+
+    def client_disconnected(self, cid: int, now: float) -> None:
+        self._now = now
+        c = self._clients.pop(cid, None)
+        self._dirty.discard(cid)
+        if c is None or c.user is None:
+            return
+        token = c.user.token
+        conns = self._by_token[token]
+        was_primary = conns[0] == cid
+        conns.remove(cid)
+        if conns:
+            if was_primary:  # the next connection takes over the undelivered messages
+                p = self._clients[conns[0]]
+                p.upto, p.backlog = 0, True
+                self._refill(p)
+            return
+        del self._by_token[token]
+        self._broadcast(status_event(ResultCode.OFFLINE, "local", token, c.user.name))
+        if self.daemon_up and self.link_up:  # ordered after our hello: never early
+            self._control_add(wire.encode_user_off(token))
+
+    def client_line(self, cid: int, line: bytes | LineTooLong, now: float) -> None:
+        """One line from a client (or the decoder's over-long line event)."""
+        self._now = now
+        c = self._clients[cid]
+        try:
+            if isinstance(line, LineTooLong):
+                raise line.error()
+            command = decode_command(line)
+            authorize(command, c.user.token if c.user else None)
+            if isinstance(command, Login):
+                self._login(c, command, now)
+            elif isinstance(command, ListUsers):
+                self._push(c, users_reply(self.users()))
+            elif isinstance(command, SendMessage):
+                self._push(c, self._send(c, command, now))
+            elif isinstance(command, History):
+                messages = self.store.history(
+                    command.token, command.goaltoken, command.limit, command.before
+                )
+                self._push(c, history_reply(messages))
+            else:
+                assert isinstance(command, FileCommand)
+                raise CommandError(
+                    ErrorCode.NOT_IMPLEMENTED,
+                    f"command {command.command.value} is reserved for file transfer, "
+                    "not served yet",
+                    command.command.value,
+                )
+        except CommandError as exc:
+            self._push(c, exc.reply())
+        except StoreError as exc:
+            self._notices.append(str(exc))
+            self._push(c, error_reply(ErrorCode.INTERNAL_ERROR, f"storage failed: {exc}"))
+
+    def users(self) -> list[User]:
+        """Online users of both bridges: this bridge's first."""
+        local = [self._clients[conns[0]].user for conns in self._by_token.values()]
+        return [u for u in local if u is not None] + list(self.peer_users.values())
+
+    def _login(self, c: _Client, command: Login, now: float) -> None:
+        token = make_token(self.public_key, command.name)
+        c.user = User(token, command.name, c.ip, c.port, "local")
+        self.store.remember_user(token, command.name, "local", now)
+        conns = self._by_token.setdefault(token, [])
+        conns.append(c.id)
+        self._push(c, login_reply(c.user))
+        if len(conns) == 1:
+            self._broadcast(status_event(ResultCode.ONLINE, "local", token, command.name), c.id)
+            if self.daemon_up and self.link_up:
+                self._control_add(wire.encode_user_on(c.user))
+            c.upto, c.backlog = 0, True
+            self._refill(c)
+
+    def _time(self, now: float) -> float:
+        self._last_time = max(now, self._last_time + 1e-6)
+        return self._last_time
+
+    def _send(self, c: _Client, command: SendMessage, now: float) -> dict[str, Any]:
+        assert c.user is not None
+        goal = command.goaltoken
+        if goal in self._by_token:
+            side: str | None = "local"
+        elif goal in self.peer_users:
+            side = "peer"
+        else:
+            side = self.store.user_side(goal)
+        if side is None:
+            return send_reply(ResultCode.UNKNOWN_TARGET)
+        if self._outbox_count >= self.limits.outbox_max:
+            return send_reply(ResultCode.SEND_FAILED, "the queue of undelivered messages is full")
+        message = ChatMessage(
+            srctoken=c.user.token, goaltoken=goal, name=c.user.name, time=self._time(now),
+            ip=c.ip, port=c.port, type=command.type, msg=command.msg,
+            filename=command.filename, filesize=command.filesize, md5=command.md5,
+            fileid=command.fileid,
+        )
+        message_id = uuid.uuid4().bytes
+        self.store.add_message(message_id, message)
+        if side == "local":
+            self.stats["sent_local"] += 1
+            online = self._deliver_local(message_id, message)
+        else:
+            self.stats["sent_peer"] += 1
+            self.store.add_peer(message_id, f"{message.srctoken} {goal}",
+                                wire.encode_msg(message_id, message))
+            self._outbox_count += 1
+            self._drained = False
+            online = self.peer_up and goal in self.peer_users
+        return send_reply(ResultCode.DELIVERED if online else ResultCode.TARGET_OFFLINE)
+
+    def _deliver_local(self, message_id: bytes, message: ChatMessage) -> bool:
+        """Queue for a local user; hand it over now if online. True if online."""
+        seq = self.store.add_local(message_id, message.goaltoken)
+        self._outbox_count += 1
+        conns = self._by_token.get(message.goaltoken)
+        if not conns:
+            return False
+        p = self._clients[conns[0]]
+        if p.backlog:
+            self._refill(p)
+        else:
+            self._push(p, message_event(message), seq)
+            p.upto = seq
+        return True
+
+    def _refill(self, c: _Client) -> None:
+        if not c.backlog or c.user is None or c.out is None:
+            return
+        room = self.limits.refill - len(c.out)
+        if room <= 0:
+            return
+        rows = self.store.local_pending(c.user.token, c.upto, room)
+        for seq, message in rows:
+            self._push(c, message_event(message), seq)
+            c.upto = seq
+        if len(rows) < room:
+            c.backlog = False
+
+    def _push(self, c: _Client, obj: dict[str, Any], seq: int = 0) -> None:
+        assert c.out is not None
+        c.out.append((obj, seq))
+        self._dirty.add(c.id)
+        if len(c.out) > self.limits.client_queue:
+            self._closing.add(c.id)
+
+    def _broadcast(self, event: dict[str, Any], exclude: int | None = None) -> None:
+        for c in self._clients.values():
+            if c.user is not None and c.id != exclude:
+                self._push(c, event)
+
+    # ------------------------------------------------------------------ the daemon
+
+    def _new_channel(self) -> None:
+        self._frag = Fragmenter(max_messages=self.limits.inflight + 32)
+        self._reasm = Reassembler(max_partial=256, timeout=self.limits.partial_timeout)
+        self._control: deque[bytes] = deque()
+        self._acks: list[bytes] = []
+        self._flight: dict[bytes, OutgoingEntry] = {}  # fragment uuid -> entry
+        self._inflight_ids: set[bytes] = set()
+        self._busy: set[str] = set()
+        self._restart_pump()
+
+    def _restart_pump(self) -> None:
+        self._cursor = 0
+        self._batch: deque[OutgoingEntry] = deque()
+        self._waiting: deque[OutgoingEntry] = deque()
+        self._waiting_pairs: Counter[str] = Counter()
+        self._drained = False  # the outbox had nothing after the cursor last time we looked
+
+    def daemon_connected(self, now: float) -> None:
+        self._now = now
+        self.daemon_up = True
+        self.link_up = False
+        self._new_channel()
+
+    def daemon_disconnected(self, now: float) -> None:
+        self._now = now
+        self.daemon_up = False
+        self.link_up = False
+        if self.peer_up:
+            self._peer_down()
+        self._new_channel()
+
+    def daemon_event(self, event: dict[str, Any], now: float) -> None:
+        self._now = now
+        if event.get("event") != "peer":
+            if event.get("event") == "error":
+                self._notices.append(f"daemon error: {event}")
+            return
+        if event.get("code") == ResultCode.ONLINE:
+            self.link_up = True
+            self._last_rx = now
+            self._send_hello(reply=False, now=now)
+        elif event.get("code") == ResultCode.OFFLINE:
+            self.link_up = False
+            if self.peer_up:
+                self._peer_down()
+
+    def daemon_data(self, payload: bytes, now: float) -> None:
+        self._now = now
+        self._last_rx = now
+        try:
+            message = self._reasm.receive_frame(payload, now)
+            if message is None:
+                return
+            command = wire.decode(message.data)
+        except RemoteProtocolError as exc:
+            self.stats["peer_errors"] += 1
+            self._notices.append(f"from the peer bridge: {exc}")
+            return
+        self._handle_peer(command, now)
+
+    def tick(self, now: float) -> None:
+        """Timers: heartbeats, hello retries, peer timeout, expiry of partial messages."""
+        self._now = now
+        self._reasm.expire(now)
+        if not (self.daemon_up and self.link_up):
+            return
+        if self.peer_up:
+            if now - self._last_rx > self.limits.peer_timeout:
+                self._notices.append("the peer bridge went silent")
+                self._peer_down()
+            elif now - self._last_tx >= self.limits.ping_interval:
+                self._control_add(wire.encode_ping())
+                self._last_tx = now
+        elif now - self._last_hello >= self.limits.hello_retry:
+            self._send_hello(reply=False, now=now)
+
+    def shutdown(self) -> None:
+        """Tell the peer bridge we are leaving (call, then send the frames, then close)."""
+        if self.daemon_up:
+            self._control_add(wire.encode_bye())
+        self.peer_up = False
+
+    # ------------------------------------------------------------------ the peer bridge
+
+    def _send_hello(self, reply: bool, now: float) -> None:
+        self._last_hello = now
+        local = [u for u in self.users() if u.side == "local"]
+        known = self.store.known_users("local", wire.MAX_KNOWN)
+        self._control_add(wire.encode_hello(reply, self.session, self.public_key, local, known))
+
+    def _control_add(self, packed: bytes) -> None:
+        if len(self._control) >= self.limits.control_max:
+            # Fell far behind: what is queued is replaced by a complete state (a hello).
+            self._control.clear()
+            self._notices.append("control queue overflow: resynchronising with a hello")
+            self._send_hello(reply=False, now=self._now)
+        self._control.append(packed)
+
+    def _handle_peer(self, command: wire.PeerCommand, now: float) -> None:
+        if isinstance(command, wire.Msg):
+            self._receive_msg(command)
+        elif isinstance(command, wire.Ack):
+            self.store.delete_peer(list(command.ids))
+            self._outbox_count = max(0, self._outbox_count - len(command.ids))
+        elif isinstance(command, wire.Ping):
+            pass
+        elif isinstance(command, wire.Hello):
+            self._receive_hello(command, now)
+        elif isinstance(command, wire.Bye):
+            if self.peer_up:
+                self._peer_down()
+        elif not self.peer_up:
+            return  # user changes outside a session: the next hello has the state
+        elif isinstance(command, wire.UserOn):
+            user = command.user
+            self.store.remember_user(user.token, user.name, "peer", now)
+            if user.token not in self.peer_users:
+                self.peer_users[user.token] = user
+                self._broadcast(status_event(ResultCode.ONLINE, "peer", user.token, user.name))
+        elif isinstance(command, wire.UserOff):
+            gone = self.peer_users.pop(command.token, None)
+            if gone is not None:
+                self._broadcast(status_event(ResultCode.OFFLINE, "peer", gone.token, gone.name))
+
+    def _receive_msg(self, command: wire.Msg) -> None:
+        try:
+            if self.store.add_message(command.id, command.message):
+                self.stats["received_peer"] += 1
+                self._deliver_local(command.id, command.message)
+            else:
+                self.stats["duplicates"] += 1
+        except StoreError as exc:  # not acked: the peer bridge sends it again
+            self._notices.append(f"could not store a message from the peer bridge: {exc}")
+            return
+        self._acks.append(command.id)
+
+    def _receive_hello(self, hello: wire.Hello, now: float) -> None:
+        if not hello.reply:
+            # A new sender (or one that reconnected to its daemon): its earlier partial
+            # messages will never complete.
+            self._reasm = Reassembler(max_partial=256, timeout=self.limits.partial_timeout)
+            self._send_hello(reply=True, now=now)
+        self.link_up = True
+        for token, name in hello.known:
+            self.store.remember_user(token, name, "peer", now)
+        for user in hello.users:
+            self.store.remember_user(user.token, user.name, "peer", now)
+        if self.peer_up and hello.session != self.peer_session:
+            self._peer_down()  # the peer bridge restarted without saying bye
+        users = {u.token: u for u in hello.users}
+        # Resend what is not acknowledged when a session starts: at a request (the peer
+        # (re)connected to its daemon) or at the first hello after we were down.
+        resend = not hello.reply or not self.peer_up
+        if not self.peer_up:
+            self.peer_up = True
+            self.peer_session = hello.session
+            self.peer_users = users
+            self._broadcast(status_event(ResultCode.ONLINE, "peer"))
+            for u in users.values():
+                self._broadcast(status_event(ResultCode.ONLINE, "peer", u.token, u.name))
+        else:  # same session: bring the user list up to date
+            for token in list(self.peer_users):
+                if token not in users:
+                    gone = self.peer_users.pop(token)
+                    self._broadcast(status_event(ResultCode.OFFLINE, "peer", token, gone.name))
+            for token, u in users.items():
+                if token not in self.peer_users:
+                    self.peer_users[token] = u
+                    self._broadcast(status_event(ResultCode.ONLINE, "peer", token, u.name))
+        if resend:
+            self._restart_pump()  # duplicates are dropped by the receiver
+
+    def _peer_down(self) -> None:
+        self.peer_up = False
+        self._broadcast(status_event(ResultCode.OFFLINE, "peer"))
+        for u in self.peer_users.values():
+            self._broadcast(status_event(ResultCode.OFFLINE, "peer", u.token, u.name))
+        self.peer_users = {}
+        self._restart_pump()
+
+    # ------------------------------------------------------------------ sending
+
+    def _may_pump(self) -> bool:
+        if not self.peer_up or len(self._flight) >= self.limits.inflight:
+            return False
+        if self._batch or not self._drained:
+            return True
+        return any(pair not in self._busy for pair in self._waiting_pairs)
+
+    def _pump(self) -> None:
+        if self._acks:
+            for i in range(0, len(self._acks), wire.MAX_ACKS):
+                self._control.append(wire.encode_ack(self._acks[i : i + wire.MAX_ACKS]))
+            self._acks = []
+        frag = self._frag
+        while self._control and frag.can_send(len(self._control[0])):
+            frag.send(self._control.popleft())
+        if not self.peer_up:
+            return
+        while len(self._flight) < self.limits.inflight:
+            entry = self._next_entry()
+            if entry is None:
+                return
+            if not frag.can_send(len(entry.payload)):
+                self._hold(entry, front=True)
+                return
+            fid = frag.send(entry.payload).bytes
+            self._flight[fid] = entry
+            self._inflight_ids.add(entry.id)
+            self._busy.add(entry.pair)
+
+    def _hold(self, entry: OutgoingEntry, front: bool = False) -> None:
+        if front:
+            self._waiting.appendleft(entry)
+        else:
+            self._waiting.append(entry)
+        self._waiting_pairs[entry.pair] += 1
+
+    def _next_entry(self) -> OutgoingEntry | None:
+        if any(pair not in self._busy for pair in self._waiting_pairs):
+            for i, entry in enumerate(self._waiting):
+                if entry.pair not in self._busy:
+                    del self._waiting[i]
+                    self._waiting_pairs[entry.pair] -= 1
+                    if not self._waiting_pairs[entry.pair]:
+                        del self._waiting_pairs[entry.pair]
+                    return entry
+        while len(self._waiting) < self.limits.waiting:
+            if not self._batch:
+                batch = self.store.peer_after(self._cursor, 64)
+                if not batch:
+                    self._drained = True
+                    return None
+                self._drained = False
+                self._batch.extend(batch)
+            entry = self._batch.popleft()
+            self._cursor = entry.seq
+            if entry.id in self._inflight_ids:
+                continue
+            if entry.pair in self._busy or entry.pair in self._waiting_pairs:
+                self._hold(entry)
+                continue
+            return entry
+        return None
+
+    # ------------------------------------------------------------------ introspection
+
+    def client_ids(self) -> Iterable[int]:
+        return list(self._clients)
+
+    def statistics(self) -> dict[str, Any]:
+        return {
+            **self.stats,
+            "clients": len(self._clients),
+            "local_users": len(self._by_token),
+            "peer_users": len(self.peer_users),
+            "peer_up": self.peer_up,
+            "outbox": self._outbox_count,
+            "in_flight": len(self._flight),
+            "reassembly": self._reasm.statistics(),
+        }

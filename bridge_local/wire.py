@@ -1,0 +1,218 @@
+"""The bridge-to-bridge commands (sans-IO): msgpack maps with a type tag ``t``.
+
+They travel through :mod:`toxbridge.fragment` (UUID-tagged fragments over the daemon's data
+frames), so each may be of any size. ``encode_*`` build the packed bytes; :func:`decode`
+validates packed bytes into one of the frozen dataclasses below, or raises
+:class:`PeerProtocolError`. docs/protocol.md, section 9, is the reference.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from toxbridge.errors import RemoteProtocolError
+from toxbridge.fragment import pack_message, unpack_message
+
+from .protocol import ChatMessage, CommandError, User
+
+__all__ = [
+    "VERSION",
+    "Ack",
+    "Bye",
+    "Hello",
+    "Msg",
+    "PeerProtocolError",
+    "Ping",
+    "UserOff",
+    "UserOn",
+    "decode",
+    "encode_ack",
+    "encode_bye",
+    "encode_hello",
+    "encode_msg",
+    "encode_ping",
+    "encode_user_off",
+    "encode_user_on",
+]
+
+VERSION = 1
+MAX_KNOWN = 10_000  # users listed in a hello as known (seen) on the sender's bridge
+MAX_ACKS = 4096  # ids in one ack
+
+
+class PeerProtocolError(RemoteProtocolError):
+    """The peer bridge sent a command that breaks the bridge-to-bridge protocol."""
+
+
+@dataclass(frozen=True, slots=True)
+class Hello:
+    """Sent when the channel to the peer opens (``reply`` False); answered by one with
+    ``reply`` True. Carries the sender's session (random per bridge process), its daemon's
+    public key, its online users and the tokens of every user it has seen."""
+
+    reply: bool
+    session: bytes
+    key: bytes
+    users: tuple[User, ...]
+    known: tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class UserOn:
+    user: User
+
+
+@dataclass(frozen=True, slots=True)
+class UserOff:
+    token: str
+
+
+@dataclass(frozen=True, slots=True)
+class Msg:
+    """A chat message for a user of the receiving bridge; ``id`` makes it idempotent."""
+
+    id: bytes
+    message: ChatMessage
+
+
+@dataclass(frozen=True, slots=True)
+class Ack:
+    """The receiver stored these messages durably: the sender may forget them."""
+
+    ids: tuple[bytes, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Ping:
+    """Heartbeat: a peer bridge silent for longer than its timeout is considered gone."""
+
+
+@dataclass(frozen=True, slots=True)
+class Bye:
+    """The sender is shutting down cleanly: its users are offline."""
+
+
+PeerCommand = Hello | UserOn | UserOff | Msg | Ack | Ping | Bye
+
+
+def encode_hello(
+    reply: bool, session: bytes, key: bytes, users: list[User], known: list[tuple[str, str]]
+) -> bytes:
+    return pack_message(
+        {
+            "t": "hello",
+            "v": VERSION,
+            "reply": reply,
+            "session": session,
+            "key": key,
+            "users": [_user(u) for u in users],
+            "known": [[t, n] for t, n in known[:MAX_KNOWN]],
+        }
+    )
+
+
+def _user(user: User) -> dict[str, Any]:
+    d = user.to_dict()
+    del d["side"]
+    return d
+
+
+def encode_user_on(user: User) -> bytes:
+    return pack_message({"t": "on", "user": _user(user)})
+
+
+def encode_user_off(token: str) -> bytes:
+    return pack_message({"t": "off", "token": token})
+
+
+def encode_msg(message_id: bytes, message: ChatMessage) -> bytes:
+    return pack_message({"t": "msg", "id": message_id, "m": message.to_dict()})
+
+
+def encode_ack(ids: list[bytes]) -> bytes:
+    if len(ids) > MAX_ACKS:
+        raise ValueError(f"at most {MAX_ACKS} ids per ack")
+    return pack_message({"t": "ack", "ids": ids})
+
+
+def encode_ping() -> bytes:
+    return pack_message({"t": "ping"})
+
+
+def encode_bye() -> bytes:
+    return pack_message({"t": "bye"})
+
+
+def _get(obj: dict[str, Any], key: str, kind: type | tuple[type, ...], what: str) -> Any:
+    value = obj.get(key)
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise PeerProtocolError(f"{what}: field {key!r} missing or of the wrong type")
+    return value
+
+
+def _id(value: Any, what: str) -> bytes:
+    if not isinstance(value, bytes) or len(value) != 16:
+        raise PeerProtocolError(f"{what}: a message id is 16 bytes")
+    return value
+
+
+def _peer_user(obj: Any) -> User:
+    if isinstance(obj, dict):
+        obj = {**obj, "side": "peer"}
+    try:
+        return User.from_dict(obj)
+    except CommandError as exc:
+        raise PeerProtocolError(f"bad user record: {exc.message}") from None
+
+
+def decode(data: bytes) -> PeerCommand:
+    """Validate one packed command from the peer bridge. Raises PeerProtocolError
+    (a RemoteProtocolError); unknown extra keys are ignored."""
+    try:
+        obj = unpack_message(data)
+    except RemoteProtocolError as exc:
+        raise PeerProtocolError(str(exc)) from None
+    kind = obj.get("t")
+    if kind == "msg":
+        try:
+            message = ChatMessage.from_dict(_get(obj, "m", dict, "msg"))
+        except CommandError as exc:
+            raise PeerProtocolError(f"bad message record: {exc.message}") from None
+        return Msg(_id(obj.get("id"), "msg"), message)
+    if kind == "ack":
+        ids = _get(obj, "ids", list, "ack")
+        if len(ids) > MAX_ACKS:
+            raise PeerProtocolError(f"ack of {len(ids)} ids, at most {MAX_ACKS}")
+        return Ack(tuple(_id(i, "ack") for i in ids))
+    if kind == "ping":
+        return Ping()
+    if kind == "on":
+        return UserOn(_peer_user(obj.get("user")))
+    if kind == "off":
+        token = _get(obj, "token", str, "off")
+        return UserOff(token)
+    if kind == "bye":
+        return Bye()
+    if kind == "hello":
+        version = _get(obj, "v", int, "hello")
+        if version != VERSION:
+            raise PeerProtocolError(f"peer bridge speaks version {version}, we speak {VERSION}")
+        session = _get(obj, "session", bytes, "hello")
+        key = _get(obj, "key", bytes, "hello")
+        if len(session) != 16 or len(key) != 32:
+            raise PeerProtocolError("hello: session is 16 bytes and key 32")
+        users = tuple(_peer_user(u) for u in _get(obj, "users", list, "hello"))
+        known_raw = _get(obj, "known", list, "hello")
+        if len(known_raw) > MAX_KNOWN:
+            raise PeerProtocolError(f"hello: {len(known_raw)} known users, at most {MAX_KNOWN}")
+        known = []
+        for item in known_raw:
+            if not (
+                isinstance(item, list) and len(item) == 2 and all(isinstance(s, str) for s in item)
+            ):
+                raise PeerProtocolError("hello: a known user is [token, name]")
+            _peer_user({"token": item[0], "name": item[1], "ip": "", "port": 0})  # validates
+            known.append((item[0], item[1]))
+        return Hello(bool(_get(obj, "reply", bool, "hello")), session, key, users, tuple(known))
+    raise PeerProtocolError(f"unknown bridge command type {kind!r}")
