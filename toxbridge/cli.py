@@ -5,6 +5,7 @@
     toxbridge id [--profile P]                      print the profile's Tox ID
     toxbridge bootstrap-node                        a DHT bootstrap node on 127.0.0.1
     toxbridge demo                                  the demo on a private loopback network
+    toxbridge chat --name NAME --app-port N         the terminal chat client
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ def _demo(args: argparse.Namespace) -> int:
     return run_demo(mb=args.mb)
 
 
-SUBCOMMANDS = ("bootstrap-node", "demo", "id")
+SUBCOMMANDS = ("bootstrap-node", "demo", "id", "chat")
 
 
 def default_profile() -> Path:
@@ -249,6 +250,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["chat"]:  # the terminal client has its own options
+        from bridge_local.chat import main as chat_main
+
+        return chat_main(argv[1:])
     try:
         if not any(a in SUBCOMMANDS for a in argv[:2]) and any(
                 a == "--listen" or a.startswith("--peer") for a in argv):

@@ -43,6 +43,7 @@ class Daemon:
         self._events: list[dict] = []  # events from the tox thread (bounded below)
         self._token: trio.lowlevel.TrioToken | None = None
         self._finished = trio.Event()
+        self._scope: trio.CancelScope | None = None
 
     # Called from the tox thread.
     def _notify(self, event: dict | None) -> None:
@@ -60,38 +61,37 @@ class Daemon:
         self._work.set()
 
     async def run(self, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        """Serve until :meth:`stop` (or the tox thread fails). Signals are the caller's
+        business (`toxbridge.node`): it must catch them before this announces anything."""
         c = self.config
         self._token = trio.lowlevel.current_trio_token()
-        # Catch SIGINT/SIGTERM before we announce anything: a supervisor may signal us
-        # the moment it reads our address, and that must still be a clean shutdown.
-        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-            self.tox_loop = loop = ToxLoop(c, self._notify)
-            listeners = await trio.open_tcp_listeners(c.bridge_port, host=c.bridge_host)
-            self.port = listeners[0].socket.getsockname()[1]
-            tox_id = loop.address.hex().upper()
-            if c.id_file:
-                c.id_file.write_text(tox_id + "\n")
-            loop.start()
-            self.announce(f"tox-id {tox_id}")
-            self.announce(f"bridge {c.bridge_host}:{self.port}")
-            task_status.started(self)
-            try:
-                async with trio.open_nursery() as nursery:
-                    nursery.start_soon(trio.serve_listeners, self._handle_app, listeners)
-                    nursery.start_soon(self._watch_signals, signals, nursery.cancel_scope)
-                    nursery.start_soon(self._watch_tox, nursery.cancel_scope)
-            finally:
-                loop.stop()
+        self.tox_loop = loop = ToxLoop(c, self._notify)
+        listeners = await trio.open_tcp_listeners(c.bridge_port, host=c.bridge_host)
+        self.port = listeners[0].socket.getsockname()[1]
+        tox_id = loop.address.hex().upper()
+        if c.id_file:
+            c.id_file.write_text(tox_id + "\n")
+        loop.start()
+        try:
+            async with trio.open_nursery() as nursery:
+                self._scope = nursery.cancel_scope
+                nursery.start_soon(trio.serve_listeners, self._handle_app, listeners)
+                nursery.start_soon(self._watch_tox, nursery.cancel_scope)
+                self.announce(f"tox-id {tox_id}")
+                self.announce(f"bridge {c.bridge_host}:{self.port}")
+                task_status.started(self)
+        finally:
+            loop.stop()
+            with trio.CancelScope(shield=True):
                 await trio.to_thread.run_sync(loop.join)
-                self.announce("stopped")
+            self.announce("stopped")
         if loop.failure is not None:
             raise loop.failure
 
-    async def _watch_signals(self, signals, scope: trio.CancelScope) -> None:
-        async for sig in signals:
-            log.info("%s: shutting down", signal.Signals(sig).name)
-            scope.cancel()
-            return
+    def stop(self) -> None:
+        """Stop serving: the tox thread saves the profile and closes toxcore."""
+        if self._scope is not None:
+            self._scope.cancel()
 
     async def _watch_tox(self, scope: trio.CancelScope) -> None:
         await trio.to_thread.run_sync(self.tox_loop.join, abandon_on_cancel=True)

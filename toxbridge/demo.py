@@ -1,9 +1,13 @@
 """The demo: everything on a private Tox network on 127.0.0.1, nothing leaves the machine.
 
-A bootstrap node (tox-bootstrapd, also a TCP relay), then the real thing: ``toxbridge
---listen`` and ``toxbridge --peer <ID>`` as two processes, and a small app on each bridge
-port. The apps say hello, stream verified frames both ways at once, and measure the round
-trip through both daemons.
+A bootstrap node (tox-bootstrapd, also a TCP relay), then the real thing, twice:
+
+1. the channel: ``toxbridge --listen --raw`` and ``toxbridge --peer <ID> --raw`` as two
+   processes, a small app on each bridge port; the apps say hello, stream verified frames
+   both ways at once, and measure the round trip through both daemons;
+2. whole nodes (daemon + bridge_local): alice and bob log in on either side, see each other,
+   chat, send a 300 KB message, read the history, and carol gets what was sent while she
+   was offline.
 """
 
 from __future__ import annotations
@@ -88,6 +92,43 @@ async def _apps(listener: DaemonProc, peer: DaemonProc, mb: float, t0: float) ->
     return ok
 
 
+async def _chat(listener: DaemonProc, peer: DaemonProc, t0: float) -> bool:
+    from bridge_local.client import open_client
+
+    async with open_client(listener.app_port) as alice, open_client(peer.app_port) as bob:
+        a = await alice.login("alice")
+        b = await bob.login("bob")
+        _say(f"  alice logged in on the listener's app port {listener.app_port}, "
+             f"bob on the peer's {peer.app_port}")
+        with trio.fail_after(120):
+            await alice.wait_event(command=301, token=b["token"])
+        _say(f"  alice sees bob online after {time.monotonic() - t0:.1f} s (event 301): "
+             + ", ".join(f"{u['name']} ({u['side']})" for u in await alice.users()))
+        t = time.perf_counter()
+        reply = await alice.send(b["token"], "你好 bob, over Tox")
+        got = await bob.wait_event(command=2003)
+        _say(f"  alice -> bob: code {reply['code']}, bob got {got['msg']!r} from {got['name']} "
+             f"in {(time.perf_counter() - t) * 1000:.1f} ms")
+        big = secrets.token_hex(150_000)
+        await bob.send(a["token"], big)
+        got = await alice.wait_event(command=2003)
+        _say(f"  bob -> alice: a {len(big) // 1000} KB message arrives whole: {got['msg'] == big}")
+        carol_token = None
+        async with open_client(listener.app_port) as carol:
+            carol_token = (await carol.login("carol"))["token"]
+        await trio.sleep(0.5)
+        reply = await bob.send(carol_token, "for when you are back")
+        _say(f"  bob -> carol (offline): code {reply['code']} (stored)")
+        async with open_client(listener.app_port) as carol:
+            await carol.login("carol")
+            with trio.fail_after(10):
+                got = await carol.wait_event(command=2003)
+            _say(f"  carol logs in again and gets {got['msg']!r}")
+        history = await bob.history(a["token"])
+        _say(f"  bob's history with alice: {len(history)} messages, both directions")
+        return len(history) >= 2
+
+
 def run_demo(mb: float = 20) -> int:
     _say("toxbridge demo — a private Tox network on 127.0.0.1 (LAN discovery and IPv6 off)")
     boot = start_bootstrap()
@@ -96,12 +137,22 @@ def run_demo(mb: float = 20) -> int:
         _say(f"  bootstrap node  {boot.info} (TCP relay on port {boot.info.tcp_port})")
         with tempfile.TemporaryDirectory(prefix="toxbridge-demo-") as tmp:
             t0 = time.monotonic()
+            _say("1. the channel (--raw: the apps speak frames on the bridge ports)")
             with DaemonProc(["--listen"], Path(tmp) / "listen.tox", boot.info, verbose=False) as listener:
                 _say(f"  toxbridge --listen      Tox ID {listener.tox_id}")
                 with DaemonProc(["--peer", listener.tox_id], Path(tmp) / "peer.tox", boot.info,
                                 verbose=False) as peer:
                     _say(f"  toxbridge --peer <ID>   Tox ID {peer.tox_id}")
                     ok = trio.run(_apps, listener, peer, mb, t0)
+            _say("2. whole nodes: the daemon and bridge_local's JSON app server in one process")
+            t0 = time.monotonic()
+            with DaemonProc(["--listen"], Path(tmp) / "listen.tox", boot.info, verbose=False,
+                            raw=False) as listener, \
+                    DaemonProc(["--peer", listener.tox_id], Path(tmp) / "peer.tox", boot.info,
+                               verbose=False, raw=False) as peer:
+                _say("  the same profiles, so the same Tox IDs; the peer deletes its stale friend "
+                     "and asks again")
+                ok &= trio.run(_chat, listener, peer, t0)
     finally:
         boot.stop()
     _say("  stopped both daemons and the bootstrap node. Done." if ok else "  FAILED")

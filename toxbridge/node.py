@@ -5,6 +5,7 @@ exactly as a separate bridge_local process would be."""
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import signal
 import sys
@@ -18,6 +19,10 @@ from .daemon import Daemon
 
 __all__ = ["run_node_process"]
 
+log = logging.getLogger(__name__)
+
+STOP_GRACE = 3.0  # seconds bridge_local gets to say goodbye to the peer bridge
+
 
 def _say(line: str) -> None:
     sys.stdout.write(line + "\n")  # one write: a line never splits
@@ -25,20 +30,35 @@ def _say(line: str) -> None:
 
 
 async def _node(config: Config, app_config, announce: Callable[[str], None]) -> None:
-    async with trio.open_nursery() as nursery:
-        async def daemon(task_status=trio.TASK_STATUS_IGNORED) -> None:
-            try:
-                await Daemon(config, announce).run(task_status=task_status)
-            finally:
-                nursery.cancel_scope.cancel()  # the daemon stopped (signal or failure): all stop
+    # Catch SIGINT/SIGTERM before anything is announced: a supervisor may signal us the
+    # moment it reads our address, and that must still be a clean shutdown.
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with trio.open_nursery() as nursery:
+            async def daemon(task_status=trio.TASK_STATUS_IGNORED) -> None:
+                try:
+                    await Daemon(config, announce).run(task_status=task_status)
+                finally:
+                    nursery.cancel_scope.cancel()  # the daemon stopped: everything stops
 
-        running: Daemon = await nursery.start(daemon)
-        if app_config is not None:
-            from bridge_local.server import serve
+            running: Daemon = await nursery.start(daemon)
+            server = None
+            if app_config is not None:
+                from bridge_local.server import serve
 
-            app_config = dataclasses.replace(app_config, bridge_host=config.bridge_host,
-                                             bridge_port=running.port)
-            await nursery.start(partial(serve, app_config, announce=announce))
+                app_config = dataclasses.replace(app_config, bridge_host=config.bridge_host,
+                                                 bridge_port=running.port)
+                server = await nursery.start(partial(serve, app_config, announce=announce))
+
+            async def on_signal() -> None:
+                async for sig in signals:
+                    log.info("%s: shutting down", signal.Signals(sig).name)
+                    if server is not None:
+                        with trio.move_on_after(STOP_GRACE):
+                            await server.stop()  # the peer bridge's clients get 302s at once
+                    running.stop()
+                    return
+
+            nursery.start_soon(on_signal)
 
 
 def run_node_process(config: Config, app_config=None, announce: Callable[[str], None] = _say) -> None:
