@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
-# Make libtoxcore (the shared library and headers) and tox-bootstrapd available.
+# Make libtoxcore (the shared library and headers) and tox-bootstrapd available, and
+# the network tools the NAT tests use (ip, iptables) where apt exists.
 #
 #   Debian/Ubuntu:  installs libtoxcore-dev and toxcore-utils with apt when missing
 #                   (apt-get update only when a package cannot be found). Quiet and
-#                   idempotent when all is there.
+#                   idempotent when all is there. Also installs iproute2 and iptables
+#                   when missing (tests/test_nat.py builds NAT routers in network
+#                   namespaces); if that is impossible (no root or sudo) it only warns:
+#                   those tests then skip.
 #   Elsewhere:      TOXCORE_SRC=/path/to/c-toxcore native/toxcore-build.sh
 #                   builds it with cmake into native/prefix; then point the binding at it:
 #                   export TOXBRIDGE_LIBTOXCORE=native/prefix/lib/libtoxcore.so
@@ -19,6 +23,32 @@ have_system_toxcore() {
     command -v tox-bootstrapd >/dev/null 2>&1 || return 1
     [ -n "$(ldconfig -p 2>/dev/null | grep -F 'libtoxcore.so.2')" ] || return 1
 }
+
+have_cmd() {
+    command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ] || [ -x "/sbin/$1" ]
+}
+
+# The NAT tests' tools: best effort (a warning, never a failure).
+install_net_tools() {
+    local want=""
+    have_cmd ip || want="$want iproute2"
+    have_cmd iptables || want="$want iptables"
+    [ -n "$want" ] || return 0
+    command -v apt-get >/dev/null 2>&1 || { echo "toxcore-build: no apt-get; install$want yourself for the NAT tests" >&2; return 0; }
+    local sudo=""
+    if [ "$(id -u)" != 0 ]; then
+        command -v sudo >/dev/null 2>&1 || { echo "toxcore-build: need root (or sudo) to install$want; the NAT tests will skip" >&2; return 0; }
+        sudo="sudo"
+    fi
+    export DEBIAN_FRONTEND=noninteractive
+    if ! apt-cache show $want >/dev/null 2>&1; then
+        $sudo apt-get update -qq >/dev/null || true
+    fi
+    echo "toxcore-build: apt-get install$want" >&2
+    $sudo apt-get install -y -qq --no-install-recommends $want >/dev/null \
+        || echo "toxcore-build: apt-get install$want failed; the NAT tests will skip" >&2
+}
+install_net_tools
 
 if [ -z "${TOXCORE_SRC:-}" ] && have_system_toxcore; then
     exit 0

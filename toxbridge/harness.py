@@ -23,10 +23,14 @@ class DaemonProc:
     """``python -m toxbridge --listen/--peer ...`` with its announcements parsed."""
 
     def __init__(self, args: list[str], profile: Path, network: NodeInfo, secret: str | None = "s3cret",
-                 *, verbose: bool = True, raw: bool = True) -> None:
+                 *, verbose: bool = True, raw: bool = True, wrap: list[str] | None = None) -> None:
         """``raw``: only the daemon (the bridge port is free for a test's app); otherwise
-        the node runs bridge_local too and ``app_port`` is its JSON app port."""
-        cmd = [sys.executable, "-m", "toxbridge", *args, "--profile", str(profile),
+        the node runs bridge_local too and ``app_port`` is its JSON app port.
+
+        ``wrap``: a command prefix that execs the daemon, e.g. ``["ip", "netns", "exec",
+        NAME]`` to run it inside a network namespace (the prefix must exec, so that the
+        process's PID is the daemon's and ``stop()`` signals the daemon itself)."""
+        cmd = [*(wrap or ()), sys.executable, "-m", "toxbridge", *args, "--profile", str(profile),
                "--bootstrap", str(network)]
         if raw:
             cmd.append("--raw")

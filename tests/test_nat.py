@@ -1,0 +1,183 @@
+"""Real network shapes (issue 6, item 1): two daemons on two private hosts behind two
+Linux NAT routers, in network namespaces made and removed by the test (toxbridge.netns),
+with tox-bootstrapd (TCP relay) and four extra DHT nodes on the "public" segment.
+
+- cone NAT: the peers hole-punch and end on direct UDP;
+- symmetric NAT: the peers stay on the TCP relay;
+- UDP blocked (daemons with --no-udp): TCP relay only.
+
+In each, a few MB of random frames go both ways, byte-exact and in order, and the apps
+are told the link type (the 301 / ``link`` events' ``"link"`` field).
+"""
+
+from __future__ import annotations
+
+import random
+import re
+import subprocess
+import time
+
+import pytest
+import trio
+
+from toxbridge.framing import encode_data
+from toxbridge.harness import App, DaemonProc
+from toxbridge.netns import Topology, unavailable
+
+pytestmark = [pytest.mark.tox, pytest.mark.xdist_group("netns")]
+
+
+
+@pytest.fixture(scope="module", autouse=True)
+def needs_netns():
+    """Skip (with the reason) where NAT namespaces cannot be made: not root, no ip/iptables.
+    A fixture, not a skipif: the probe makes a namespace, so only when the tests run."""
+    why_not = unavailable()
+    if why_not is not None:
+        pytest.skip(f"NAT namespaces unavailable: {why_not}")
+
+MB_EACH_WAY = 3_000_000
+CONNECT_TIMEOUT = 90  # a friend connection takes ~10 s; over NAT and the relay it can take longer
+LINK_SETTLE_TIMEOUT = 30  # after the channel opens over TCP, how long hole punching may take
+TRANSFER_TIMEOUT = 60
+
+# Found by this test (2026-11-22): behind symmetric NATs, in about 1 run of 4, the
+# sending side's toxcore rate falls to its floor (~4.5 lossless packets/s, ~6 KB/s) within
+# ~10 s of the channel opening and stays there, though the link stays on the TCP relay
+# (no TCP->UDP switch). It happened with one-way streaming too. Never seen with --no-udp
+# or with cone NAT. Only that stall (a timeout) is excused; wrong bytes still fail.
+SYMMETRIC_STALL = pytest.mark.xfail(
+    raises=trio.TooSlowError, strict=False,
+    reason="known: toxcore's rate sometimes collapses to ~4.5 packets/s behind symmetric NAT")
+
+
+def frames_for(seed: int, total: int) -> list[bytes]:
+    rng = random.Random(seed)
+    out, size = [], 0
+    while size < total:
+        n = rng.choice([0, 1, 7, 100, 512, 1000, 1023, 1024, rng.randrange(1025)])
+        out.append(rng.randbytes(n))
+        size += n
+    return out
+
+
+async def stream(src: App, dst: App, frames: list[bytes]) -> None:
+    async def send() -> None:
+        for start in range(0, len(frames), 64):
+            await src.stream.send_all(b"".join(encode_data(f) for f in frames[start:start + 64]))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(send)
+        for i, expected in enumerate(frames):
+            got = await dst.next_data()
+            assert got == expected, f"frame {i}: {len(got or b'')} bytes, expected {len(expected)}"
+
+
+def link_of(app: App) -> str | None:
+    """The link type the app was last told (301 or ``link`` event)."""
+    link = None
+    for e in app.events:
+        if e.get("code") == 301 or e.get("event") == "link":
+            link = e.get("link")
+    return link
+
+
+def log_link(daemon: DaemonProc) -> str | None:
+    """The link type in the daemon's log lines (``channel open (X)``, ``link is now X``)."""
+    link = None
+    for line in daemon.log:
+        m = re.search(r"channel open \((\w+)\)|link is now (\w+)", line)
+        if m:
+            link = m.group(1) or m.group(2)
+    return link
+
+
+def links_seen(app: App) -> list[str]:
+    return [e["link"] for e in app.events if e.get("code") == 301 or e.get("event") == "link"]
+
+
+async def app_in(net: Topology, role: str, port: int) -> App:
+    sock = await trio.to_thread.run_sync(net.connect, role, port)
+    return App(trio.SocketStream(trio.socket.from_stdlib_socket(sock)))
+
+
+@pytest.mark.parametrize("shape, expected_link", [
+    ("cone", "UDP"),
+    pytest.param("symmetric", "TCP", marks=SYMMETRIC_STALL),
+    ("no_udp", "TCP"),
+])
+def test_daemons_behind_nat_carry_frames_both_ways_and_report_the_link(shape, expected_link, tmp_path):
+    # Our own trio.run, not pytest-trio's: its nursery would wrap a TooSlowError in an
+    # ExceptionGroup, which the xfail's ``raises`` could not match.
+    trio.run(run_shape, shape, expected_link, tmp_path)
+
+
+async def run_shape(shape: str, expected_link: str, tmp_path) -> None:
+    extra = ["--no-udp"] if shape == "no_udp" else []
+    with Topology(shape) as net:
+        common = dict(network=net.bootstrap, secret="nat-secret")
+        with DaemonProc(["--listen", *extra, *net.bootstrap_args()], tmp_path / "l.tox",
+                        wrap=net.wrap("a"), **common) as listener, \
+                DaemonProc(["--peer", listener.tox_id, *extra, *net.bootstrap_args()], tmp_path / "p.tox",
+                           wrap=net.wrap("b"), **common) as peer:
+            started = time.monotonic()
+            a, b = await app_in(net, "a", listener.port), await app_in(net, "b", peer.port)
+            try:
+                with trio.fail_after(CONNECT_TIMEOUT):
+                    await a.wait_event(code=301)
+                    await b.wait_event(code=301)
+                connect_s = time.monotonic() - started
+                if expected_link == "UDP":
+                    # The channel may open over the relay first; hole punching follows.
+                    with trio.fail_after(LINK_SETTLE_TIMEOUT):
+                        while link_of(a) != "UDP":
+                            await a.wait_event(event="link")
+                        while link_of(b) != "UDP":
+                            await b.wait_event(event="link")
+                settled_s = time.monotonic() - started
+                ab, ba = frames_for(1, MB_EACH_WAY), frames_for(2, MB_EACH_WAY)
+                with trio.fail_after(TRANSFER_TIMEOUT):  # normally 5-7 s
+                    async with trio.open_nursery() as nursery:
+                        nursery.start_soon(stream, a, b, ab)
+                        nursery.start_soon(stream, b, a, ba)
+                transfer_s = time.monotonic() - started - settled_s
+                print(f"{shape}: channel open after {connect_s:.1f} s, links a={links_seen(a)} "
+                      f"b={links_seen(b)} settled after {settled_s:.1f} s, "
+                      f"{MB_EACH_WAY / 1e6:.0f} MB each way in {transfer_s:.1f} s")
+                assert link_of(a) == expected_link and link_of(b) == expected_link, (links_seen(a), links_seen(b))
+                if expected_link == "TCP":
+                    assert "UDP" not in links_seen(a) + links_seen(b)
+                for d in (listener, peer):  # the status in the daemon's log agrees
+                    assert log_link(d) == expected_link, d.log[-20:]
+            except BaseException:
+                for name, d in (("listener", listener), ("peer", peer)):  # shown on failure
+                    print(f"--- {name} log (last 60 lines)", *d.log[-60:], sep="\n")
+                raise
+            finally:
+                await a.aclose()
+                await b.aclose()
+
+
+def test_topology_is_isolated_and_leaves_nothing_behind():
+    def host_links() -> str:
+        return subprocess.run(["ip", "-o", "link"], capture_output=True, text=True, timeout=15).stdout
+
+    before_links = host_links()
+    with Topology("cone", dht_nodes=0) as net:
+        names = list(net.ns.values())
+        listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, timeout=15).stdout
+        assert all(n in listed for n in names)
+        assert host_links() == before_links  # no veth end in the host's namespace
+        # A private host's only route is its own router; the router has none past 10.77.0.0/24.
+        routes = subprocess.run([*net.wrap("r1"), "ip", "route"], capture_output=True, text=True,
+                                timeout=15).stdout
+        assert "default" not in routes
+        # Stateful NAT: the public side cannot open a connection to a private host.
+        probe = subprocess.run([*net.wrap("pub"), "python3", "-c",
+                                "import socket,sys; s=socket.socket(); s.settimeout(2)\n"
+                                "try: s.connect(('10.77.1.2', 9)); sys.exit(1)\n"
+                                "except OSError: sys.exit(0)"], timeout=15)
+        assert probe.returncode == 0
+    listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, timeout=15).stdout
+    assert not any(n in listed for n in names)
+    assert host_links() == before_links

@@ -1,0 +1,208 @@
+"""Strangers (issue 6, item 5): a flood of friend requests from hundreds of unknown keys,
+wrong secrets, and the right secret from a key not on the allow-list, while a real pair
+works; and the sockets a running daemon opens."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import trio
+
+from toxbridge.config import Config
+from toxbridge.harness import App, DaemonProc
+from toxbridge.network import NodeInfo, loopback_options
+from toxbridge.tox import Connection, Tox, ToxOptions, load_profile, save_profile
+
+pytestmark = [pytest.mark.tox, pytest.mark.xdist_group("strangers")]
+
+SECRET = "right-secret"
+STRANGERS = 200
+FLOOD_SECONDS = 60  # at most; the flood ends earlier once every stranger has been refused
+CAP = Config(mode="listen", profile=Path("x")).max_pending_requests
+
+
+def request_for(i: int) -> bytes:
+    """What stranger ``i`` says: no prefix, wrong secrets, near misses, the right secret
+    (from a key that is not allowed), and a maximum-length request."""
+    return [
+        b"hello",
+        b"toxbridge/1 wrong",
+        b"toxbridge/1 " + SECRET.encode()[:-1],  # a prefix of the secret
+        b"toxbridge/1 " + SECRET.encode() + b"\x00",  # the secret and one byte more
+        b"toxbridge/1 " + SECRET.encode(),  # right secret, key not on the allow-list
+        b"toxbridge/1 " + b"x" * 1004,  # 1016 bytes, toxcore's maximum
+    ][i % 6]
+
+
+class Flood(threading.Thread):
+    """``count`` Tox instances, created, iterated and closed in this one thread, each
+    sending a friend request to ``address``. Records any that get a friend connection."""
+
+    def __init__(self, network: NodeInfo, address: str, count: int) -> None:
+        super().__init__(name="stranger-flood", daemon=True)
+        self.network, self.address, self.count = network, address, count
+        self.stop = threading.Event()
+        self.ready = threading.Event()
+        self.keys: list[bytes] = []
+        self.accepted: list[bytes] = []
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        toxes: list[Tox] = []
+        try:
+            for i in range(self.count):
+                t = Tox(loopback_options())
+                toxes.append(t)
+                t.bootstrap(self.network.host, self.network.port, self.network.public_key)
+                t.friend_add(self.address, request_for(i))
+                self.keys.append(t.public_key)
+            self.ready.set()
+            while not self.stop.is_set():
+                for t in toxes:
+                    t.iterate()
+                    if t.friend_connection_status(0) != Connection.NONE and t.public_key not in self.accepted:
+                        self.accepted.append(t.public_key)
+                self.stop.wait(0.05)
+        except BaseException as exc:
+            self.error = exc
+        finally:
+            self.ready.set()
+            for t in toxes:
+                t.close()
+
+
+def ignored_keys(daemon: DaemonProc) -> list[str]:
+    return re.findall(r"ignored a friend request from ([0-9A-F]{64})", "\n".join(daemon.log))
+
+
+def new_profile(path: Path) -> bytes:
+    """Write a fresh profile; return its public key."""
+    with Tox(ToxOptions(udp=False, ipv6=False, local_discovery=False)) as t:
+        save_profile(path, t.savedata())
+        return t.public_key
+
+
+def friend_keys(profile: Path) -> list[bytes]:
+    with Tox(ToxOptions(udp=False, ipv6=False, local_discovery=False, savedata=load_profile(profile))) as t:
+        return [t.friend_public_key(f) for f in t.friend_list()]
+
+
+async def test_a_flood_of_strangers_is_refused_while_the_real_peer_keeps_working(tox_network, tmp_path):
+    peer_key = new_profile(tmp_path / "p.tox")
+    listen_args = ["--listen", "--allow", peer_key.hex()]
+    with DaemonProc(listen_args, tmp_path / "l.tox", tox_network, secret=SECRET) as listener, \
+            DaemonProc(["--peer", listener.tox_id], tmp_path / "p.tox", tox_network, secret=SECRET) as peer:
+        a, b = await App.connect(listener.port), await App.connect(peer.port)
+        try:
+            with trio.fail_after(90):
+                await a.wait_event(code=301)
+                await b.wait_event(code=301)
+            flood = Flood(tox_network, listener.tox_id, STRANGERS)
+            flood.start()
+            try:
+                await trio.to_thread.run_sync(flood.ready.wait, 60)
+                assert flood.error is None, flood.error
+                # Frames keep flowing between the real pair during the flood.
+                rounds, deadline = 0, time.monotonic() + FLOOD_SECONDS
+                while time.monotonic() < deadline and len(set(ignored_keys(listener))) < STRANGERS:
+                    with trio.fail_after(30):
+                        await a.send(b"a%d" % rounds)
+                        await b.send(b"b%d" % rounds)
+                        assert await b.next_data() == b"a%d" % rounds
+                        assert await a.next_data() == b"b%d" % rounds
+                    rounds += 1
+                    await trio.sleep(0.2)
+            finally:
+                flood.stop.set()
+                await trio.to_thread.run_sync(flood.join, 30)
+            assert flood.error is None, flood.error
+            assert rounds > 10
+            assert flood.accepted == []
+            refused = ignored_keys(listener)
+            per_key = Counter(refused)
+            strangers = {k.hex().upper() for k in flood.keys}
+            print(f"{len(per_key)} of {STRANGERS} strangers refused, {len(refused)} log lines, "
+                  f"{rounds} round trips during the flood; cap {CAP}; "
+                  f"keys logged more than once: {sum(1 for n in per_key.values() if n > 1)}")
+            assert set(per_key) <= strangers  # only strangers were refused
+            assert len(per_key) >= STRANGERS // 2  # the flood did reach the listener
+            # Only the real peer was ever accepted, and it still is the peer.
+            log = "\n".join(listener.log)
+            assert re.findall(r"accepted the peer ([0-9A-F]{64})", log) == [peer_key.hex().upper()]
+            assert [e["peer"] for e in a.events if e.get("event") == "friend"] == [peer_key.hex().upper()]
+            assert "replaces" not in log
+            # The remembered strangers are capped: no key is logged twice while remembered,
+            # so a key logged again was forgotten after CAP newer strangers came.
+            for key, n in per_key.items():
+                if n > 1:
+                    first = refused.index(key)
+                    second = refused.index(key, first + 1)
+                    assert len(set(refused[first + 1:second])) >= CAP, key
+            with trio.fail_after(30):
+                await a.send(b"after")
+                assert await b.next_data() == b"after"
+        finally:
+            await a.aclose()
+            await b.aclose()
+        assert listener.stop() == 0
+    assert friend_keys(tmp_path / "l.tox") == [peer_key]
+
+
+def sockets_of(pid: int) -> list[tuple[str, str, int, str]]:
+    """(protocol, local address, port, TCP state) of every inet socket the process holds,
+    from /proc/PID/fd (socket inodes) and /proc/PID/net/{tcp,udp,tcp6,udp6}."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            m = re.fullmatch(r"socket:\[(\d+)\]", fd.readlink().as_posix())
+        except OSError:
+            continue
+        if m:
+            inodes.add(m.group(1))
+    out = []
+    for proto in ("tcp", "udp", "tcp6", "udp6"):
+        for line in Path(f"/proc/{pid}/net/{proto}").read_text().splitlines()[1:]:
+            f = line.split()
+            if f[9] not in inodes:
+                continue
+            addr_hex, port_hex = f[1].split(":")
+            if len(addr_hex) == 8:
+                addr = ".".join(str(b) for b in reversed(bytes.fromhex(addr_hex)))
+            else:
+                addr = addr_hex  # IPv6: reported raw
+            state = "LISTEN" if f[3] == "0A" and proto.startswith("tcp") else f[3]
+            out.append((proto, addr, int(port_hex, 16), state))
+    return out
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="reads /proc")
+async def test_every_port_the_product_opens_is_on_loopback(tox_network, tmp_path):
+    """The bridge port and bridge_local's app port listen on 127.0.0.1 only. toxcore's own
+    UDP socket binds 0.0.0.0 (its default; the product does not choose it): reported, and
+    asserted to be the only socket not on loopback."""
+    with DaemonProc(["--listen"], tmp_path / "l.tox", tox_network, secret=SECRET, raw=False) as node:
+        socks = sockets_of(node.process.pid)
+        print("sockets of a listener (bridge + app server):", socks)
+        listening = [s for s in socks if s[3] == "LISTEN"]
+        assert {s[2] for s in listening} >= {node.port, node.app_port}
+        assert all(s[1] == "127.0.0.1" for s in listening), listening
+        udp = [s for s in socks if s[0].startswith("udp")]
+        assert len(udp) == 1 and udp[0][0] == "udp", udp  # toxcore's DHT socket; IPv6 off
+        public = [s for s in socks if s[1] != "127.0.0.1"]
+        assert public == udp  # nothing else leaves loopback (outbound TCP to the relay: 127.0.0.1 here)
+
+
+def test_a_public_bridge_or_app_port_must_be_asked_for(tmp_path):
+    for option in ("--bridge-host", "--app-host"):
+        r = subprocess.run([sys.executable, "-m", "toxbridge", "--listen", "--secret", "x",
+                            "--profile", str(tmp_path / "x.tox"), "--bootstrap",
+                            "127.0.0.1:33445:" + "AB" * 32, option, "0.0.0.0"],
+                           capture_output=True, text=True, timeout=30)
+        assert r.returncode == 2 and "--public-bind" in r.stderr, (option, r.stderr)
