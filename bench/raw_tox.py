@@ -31,8 +31,10 @@ def measure_raw(network: NodeInfo, mb: float = 200, pings: int = 1000, use_relay
     packets = max(1, int(mb * MB) // PACKET)
     t0 = time.monotonic()
     with RawPeer(network, use_relay=use_relay) as a, RawPeer(network, use_relay=use_relay) as b:
+        started = time.monotonic()
         connected = RawPeer.befriend(a, b)
-        result = {"connect_s": round(connected - t0, 2)}
+        result = {"connect_s": round(connected - t0, 2),
+                  "connect_after_start_s": round(connected - started, 2)}
 
         b.send(("receive", packets))
         start = time.monotonic()
