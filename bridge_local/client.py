@@ -25,9 +25,10 @@ import trio
 
 from .protocol import DEFAULT_MAX_LINE_LENGTH, LineDecoder, LineTooLong
 
-__all__ = ["BridgeError", "Client", "EVENT_COMMANDS", "open_client"]
+__all__ = ["BridgeError", "Client", "EVENT_COMMANDS", "TRANSFER_COMMANDS", "open_client"]
 
-EVENT_COMMANDS = frozenset({2003, 301, 302})
+EVENT_COMMANDS = frozenset({2003, 301, 302, 5003})
+TRANSFER_COMMANDS = frozenset({7000, 7001, 7010, 7070, 7080, 8000, 8001, 8010})
 
 
 class BridgeError(Exception):
@@ -49,6 +50,8 @@ class Client:
         self._replies_send, self._replies = trio.open_memory_channel[dict[str, Any]](1024)
         self._events_send, self._events = trio.open_memory_channel[dict[str, Any]](max_events)
         self._lock = trio.Lock()
+        self._write_lock = trio.Lock()
+        self._tasks: dict[tuple[type, Any], trio.MemorySendChannel[dict[str, Any]]] = {}
 
     async def _reader(self) -> None:
         decoder = LineDecoder(DEFAULT_MAX_LINE_LENGTH * 8)
@@ -60,7 +63,12 @@ class Client:
                     if isinstance(line, LineTooLong):
                         continue
                     obj = json.loads(line)
-                    if obj.get("command") in EVENT_COMMANDS:
+                    if obj.get("command") in TRANSFER_COMMANDS:
+                        taskid = obj.get("taskid")
+                        inbox = self._tasks.get((type(taskid), taskid))
+                        if inbox is not None:
+                            await inbox.send(obj)
+                    elif obj.get("command") in EVENT_COMMANDS:
                         await self._events_send.send(obj)
                     else:
                         await self._replies_send.send(obj)
@@ -71,12 +79,33 @@ class Client:
         finally:
             self._replies_send.close()
             self._events_send.close()
+            for inbox in self._tasks.values():
+                inbox.close()
 
     # -- raw ---------------------------------------------------------------------------
 
     async def send_line(self, line: bytes) -> None:
         """Write bytes as they are (tests of bad input); add the ``\\n`` yourself."""
-        await self.stream.send_all(line)
+        async with self._write_lock:
+            await self.stream.send_all(line)
+
+    async def send_obj(self, obj: dict[str, Any]) -> None:
+        """Send one object that gets no reply (transfer messages)."""
+        await self.send_line(
+            json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode() + b"\n")
+
+    def open_task(self, taskid: Any, size: int = 1024
+                  ) -> trio.MemoryReceiveChannel[dict[str, Any]]:
+        """Route the bridge's transfer messages (7000–8010) for ``taskid`` to a channel;
+        :meth:`close_task` stops it. Messages of tasks not open are dropped."""
+        send, receive = trio.open_memory_channel[dict[str, Any]](size)
+        self._tasks[(type(taskid), taskid)] = send
+        return receive
+
+    def close_task(self, taskid: Any) -> None:
+        send = self._tasks.pop((type(taskid), taskid), None)
+        if send is not None:
+            send.close()
 
     async def next_reply(self) -> dict[str, Any]:
         """The next reply (not an event), error replies included. Raises EOFError."""
@@ -88,8 +117,7 @@ class Client:
     async def request(self, obj: dict[str, Any]) -> dict[str, Any]:
         """Send one request and return its reply; raises BridgeError for a 9000."""
         async with self._lock:
-            await self.stream.send_all(
-                json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode() + b"\n")
+            await self.send_obj(obj)
             reply = await self.next_reply()
         if reply.get("command") == 9000:
             raise BridgeError(reply)

@@ -48,6 +48,7 @@ from . import wire
 from .protocol import (
     ChatMessage,
     CommandError,
+    CommandId,
     ErrorCode,
     FileCommand,
     History,
@@ -68,6 +69,7 @@ from .protocol import (
     status_event,
     users_reply,
 )
+from .fileservice import FileService
 from .store import OutgoingEntry, Store, StoreError
 
 __all__ = ["BridgeCore", "Limits"]
@@ -104,11 +106,14 @@ class _Client:
 
 class BridgeCore:
     def __init__(
-        self, store: Store, public_key: bytes, now: float, limits: Limits = Limits()
+        self, store: Store, public_key: bytes, now: float, limits: Limits = Limits(),
+        files: FileService | None = None,
     ) -> None:
         if len(public_key) != 32:
             raise ValueError("a Tox public key is 32 bytes")
         self.store = store
+        self.files = files  # None: file commands answer 9011
+        self._file_targets: dict[str, set[str]] = {}  # fileid -> local users told of it
         self.public_key = public_key
         self.limits = limits
         self.session = os.urandom(16)
@@ -197,7 +202,8 @@ class BridgeCore:
     def has_frames(self) -> bool:
         if not self.daemon_up:
             return False
-        return bool(self._frag or self._control or self._acks or self._may_pump())
+        return bool(self._frag or self._control or self._xfer or self._acks
+                    or self._may_pump())
 
     # ------------------------------------------------------------------ clients
 
@@ -211,6 +217,9 @@ class BridgeCore:
         self._now = now
         c = self._clients.pop(cid, None)
         self._dirty.discard(cid)
+        if self.files is not None:
+            self.files.client_gone(cid)
+            self._files_flush()
         if c is None or c.user is None:
             return
         token = c.user.token
@@ -250,12 +259,17 @@ class BridgeCore:
                 self._push(c, history_reply(messages))
             else:
                 assert isinstance(command, FileCommand)
-                raise CommandError(
-                    ErrorCode.NOT_IMPLEMENTED,
-                    f"command {command.command.value} is reserved for file transfer, "
-                    "not served yet",
-                    command.command.value,
-                )
+                if self.files is None:
+                    raise CommandError(
+                        ErrorCode.NOT_IMPLEMENTED,
+                        f"command {command.command.value} is reserved for file transfer, "
+                        "not served by this bridge",
+                        command.command.value,
+                    )
+                msg = {**command.raw, **command.fields} if command.command in (
+                    CommandId.FILE_INIT, CommandId.FILE_STATUS) else dict(command.raw)
+                self.files.client_command(cid, command.command.value, msg, now)
+                self._files_flush()
         except CommandError as exc:
             self._push(c, exc.reply())
         except StoreError as exc:
@@ -316,6 +330,9 @@ class BridgeCore:
             self._outbox_count += 1
             self._drained = False
             online = self.peer_up and goal in self.peer_users
+            if message.fileid is not None and self.files is not None:
+                self.files.file_message(message.fileid, now)
+                self._files_flush()
         return send_reply(ResultCode.DELIVERED if online else ResultCode.TARGET_OFFLINE)
 
     def _deliver_local(self, message_id: bytes, message: ChatMessage) -> bool:
@@ -364,6 +381,7 @@ class BridgeCore:
         self._frag = Fragmenter(max_messages=self.limits.inflight + 32)
         self._reasm = Reassembler(max_partial=256, timeout=self.limits.partial_timeout)
         self._control: deque[bytes] = deque()
+        self._xfer: deque[bytes] = deque()  # file transfer messages (bounded by the windows)
         self._acks: list[bytes] = []
         self._flight: dict[bytes, OutgoingEntry] = {}  # fragment uuid -> entry
         self._inflight_ids: set[bytes] = set()
@@ -424,6 +442,9 @@ class BridgeCore:
         """Timers: heartbeats, hello retries, peer timeout, expiry of partial messages."""
         self._now = now
         self._reasm.expire(now)
+        if self.files is not None:
+            self.files.tick(now)
+            self._files_flush()
         if not (self.daemon_up and self.link_up):
             return
         if self.peer_up:
@@ -466,6 +487,10 @@ class BridgeCore:
             self._outbox_count = max(0, self._outbox_count - len(command.ids))
         elif isinstance(command, wire.Ping):
             pass
+        elif isinstance(command, wire.Xfer):
+            if self.files is not None and self.peer_up:
+                self.files.peer_message(command.to_receiver, command.message, now)
+                self._files_flush()
         elif isinstance(command, wire.Hello):
             self._receive_hello(command, now)
         elif isinstance(command, wire.Bye):
@@ -488,6 +513,9 @@ class BridgeCore:
         try:
             if self.store.add_message(command.id, command.message):
                 self.stats["received_peer"] += 1
+                fileid = command.message.fileid
+                if fileid is not None and len(self._file_targets) < 100_000:
+                    self._file_targets.setdefault(fileid, set()).add(command.message.goaltoken)
                 self._deliver_local(command.id, command.message)
             else:
                 self.stats["duplicates"] += 1
@@ -531,8 +559,40 @@ class BridgeCore:
                     self._broadcast(status_event(ResultCode.ONLINE, "peer", token, u.name))
         if resend:
             self._restart_pump()  # duplicates are dropped by the receiver
+            if self.files is not None:  # the channel is new: transfers resync
+                self._xfer.clear()
+                self.files.set_peer(True, now)
+                self._files_flush()
+
+    def _files_flush(self) -> None:
+        """Move what the file service produced to the clients and the peer bridge."""
+        files = self.files
+        assert files is not None
+        for cid, obj in files.take_client_output():
+            c = self._clients.get(cid)
+            if c is not None:
+                self._push(c, obj)
+        if self.peer_up:
+            self._xfer.extend(files.take_peer_output())
+        else:
+            files.take_peer_output()
+        for fileid in files.take_arrived():
+            stored = files.store.get(fileid)
+            if stored is None:
+                continue
+            event = {"command": CommandId.FILE_AVAILABLE.value, "result": 1, "fileid": fileid,
+                     "filesize": stored.filesize, "md5": stored.md5,
+                     "filename": stored.filename}
+            for token in self._file_targets.pop(fileid, ()):
+                for cid in self._by_token.get(token, ()):
+                    self._push(self._clients[cid], event)
+        self._notices.extend(files.notices)
+        files.notices.clear()
 
     def _peer_down(self) -> None:
+        if self.files is not None:
+            self.files.set_peer(False, self._now)
+            self._xfer.clear()
         self.peer_up = False
         self._broadcast(status_event(ResultCode.OFFLINE, "peer"))
         for u in self.peer_users.values():
@@ -559,6 +619,8 @@ class BridgeCore:
             frag.send(self._control.popleft())
         if not self.peer_up:
             return
+        while self._xfer and frag.can_send(len(self._xfer[0])):
+            frag.send(self._xfer.popleft())
         while len(self._flight) < self.limits.inflight:
             entry = self._next_entry()
             if entry is None:

@@ -19,7 +19,7 @@ import json
 import math
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from types import MappingProxyType
 from typing import Any, ClassVar
 
@@ -87,7 +87,10 @@ class CommandId(enum.IntEnum):
     ONLINE = 301
     OFFLINE = 302
     FILE_INIT = 4001
+    FILE_STATUS = 4002
     FILE_INFO = 5001
+    FILE_STATUS_REPLY = 5002
+    FILE_AVAILABLE = 5003
     TRANSFER_START = 7000
     CHUNK = 7001
     TRANSFER_END = 7010
@@ -392,13 +395,16 @@ class History(Command):
 
 @dataclass(frozen=True, slots=True)
 class FileCommand(Command):
-    """A reserved file-transfer command (4001, 7000 to 7080, 8000 to 8010), types checked only.
+    """A file-transfer command (4001, 4002, 7000 to 7080, 8000 to 8010), types checked only.
 
-    Its fields are those of the seed protocol; their meaning belongs to the transfer issue.
+    ``fields`` are the seed protocol's fields, checked; ``raw`` is the whole request as
+    received (the transfer machine needs ``md5``, ``session``, ``message`` and takes the
+    dict itself: ``bridge_local.transfer`` validates the rest).
     """
 
     command: CommandId
     fields: Mapping[str, Any]
+    raw: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def token(self) -> str | None:
@@ -415,10 +421,14 @@ _FILE_TABLES: dict[int, tuple[_Field, ...]] = {
         _Field("type", "int", hi=_INT32),
         _TOKEN,
     ),
+    CommandId.FILE_STATUS: (_Field("fileid", "str", lo=1, hi=MAX_ID_LENGTH), _TOKEN),
     CommandId.TRANSFER_START: (
         _TASK,
         _Field("filename", "str", lo=1, hi=MAX_FILENAME_LENGTH, check="name"),
         _Field("filesize", "int"),
+        _Field("md5", "str", False, check="md5"),
+        _Field("session", "int", False),
+        _Field("fileid", "str", False, lo=1, hi=MAX_ID_LENGTH),
     ),
     CommandId.CHUNK: (
         _TASK,
@@ -485,7 +495,7 @@ def parse_command(obj: Any) -> Command:
         return cls(**values)
     if number in _FILE_TABLES:
         values = _values(_FILE_TABLES[number], obj, number)
-        return FileCommand(CommandId(number), MappingProxyType(values))
+        return FileCommand(CommandId(number), MappingProxyType(values), MappingProxyType(obj))
     if number in _SERVER_SENT:
         raise CommandError(
             ErrorCode.UNKNOWN_COMMAND, f"command {number} is sent by the server, not to it", number

@@ -26,6 +26,7 @@ from toxbridge.errors import RemoteProtocolError
 from toxbridge.framing import DATA, EVENT, FrameDecoder, decode_event, encode_data
 
 from .core import BridgeCore, Limits
+from .fileservice import FilesConfig, FileService
 from .protocol import (
     DEFAULT_MAX_LINE_LENGTH,
     ErrorCode,
@@ -58,6 +59,7 @@ class BridgeConfig:
     app_port: int = 0
     data_dir: Path | None = None  # None: platformdirs' user data dir for toxbridge
     limits: Limits = field(default_factory=Limits)
+    files: FilesConfig = field(default_factory=FilesConfig)
     max_line: int = DEFAULT_MAX_LINE_LENGTH
     max_clients: int = 1024
     reconnect_delay: float = 0.5
@@ -340,8 +342,10 @@ class BridgeServer:
         self.public_key = first[2]
         self.store_path = store_path(c.data_dir or default_data_dir(), self.public_key)
         store = Store(self.store_path)
+        files: FileService | None = None
         try:
-            self.core = BridgeCore(store, self.public_key, time.time(), c.limits)
+            files = FileService(self.store_path.with_suffix(".files"), c.files)
+            self.core = BridgeCore(store, self.public_key, time.time(), c.limits, files)
             listeners = await trio.open_tcp_listeners(c.app_port, host=c.app_host)
             self.app_port = listeners[0].socket.getsockname()[1]
             log.info("database %s", self.store_path)
@@ -355,6 +359,8 @@ class BridgeServer:
         finally:
             with trio.CancelScope(shield=True):
                 await first[0].aclose()
+            if files is not None:
+                files.close()
             store.close()
 
 
@@ -408,11 +414,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--app-port", type=int, default=0, help="default: any free port")
     parser.add_argument("--data-dir", type=Path, default=None,
                         help="where the database lives (default: the user data dir)")
+    parser.add_argument("--max-file-size", type=int, default=FilesConfig.max_file_size,
+                        metavar="BYTES", help="largest file accepted (default 4 GiB)")
+    parser.add_argument("--store-quota", type=int, default=FilesConfig.max_total_size,
+                        metavar="BYTES", help="total size of the file store (default 64 GiB)")
+    parser.add_argument("--chunk-size", type=int, default=FilesConfig.chunk_size,
+                        metavar="BYTES", help="file chunk size this bridge asks for")
     parser.add_argument("-v", "--verbose", action="count", default=0)
     args = parser.parse_args(argv)
     logging.basicConfig(level=[logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)],
                         format="%(asctime)s %(name)s %(levelname)s %(message)s", stream=sys.stderr)
     config = BridgeConfig(bridge_host=args.bridge[0], bridge_port=args.bridge[1],
-                          app_host=args.app_host, app_port=args.app_port, data_dir=args.data_dir)
+                          app_host=args.app_host, app_port=args.app_port, data_dir=args.data_dir,
+                          files=FilesConfig(max_file_size=args.max_file_size,
+                                            max_total_size=args.store_quota,
+                                            chunk_size=args.chunk_size))
     trio.run(run_until_signal, config)
     return 0

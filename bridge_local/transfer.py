@@ -704,7 +704,10 @@ class _Transfer:
                 text = _str(message, "message", MAX_MESSAGE_LENGTH, required=False) or ""
                 self._failed(code, text or "the peer reported an error", by_peer=True)
             else:
-                handler = self._handlers().get(command)  # type: ignore[arg-type]
+                if type(command) is not int:  # a list or map from the wire is unhashable
+                    raise _fail(TransferCode.BAD_MESSAGE, f"command {command!r} is not a number",
+                                self.taskid)
+                handler = self._handlers().get(command)
                 if handler is None:
                     raise _fail(
                         TransferCode.WRONG_STATE,

@@ -26,6 +26,7 @@ __all__ = [
     "Ping",
     "UserOff",
     "UserOn",
+    "Xfer",
     "decode",
     "encode_ack",
     "encode_bye",
@@ -34,6 +35,7 @@ __all__ = [
     "encode_ping",
     "encode_user_off",
     "encode_user_on",
+    "encode_xfer",
 ]
 
 VERSION = 1
@@ -93,7 +95,17 @@ class Bye:
     """The sender is shutting down cleanly: its users are offline."""
 
 
-PeerCommand = Hello | UserOn | UserOff | Msg | Ack | Ping | Bye
+@dataclass(frozen=True, slots=True)
+class Xfer:
+    """A file transfer message (7000–8010, docs/files.md) between the bridges. ``to_receiver``:
+    it is for the receiving side of the task (the sender's ``70xx``, or its 7070/7080);
+    task ids of the two directions are separate. ``message`` is the dict (``data`` bytes)."""
+
+    to_receiver: bool
+    message: dict[str, Any]
+
+
+PeerCommand = Hello | UserOn | UserOff | Msg | Ack | Ping | Bye | Xfer
 
 
 def encode_hello(
@@ -134,6 +146,10 @@ def encode_ack(ids: list[bytes]) -> bytes:
     if len(ids) > MAX_ACKS:
         raise ValueError(f"at most {MAX_ACKS} ids per ack")
     return pack_message({"t": "ack", "ids": ids})
+
+
+def encode_xfer(to_receiver: bool, message: dict[str, Any]) -> bytes:
+    return pack_message({"t": "xfer", "r": to_receiver, "m": message})
 
 
 def encode_ping() -> bytes:
@@ -185,6 +201,8 @@ def decode(data: bytes) -> PeerCommand:
         if len(ids) > MAX_ACKS:
             raise PeerProtocolError(f"ack of {len(ids)} ids, at most {MAX_ACKS}")
         return Ack(tuple(_id(i, "ack") for i in ids))
+    if kind == "xfer":
+        return Xfer(bool(_get(obj, "r", bool, "xfer")), _get(obj, "m", dict, "xfer"))
     if kind == "ping":
         return Ping()
     if kind == "on":

@@ -6,6 +6,8 @@
     toxbridge bootstrap-node                        a DHT bootstrap node on 127.0.0.1
     toxbridge demo                                  the demo on a private loopback network
     toxbridge chat --name NAME --app-port N         the terminal chat client
+    toxbridge send-file --app-port N --name ME --to NAME PATH     send a file (resumable)
+    toxbridge get-file --app-port N --name ME [--dest DIR] FILEID  fetch a file (resumable)
 """
 
 from __future__ import annotations
@@ -52,7 +54,7 @@ def _demo(args: argparse.Namespace) -> int:
     return run_demo(mb=args.mb)
 
 
-SUBCOMMANDS = ("bootstrap-node", "demo", "id", "chat")
+SUBCOMMANDS = ("bootstrap-node", "demo", "id", "chat", "send-file", "get-file")
 
 
 def default_profile() -> Path:
@@ -250,10 +252,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["chat"]:  # the terminal client has its own options
+    if argv[:1] == ["chat"]:  # the clients have their own options
         from bridge_local.chat import main as chat_main
 
         return chat_main(argv[1:])
+    if argv[:1] in (["send-file"], ["get-file"]):
+        from bridge_local.files import main as files_main
+
+        return files_main([argv[0].split("-")[0], *argv[1:]])
     try:
         if not any(a in SUBCOMMANDS for a in argv[:2]) and any(
                 a == "--listen" or a.startswith("--peer") for a in argv):

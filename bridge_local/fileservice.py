@@ -1,0 +1,522 @@
+"""The bridge's file transfers: the three hops of docs/files.md around one machine.
+
+:class:`FileService` belongs to :class:`~bridge_local.core.BridgeCore` (which routes to it)
+and owns the :class:`~bridge_local.filestore.FileStore` and every transfer machine:
+
+* per client connection, a :class:`TransferTable` of uploads (the bridge receives) and
+  downloads (the bridge sends);
+* for the peer bridge, two tables, one per direction (``peer_out``: we send, ``peer_in``:
+  we receive); on that hop the taskid is the fileid.
+
+Like the core it is driven with ``now`` and hands out what to send: messages for clients
+(:meth:`take_client_output`), packed commands for the peer bridge (:meth:`take_peer_output`)
+and the fileids that arrived from the peer (:meth:`take_arrived`). It touches the disk
+through the store; it never sleeps and owns no sockets.
+
+Restarts: the fileids still to send to the peer are kept in ``outgoing.json`` in the store
+root (they are offered again when the peer bridge is next up); partial files received from
+the peer carry ``{"peer": 1}`` in their meta and are restored (``Receiver.restore``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import Counter, OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from . import wire
+from .chunkmap import ChunkMap
+from .filestore import (
+    ChecksumMismatch,
+    FileReader,
+    FileStore,
+    PartialFile,
+    StoredFile,
+    StoreError,
+)
+from .transfer import (
+    DEFAULT_RTO,
+    DEFAULT_WINDOW,
+    Completed,
+    ChunkNeeded,
+    ChunkReceived,
+    Failed,
+    Aborted,
+    FileState,
+    InitType,
+    Receiver,
+    Sender,
+    TransferCode,
+    TransferProtocolError,
+    TransferStatistics,
+    TransferTable,
+    TransferUsageError,
+    UnknownTask,
+    VerifyNeeded,
+    file_info_reply,
+    parse_offer,
+    refuse_offer,
+    task_of,
+    to_json,
+)
+
+__all__ = ["FilesConfig", "FileService", "drive"]
+
+_SENDER_COMMANDS = frozenset({7000, 7001, 7010})  # sent by a sender: for our receiver
+_RECEIVER_COMMANDS = frozenset({8000, 8001, 8010})
+_MAX_COUNTERS = 4096
+
+
+@dataclass(frozen=True)
+class FilesConfig:
+    """The file store's limits and the transfers' tuning."""
+
+    max_file_size: int = 4 * 1024**3
+    max_total_size: int = 64 * 1024**3
+    chunk_size: int = 128 * 1024  # what this bridge suggests and uses as a receiver
+    window: int = DEFAULT_WINDOW
+    rto: float = DEFAULT_RTO
+    max_transfers: int = 64  # per client connection, and per direction with the peer
+
+
+def drive(transfer: Any, resource: Any, now: float) -> list[Any]:
+    """Serve the I/O events of one machine with its ``resource`` (a :class:`PartialFile`,
+    a :class:`StoredFile` already complete, or anything with ``read(offset, length)``).
+    Returns the other events (Progress, Completed, Failed, Paused, ...), in order."""
+    others: list[Any] = []
+    while True:
+        event = transfer.next_event()
+        if event is None:
+            return others
+        if isinstance(event, ChunkNeeded):
+            try:
+                data = resource.read(event.offset, event.length)
+            except (StoreError, OSError, ValueError) as exc:
+                transfer.fail(TransferCode.IO_ERROR, f"reading the file: {exc}")
+                continue
+            transfer.send_chunk(event.index, data, now)
+        elif isinstance(event, ChunkReceived):
+            if not isinstance(resource, PartialFile):
+                transfer.chunk_not_stored(event.index)
+                continue
+            try:
+                bad = resource.write_chunk(event.index, event.data)
+            except StoreError as exc:
+                transfer.fail(exc.code, str(exc))
+                continue
+            transfer.chunk_stored(event.index)
+            if bad:
+                transfer.discard_chunks(bad)
+        elif isinstance(event, VerifyNeeded):
+            if isinstance(resource, StoredFile):
+                transfer.check_md5(resource.md5)
+                continue
+            try:
+                stored = resource.finish()
+            except ChecksumMismatch as exc:
+                transfer.check_md5(exc.actual, untrusted=exc.bad_chunks)
+            except StoreError as exc:
+                transfer.fail(exc.code, str(exc))
+            else:
+                transfer.check_md5(stored.md5)
+        else:
+            others.append(event)
+
+
+class FileService:
+    def __init__(self, root: Path, config: FilesConfig = FilesConfig()) -> None:
+        self.config = config
+        self.store = FileStore(root, max_file_size=config.max_file_size,
+                               max_total_size=config.max_total_size)
+        self._outgoing_path = Path(root) / "outgoing.json"
+        self.clients: dict[int, TransferTable] = {}
+        self._inits: dict[int, dict[tuple[type, Any], str]] = {}  # cid -> task -> fileid
+        self.peer_out = TransferTable(config.max_transfers)
+        self.peer_in = TransferTable(config.max_transfers)
+        self._res: dict[int, Any] = {}  # id(machine) -> its resource
+        self._seen: dict[int, TransferStatistics] = {}  # id(machine) -> statistics counted
+        self.outgoing: list[str] = self._load_outgoing()
+        self.counters: OrderedDict[str, Counter[str]] = OrderedDict()
+        self.peer_up = False
+        self._client_out: list[tuple[int, dict[str, Any]]] = []
+        self._peer_out: list[bytes] = []
+        self._arrived: list[str] = []
+        self.notices: list[str] = []
+
+    # ------------------------------------------------------------------ outputs
+
+    def take_client_output(self) -> list[tuple[int, dict[str, Any]]]:
+        out, self._client_out = self._client_out, []
+        return out
+
+    def take_peer_output(self) -> list[bytes]:
+        out, self._peer_out = self._peer_out, []
+        return out
+
+    def take_arrived(self) -> list[str]:
+        """Fileids received whole from the peer bridge since the last call."""
+        out, self._arrived = self._arrived, []
+        return out
+
+    # ------------------------------------------------------------------ persistence
+
+    def _load_outgoing(self) -> list[str]:
+        try:
+            data = json.loads(self._outgoing_path.read_text("utf-8"))
+        except (OSError, ValueError):
+            return []
+        return [f for f in data if isinstance(f, str)] if isinstance(data, list) else []
+
+    def _save_outgoing(self) -> None:
+        tmp = self._outgoing_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.outgoing), "utf-8")
+        os.replace(tmp, self._outgoing_path)
+
+    def _count(self, fileid: str, **counts: int) -> None:
+        c = self.counters.get(fileid)
+        if c is None:
+            c = self.counters[fileid] = Counter()
+            if len(self.counters) > _MAX_COUNTERS:
+                self.counters.popitem(last=False)
+        c.update(counts)
+
+    # ------------------------------------------------------------------ clients
+
+    def client_gone(self, cid: int) -> None:
+        table = self.clients.pop(cid, None)
+        self._inits.pop(cid, None)
+        for t in table or ():
+            self._release(t)
+
+    def _release(self, t: Any) -> None:
+        res = self._res.pop(id(t), None)
+        self._seen.pop(id(t), None)
+        if isinstance(res, (PartialFile, FileReader)):
+            res.close()
+
+    def client_command(self, cid: int, command: int, msg: dict[str, Any], now: float) -> None:
+        """A file command from a logged-in client (``msg`` the request as received)."""
+        table = self.clients.setdefault(cid, TransferTable(self.config.max_transfers))
+        if command == 4001:
+            self._init(cid, table, msg, now)
+        elif command == 4002:
+            self._client_out.append((cid, self.status(msg["fileid"])))
+        elif command == 7000 and table.get(task_of(msg)) is None:
+            self._upload_offer(cid, table, msg, now)
+        else:
+            try:
+                t = table.route(msg)
+            except TransferProtocolError as exc:
+                if msg.get("command") not in (7070, 7080):
+                    self._client_out.append((cid, to_json(exc.peer_error())))
+                return
+            self._receive(t, msg, now, ("client", cid, table))
+
+    def status(self, fileid: str) -> dict[str, Any]:
+        """``5002``: the file's state here and its transfer counters (docs/files.md §9)."""
+        state = self.store.state(fileid)
+        reply: dict[str, Any] = {"command": 5002, "fileid": fileid, "result": int(state)}
+        stored = self.store.get(fileid)
+        if stored is not None:
+            reply.update(filesize=stored.filesize, md5=stored.md5, held=stored.filesize)
+        else:
+            info = self.store.partial_info(fileid)
+            if info is not None:
+                size, md5, chunk_size, chunks = info
+                held = min(size, len(chunks) * chunk_size)
+                reply.update(filesize=size, md5=md5, held=held)
+        reply["counters"] = dict(self.counters.get(fileid, {}))
+        reply["window_bytes"] = self.config.window * self.config.chunk_size
+        return reply
+
+    def _init(self, cid: int, table: TransferTable, msg: dict[str, Any], now: float) -> None:
+        fileid, taskid, kind = msg["fileid"], msg["taskid"], msg["type"]
+        state = self.store.state(fileid)
+        stored = self.store.get(fileid)
+        size, md5, chunk_size = 0, None, self.config.chunk_size
+        if stored is not None:
+            size, md5 = stored.filesize, stored.md5
+        elif state == FileState.PARTIAL:
+            info = self.store.partial_info(fileid)
+            if info is not None:
+                size, md5, chunk_size = info[0], info[1], info[2]
+        if kind == InitType.UPLOAD:
+            self._inits.setdefault(cid, {})[(type(taskid), taskid)] = fileid
+            self._client_out.append((cid, file_info_reply(
+                fileid=fileid, taskid=taskid, type=kind, state=state, filesize=size,
+                suggest_chunksize=chunk_size, md5=md5)))
+            return
+        if kind != InitType.DOWNLOAD:
+            self._client_out.append((cid, file_info_reply(
+                fileid=fileid, taskid=taskid, type=kind, state=FileState.UNAVAILABLE)))
+            return
+        if stored is None:
+            self._client_out.append((cid, file_info_reply(
+                fileid=fileid, taskid=taskid, type=kind, state=state, filesize=size,
+                suggest_chunksize=chunk_size, md5=md5)))
+            return
+        old = table.get(taskid)
+        if old is not None:
+            if not old.finished:
+                old.abort("replaced by a new download")
+            self._flush(old, ("client", cid, table))
+        try:
+            sender = Sender(taskid, filename=stored.filename or "file", filesize=stored.filesize,
+                            md5=stored.md5, fileid=fileid, window=self.config.window,
+                            rto=self.config.rto)
+            reader = self.store.open_reader(fileid)
+        except (TransferUsageError, StoreError) as exc:
+            self._client_out.append((cid, file_info_reply(
+                fileid=fileid, taskid=taskid, type=kind, state=FileState.UNAVAILABLE)))
+            self.notices.append(f"download of {fileid!r}: {exc}")
+            return
+        try:
+            table.add(sender)
+        except TransferUsageError:
+            reader.close()
+            self._client_out.append((cid, file_info_reply(
+                fileid=fileid, taskid=taskid, type=kind, state=FileState.UNAVAILABLE)))
+            return
+        self._res[id(sender)] = reader
+        self._client_out.append((cid, file_info_reply(
+            fileid=fileid, taskid=taskid, type=kind, state=FileState.AVAILABLE,
+            filesize=stored.filesize, suggest_chunksize=self.config.chunk_size, md5=stored.md5,
+            filename=stored.filename)))
+        sender.start(now)
+        self._flush(sender, ("client", cid, table), now)
+
+    def _upload_offer(self, cid: int, table: TransferTable, msg: dict[str, Any],
+                      now: float) -> None:
+        try:
+            offer = parse_offer(msg)
+        except TransferProtocolError as exc:
+            self._client_out.append((cid, to_json(exc.peer_error())))
+            return
+        fileid = self._inits.get(cid, {}).get((type(offer.taskid), offer.taskid)) or offer.fileid
+        if fileid is None:
+            self._client_out.append((cid, refuse_offer(
+                offer, TransferCode.WRONG_STATE, "send 4001 (upload) with the fileid first")))
+            return
+        t = self._accept(offer, fileid, {"taskid": offer.taskid}, table, now)
+        if isinstance(t, dict):
+            self._client_out.append((cid, to_json(t)))
+        else:
+            self._flush(t, ("client", cid, table), now)
+
+    def _accept(self, offer: Any, fileid: str, meta: dict[str, Any], table: TransferTable,
+                now: float) -> Receiver | dict[str, Any]:
+        """A receiver for ``offer`` (resuming a partial file), or the refusing ``8000``."""
+        if len(table) >= table.max_transfers:
+            return refuse_offer(offer, TransferCode.TOO_MANY_TRANSFERS, "too many transfers")
+        stored = self.store.get(fileid)
+        try:
+            if stored is not None:
+                if (stored.filesize, stored.md5) != (offer.filesize, offer.md5):
+                    return refuse_offer(offer, TransferCode.FILE_MISMATCH,
+                                        "another file is stored under this fileid")
+                count = -(-offer.filesize // self.config.chunk_size)
+                receiver = Receiver.accept(offer, now, chunk_size=self.config.chunk_size,
+                                           have=ChunkMap.full(count))
+                res: Any = stored
+            else:
+                partial = self.store.open_partial(
+                    fileid, offer.filesize, offer.md5, filename=offer.filename,
+                    chunk_size=self.config.chunk_size, meta=meta)
+                try:
+                    receiver = Receiver.accept(offer, now, chunk_size=partial.chunk_size,
+                                               have=partial.chunks)
+                except TransferUsageError:
+                    partial.close()
+                    raise
+                res = partial
+        except StoreError as exc:
+            return refuse_offer(offer, exc.code, str(exc))
+        except (TransferUsageError, ValueError) as exc:
+            return refuse_offer(offer, TransferCode.BAD_MESSAGE, str(exc))
+        receiver.fileid = fileid
+        table.add(receiver)
+        self._res[id(receiver)] = res
+        return receiver
+
+    # ------------------------------------------------------------------ machines
+
+    def _receive(self, t: Any, msg: dict[str, Any], now: float, where: tuple) -> None:
+        try:
+            t.receive(msg, now)
+        except TransferProtocolError as exc:
+            self.notices.append(f"transfer {t.taskid!r}: {exc.message}")
+        self._flush(t, where, now)
+
+    def _flush(self, t: Any, where: tuple, now: float = 0.0) -> None:
+        """Serve the machine's events, send its messages, forget it once finished."""
+        res = self._res.get(id(t))
+        events = drive(t, res, now)
+        before = self._seen.get(id(t)) or TransferStatistics()
+        after = self._seen[id(t)] = t.statistics()
+        fileid = getattr(t, "fileid", None) or getattr(getattr(t, "offer", None), "fileid", None)
+        hop = "upload" if where[0] == "client" and isinstance(t, Receiver) else \
+            "download" if where[0] == "client" else "peer"
+        if fileid is not None:
+            role = "sent" if isinstance(t, Sender) else "received"
+            self._count(fileid, **{
+                f"{hop}_chunks_{role}": after.chunks_sent + after.chunks_received
+                - before.chunks_sent - before.chunks_received,
+                f"{hop}_bytes_{role}": after.bytes_sent - before.bytes_sent
+                + (after.chunks_received - before.chunks_received) * t.chunk_size,
+                f"{hop}_chunks_resent": after.chunks_resent - before.chunks_resent,
+                f"{hop}_duplicates": after.duplicates - before.duplicates,
+                f"{hop}_resyncs": after.resyncs - before.resyncs,
+                f"{hop}_repairs": after.repairs - before.repairs,
+            })
+        for message in t.data_to_send():
+            if where[0] == "client":
+                self._client_out.append((where[1], to_json(message)))
+            elif self.peer_up:
+                self._peer_out.append(wire.encode_xfer(isinstance(t, Sender), message))
+        for event in events:
+            if isinstance(event, Completed) and fileid is not None:
+                if hop == "peer" and isinstance(t, Receiver):
+                    self._arrived.append(fileid)
+                if hop == "upload":
+                    self._upload_done(fileid, now)
+                if hop == "peer" and isinstance(t, Sender) and fileid in self.outgoing:
+                    self.outgoing.remove(fileid)
+                    self._save_outgoing()
+            elif isinstance(event, (Failed, Aborted)):
+                self.notices.append(f"transfer {t.taskid!r} ({hop}): {event}")
+                if hop == "peer" and isinstance(t, Sender) and fileid in self.outgoing:
+                    self.outgoing.remove(fileid)
+                    self._save_outgoing()
+        if t.finished:
+            res = self._res.get(id(t))
+            if isinstance(res, PartialFile) and t.state.value == "failed" \
+                    and t.error and t.error[0] == TransferCode.MD5_MISMATCH:
+                res.discard()
+            self._release(t)
+            where[2].remove(t.taskid)
+
+    # ------------------------------------------------------------------ the peer bridge
+
+    def file_message(self, fileid: str, now: float) -> None:
+        """A file message went to a user of the peer bridge: send the file there."""
+        if fileid not in self.outgoing:
+            self.outgoing.append(fileid)
+            self._save_outgoing()
+        self._start_peer_sender(fileid, now)
+
+    def _upload_done(self, fileid: str, now: float) -> None:
+        if fileid in self.outgoing:
+            self._start_peer_sender(fileid, now)
+
+    def _start_peer_sender(self, fileid: str, now: float) -> None:
+        if self.peer_out.get(fileid) is not None:
+            return
+        stored = self.store.get(fileid)
+        if stored is None or len(fileid) > 128:
+            return  # not uploaded yet: sent when the upload completes
+        try:
+            sender = Sender(fileid, filename=stored.filename or "file", filesize=stored.filesize,
+                            md5=stored.md5, fileid=fileid, window=self.config.window,
+                            rto=self.config.rto)
+            reader = self.store.open_reader(fileid)
+        except (TransferUsageError, StoreError) as exc:
+            self.notices.append(f"cannot send {fileid!r} to the peer bridge: {exc}")
+            return
+        try:
+            self.peer_out.add(sender)
+        except TransferUsageError:
+            reader.close()
+            return  # full: retried at the next peer session
+        self._res[id(sender)] = reader
+        if self.peer_up:
+            sender.start(now)
+            self._flush(sender, ("peer", None, self.peer_out), now)
+
+    def set_peer(self, up: bool, now: float) -> None:
+        """The bridge-to-bridge session came up (resync everything) or went down."""
+        self.peer_up = up
+        if not up:
+            return
+        for fileid in list(self.outgoing):
+            self._start_peer_sender(fileid, now)
+        for t in self.peer_out:
+            if t._started:  # noqa: SLF001 -- a sender made while the peer was down
+                t.resync(now)
+            else:
+                t.start(now)
+            self._flush(t, ("peer", None, self.peer_out), now)
+        for fileid, meta in self.store.partials():
+            if not meta.get("peer") or self.peer_in.get(fileid) is not None:
+                continue
+            info = self.store.partial_info(fileid)
+            if info is None:
+                continue
+            try:
+                partial = self.store.open_partial(fileid, info[0], info[1])
+            except StoreError as exc:
+                self.notices.append(f"cannot resume {fileid!r}: {exc}")
+                continue
+            receiver = Receiver.restore(taskid=fileid, filesize=partial.filesize,
+                                        md5=partial.md5, chunk_size=partial.chunk_size,
+                                        have=partial.chunks)
+            receiver.fileid = fileid
+            self.peer_in.add(receiver)
+            self._res[id(receiver)] = partial
+            self._flush(receiver, ("peer", None, self.peer_in), now)
+
+    def peer_message(self, to_receiver: bool, msg: dict[str, Any], now: float) -> None:
+        table = self.peer_in if to_receiver else self.peer_out
+        try:
+            taskid = task_of(msg)
+        except TransferProtocolError as exc:
+            self.notices.append(f"bad transfer message from the peer bridge: {exc.message}")
+            return
+        t = table.get(taskid)
+        if t is None:
+            if to_receiver and msg.get("command") == 7000:
+                self._peer_offer(msg, now)
+            elif msg.get("command") not in (7070, 7080):
+                err = UnknownTask(TransferCode.UNKNOWN_TASK, f"no transfer {taskid!r}", taskid)
+                if self.peer_up:
+                    self._peer_out.append(wire.encode_xfer(not to_receiver, err.peer_error()))
+            return
+        self._receive(t, msg, now, ("peer", None, table))
+
+    def _peer_offer(self, msg: dict[str, Any], now: float) -> None:
+        try:
+            offer = parse_offer(msg)
+        except TransferProtocolError as exc:
+            self._peer_out.append(wire.encode_xfer(False, exc.peer_error()))
+            return
+        t = self._accept(offer, str(offer.taskid), {"peer": 1}, self.peer_in, now)
+        if isinstance(t, dict):
+            self._peer_out.append(wire.encode_xfer(False, t))
+        else:
+            self._flush(t, ("peer", None, self.peer_in), now)
+
+    # ------------------------------------------------------------------ time
+
+    def tick(self, now: float) -> None:
+        for where, table in [(("peer", None, self.peer_out), self.peer_out),
+                             (("peer", None, self.peer_in), self.peer_in),
+                             *((("client", cid, tb), tb) for cid, tb in self.clients.items())]:
+            for t in table:
+                deadline = t.next_deadline()
+                if deadline is not None and deadline <= now:
+                    if where[0] == "peer" and not self.peer_up:
+                        continue
+                    t.handle_timeout(now)
+                    self._flush(t, where, now)
+
+    def close(self) -> None:
+        for table in [self.peer_out, self.peer_in, *self.clients.values()]:
+            for t in table:
+                self._release(t)
+
+    def statistics(self) -> dict[str, Any]:
+        return {"peer_out": len(self.peer_out), "peer_in": len(self.peer_in),
+                "client_transfers": sum(len(t) for t in self.clients.values()),
+                "outgoing": len(self.outgoing), "store_used": self.store.used}
