@@ -35,7 +35,7 @@ import threading
 import time
 from pathlib import Path
 
-from .network import NodeInfo, die_with_parent
+from .network import NodeInfo, die_with_parent, write_bootstrapd_config
 
 __all__ = ["Topology", "unavailable", "SHAPES", "PUBLIC_IP"]
 
@@ -260,20 +260,7 @@ class Topology:
     def _start_bootstrapd(self, timeout: float) -> None:
         root = Path(self._dir.name)
         port, tcp_port = 33445, 33446  # the namespace is ours: any port is free
-        conf = root / "tox-bootstrapd.conf"
-        conf.write_text(
-            f"port = {port}\n"
-            f'keys_file_path = "{root / "keys"}"\n'
-            f'pid_file_path = "{root / "pid"}"\n'
-            "enable_ipv6 = false\n"
-            "enable_ipv4_fallback = true\n"
-            "enable_lan_discovery = false\n"
-            "enable_tcp_relay = true\n"
-            f"tcp_relay_ports = [{tcp_port}]\n"
-            "enable_motd = false\n"
-            'motd = ""\n'
-            "bootstrap_nodes = ()\n"
-        )
+        conf = write_bootstrapd_config(root, port, tcp_port)
         proc = self._spawn("pub", [shutil.which("tox-bootstrapd"), f"--config={conf}", "--foreground",
                                    "--log-backend=stdout"])
         pattern = r"Public Key: ([0-9A-Fa-f]{64})"

@@ -32,6 +32,7 @@ __all__ = [
     "start_bootstrap",
     "free_port",
     "die_with_parent",
+    "write_bootstrapd_config",
 ]
 
 log = logging.getLogger(__name__)
@@ -136,6 +137,26 @@ class BootstrapNode:
         self.stop()
 
 
+def write_bootstrapd_config(root: Path, port: int, tcp_port: int) -> Path:
+    """A tox-bootstrapd config in ``root``: no LAN discovery, no IPv6, no bootstrap nodes
+    (a private network), a TCP relay on ``tcp_port``."""
+    conf = root / "tox-bootstrapd.conf"
+    conf.write_text(
+        f'port = {port}\n'
+        f'keys_file_path = "{root / "keys"}"\n'
+        f'pid_file_path = "{root / "pid"}"\n'
+        "enable_ipv6 = false\n"
+        "enable_ipv4_fallback = true\n"
+        "enable_lan_discovery = false\n"
+        "enable_tcp_relay = true\n"
+        f"tcp_relay_ports = [{tcp_port}]\n"
+        "enable_motd = false\n"
+        'motd = ""\n'
+        "bootstrap_nodes = ()\n"
+    )
+    return conf
+
+
 class BootstrapDaemon:
     """``tox-bootstrapd`` on 127.0.0.1 with a generated config: DHT node and TCP relay.
 
@@ -155,21 +176,7 @@ class BootstrapDaemon:
         self.info: NodeInfo | None = None
 
     def _config(self, root: Path, port: int, tcp_port: int) -> Path:
-        conf = root / "tox-bootstrapd.conf"
-        conf.write_text(
-            f'port = {port}\n'
-            f'keys_file_path = "{root / "keys"}"\n'
-            f'pid_file_path = "{root / "pid"}"\n'
-            "enable_ipv6 = false\n"
-            "enable_ipv4_fallback = true\n"
-            "enable_lan_discovery = false\n"
-            "enable_tcp_relay = true\n"
-            f"tcp_relay_ports = [{tcp_port}]\n"
-            "enable_motd = false\n"
-            'motd = ""\n'
-            "bootstrap_nodes = ()\n"
-        )
-        return conf
+        return write_bootstrapd_config(root, port, tcp_port)
 
     def start(self, timeout: float = 10.0) -> BootstrapDaemon:
         """Start the daemon and wait for its ``Public Key:`` line.
