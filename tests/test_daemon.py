@@ -10,11 +10,10 @@ import time
 import pytest
 import trio
 
-from toxbridge.framing import encode_data
 from toxbridge.tox import load_profile, save_profile
 
 from .conftest import iterate_until, new_tox
-from toxbridge.harness import App, DaemonProc
+from toxbridge.harness import App, DaemonProc, random_frames, stream_frames
 
 
 
@@ -41,44 +40,16 @@ async def open_apps(pair) -> tuple[App, App]:
     return a, b
 
 
-def frames_for(seed: int, total: int) -> list[bytes]:
-    rng = random.Random(seed)
-    out, size = [], 0
-    while size < total:
-        n = rng.choice([0, 1, 7, 100, 512, 1000, 1023, 1024, rng.randrange(1025)])
-        out.append(rng.randbytes(n))
-        size += n
-    return out
-
-
-async def stream(src: App, dst: App, frames: list[bytes]) -> None:
-    async def send():
-        batch = []
-        for f in frames:
-            batch.append(encode_data(f))
-            if len(batch) == 64:
-                await src.stream.send_all(b"".join(batch))
-                batch = []
-        if batch:
-            await src.stream.send_all(b"".join(batch))
-
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(send)
-        for i, expected in enumerate(frames):
-            got = await dst.next_data()
-            assert got == expected, f"frame {i}: {len(got or b'')} bytes, expected {len(expected)}"
-
-
 async def test_20MB_of_random_frames_both_ways_exact_in_order_boundaries_kept(pair):
     a, b = await open_apps(pair)
     # The first apps also learn how the friendship came about (codes of the seed's 100s).
     assert [e["code"] for e in a.events if e["event"] == "friend"] == [101]  # accepted
     assert [e["code"] for e in b.events if e["event"] == "friend"] == [104, 101]  # sent, accepted
-    ab, ba = frames_for(1, 20_000_000), frames_for(2, 20_000_000)
+    ab, ba = random_frames(1, 20_000_000), random_frames(2, 20_000_000)
     with trio.fail_after(240):
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(stream, a, b, ab)
-            nursery.start_soon(stream, b, a, ba)
+            nursery.start_soon(stream_frames, a, b, ab)
+            nursery.start_soon(stream_frames, b, a, ba)
     await a.aclose()
     await b.aclose()
 

@@ -12,7 +12,6 @@ are told the link type (the 301 / ``link`` events' ``"link"`` field).
 
 from __future__ import annotations
 
-import random
 import re
 import subprocess
 import time
@@ -20,8 +19,7 @@ import time
 import pytest
 import trio
 
-from toxbridge.framing import encode_data
-from toxbridge.harness import App, DaemonProc
+from toxbridge.harness import App, DaemonProc, random_frames, stream_frames
 from toxbridge.netns import Topology, unavailable
 
 pytestmark = [pytest.mark.tox, pytest.mark.xdist_group("netns")]
@@ -49,28 +47,6 @@ TRANSFER_TIMEOUT = 60
 SYMMETRIC_STALL = pytest.mark.xfail(
     raises=trio.TooSlowError, strict=False,
     reason="known: toxcore's rate sometimes collapses to ~4.5 packets/s behind symmetric NAT")
-
-
-def frames_for(seed: int, total: int) -> list[bytes]:
-    rng = random.Random(seed)
-    out, size = [], 0
-    while size < total:
-        n = rng.choice([0, 1, 7, 100, 512, 1000, 1023, 1024, rng.randrange(1025)])
-        out.append(rng.randbytes(n))
-        size += n
-    return out
-
-
-async def stream(src: App, dst: App, frames: list[bytes]) -> None:
-    async def send() -> None:
-        for start in range(0, len(frames), 64):
-            await src.stream.send_all(b"".join(encode_data(f) for f in frames[start:start + 64]))
-
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(send)
-        for i, expected in enumerate(frames):
-            got = await dst.next_data()
-            assert got == expected, f"frame {i}: {len(got or b'')} bytes, expected {len(expected)}"
 
 
 def link_of(app: App) -> str | None:
@@ -135,11 +111,11 @@ async def run_shape(shape: str, expected_link: str, tmp_path) -> None:
                         while link_of(b) != "UDP":
                             await b.wait_event(event="link")
                 settled_s = time.monotonic() - started
-                ab, ba = frames_for(1, MB_EACH_WAY), frames_for(2, MB_EACH_WAY)
+                ab, ba = random_frames(1, MB_EACH_WAY), random_frames(2, MB_EACH_WAY)
                 with trio.fail_after(TRANSFER_TIMEOUT):  # normally 5-7 s
                     async with trio.open_nursery() as nursery:
-                        nursery.start_soon(stream, a, b, ab)
-                        nursery.start_soon(stream, b, a, ba)
+                        nursery.start_soon(stream_frames, a, b, ab)
+                        nursery.start_soon(stream_frames, b, a, ba)
                 transfer_s = time.monotonic() - started - settled_s
                 print(f"{shape}: channel open after {connect_s:.1f} s, links a={links_seen(a)} "
                       f"b={links_seen(b)} settled after {settled_s:.1f} s, "

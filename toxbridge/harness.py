@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import queue
+import random
 import signal
 import subprocess
 import sys
@@ -152,3 +153,27 @@ class App:
 
     async def aclose(self) -> None:
         await self.stream.aclose()
+
+
+def random_frames(seed: int, total: int) -> list[bytes]:
+    """Frames of awkward sizes (0, 1, 1023, 1024, random...) adding up to ``total`` bytes."""
+    rng = random.Random(seed)
+    out, size = [], 0
+    while size < total:
+        n = rng.choice([0, 1, 7, 100, 512, 1000, 1023, 1024, rng.randrange(1025)])
+        out.append(rng.randbytes(n))
+        size += n
+    return out
+
+
+async def stream_frames(src: App, dst: App, frames: list[bytes]) -> None:
+    """Send ``frames`` from one app; assert the other gets exactly them, in order."""
+    async def send() -> None:
+        for start in range(0, len(frames), 64):
+            await src.stream.send_all(b"".join(encode_data(f) for f in frames[start:start + 64]))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(send)
+        for i, expected in enumerate(frames):
+            got = await dst.next_data()
+            assert got == expected, f"frame {i}: {len(got or b'')} bytes, expected {len(expected)}"
