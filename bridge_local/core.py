@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import os
 import struct
-import uuid
 from collections import Counter, deque
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -318,7 +317,7 @@ class BridgeCore:
             filename=command.filename, filesize=command.filesize, md5=command.md5,
             fileid=command.fileid,
         )
-        message_id = uuid.uuid4().bytes
+        message_id = os.urandom(16)  # random, like a uuid4, without building a UUID
         self.store.add_message(message_id, message)
         if side == "local":
             self.stats["sent_local"] += 1
@@ -502,6 +501,11 @@ class BridgeCore:
             user = command.user
             self.store.remember_user(user.token, user.name, "peer", now)
             if user.token not in self.peer_users:
+                if len(self.peer_users) >= wire.MAX_USERS:
+                    self.stats["peer_errors"] += 1
+                    self._notices.append(f"from the peer bridge: more than {wire.MAX_USERS} "
+                                         f"online users; {user.token} ignored")
+                    return
                 self.peer_users[user.token] = user
                 self._broadcast(status_event(ResultCode.ONLINE, "peer", user.token, user.name))
         elif isinstance(command, wire.UserOff):
@@ -651,6 +655,8 @@ class BridgeCore:
                     return entry
         while len(self._waiting) < self.limits.waiting:
             if not self._batch:
+                if self._drained:  # nothing was added since the outbox was found empty
+                    return None
                 batch = self.store.peer_after(self._cursor, 64)
                 if not batch:
                     self._drained = True

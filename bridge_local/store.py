@@ -73,6 +73,9 @@ class OutgoingEntry:
     payload: bytes  # the packed bridge-to-bridge command
 
 
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))  # built once: cheaper
+
+
 def _message(body: str) -> ChatMessage:
     return ChatMessage(**json.loads(body))
 
@@ -150,7 +153,7 @@ class Store:
 
     def add_message(self, message_id: bytes, message: ChatMessage) -> bool:
         """Add to the history; False if a message with this id is already there."""
-        body = json.dumps(message.to_dict(), ensure_ascii=False, separators=(",", ":"))
+        body = _ENCODER.encode(message.to_dict())
         cur = self._run(
             "INSERT OR IGNORE INTO messages (id, src, goal, time, body) VALUES (?, ?, ?, ?, ?)",
             (message_id, message.srctoken, message.goaltoken, message.time, body),

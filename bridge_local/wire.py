@@ -40,6 +40,7 @@ __all__ = [
 
 VERSION = 1
 MAX_KNOWN = 10_000  # users listed in a hello as known (seen) on the sender's bridge
+MAX_USERS = 10_000  # users online on one bridge as listed in a hello (and kept from UserOn)
 MAX_ACKS = 4096  # ids in one ack
 
 
@@ -118,7 +119,7 @@ def encode_hello(
             "reply": reply,
             "session": session,
             "key": key,
-            "users": [_user(u) for u in users],
+            "users": [_user(u) for u in users[:MAX_USERS]],
             "known": [[t, n] for t, n in known[:MAX_KNOWN]],
         }
     )
@@ -220,7 +221,10 @@ def decode(data: bytes) -> PeerCommand:
         key = _get(obj, "key", bytes, "hello")
         if len(session) != 16 or len(key) != 32:
             raise PeerProtocolError("hello: session is 16 bytes and key 32")
-        users = tuple(_peer_user(u) for u in _get(obj, "users", list, "hello"))
+        users_raw = _get(obj, "users", list, "hello")
+        if len(users_raw) > MAX_USERS:  # checked before parsing: the cost is bounded too
+            raise PeerProtocolError(f"hello: {len(users_raw)} online users, at most {MAX_USERS}")
+        users = tuple(_peer_user(u) for u in users_raw)
         known_raw = _get(obj, "known", list, "hello")
         if len(known_raw) > MAX_KNOWN:
             raise PeerProtocolError(f"hello: {len(known_raw)} known users, at most {MAX_KNOWN}")

@@ -555,3 +555,51 @@ def test_a_login_before_the_session_is_up_is_still_announced(net: Net) -> None:
     assert net.b.core.peer_up
     assert {"command": 301, "side": "peer", "token": tb, "name": "bob"} in net.a.events(a1)
     assert [u["name"] for u in net.a.line(a1, {"command": 1001, "token": net.a.core.users()[0].token})["users"]] == ["alice", "bob"]
+
+
+def _feed(node: Node, packed: bytes) -> None:
+    """Hand one bridge command to ``node`` as the peer bridge would send it."""
+    from toxbridge.fragment import Fragmenter
+    frag = Fragmenter()
+    frag.send(packed)
+    while (frame := frag.next_frame()) is not None:
+        node.core.daemon_data(frame, T0)
+
+
+def _hello(users: list[dict]) -> bytes:
+    from toxbridge.fragment import pack_message
+    return pack_message({"t": "hello", "v": wire.VERSION, "reply": False, "session": b"s" * 16,
+                         "key": KEY_B, "users": users, "known": []})
+
+
+def test_a_hello_listing_more_users_than_the_cap_is_refused_with_a_notice() -> None:
+    node = Node(KEY_A)
+    node.core.daemon_connected(T0)
+    node.core.daemon_event({"event": "peer", "code": 301}, T0)
+    users = [{"token": f"t{i}", "name": f"u{i}", "ip": "127.0.0.1", "port": 1}
+             for i in range(wire.MAX_USERS + 1)]
+    _feed(node, _hello(users))
+    notices = node.core.take_notices()
+    assert any(f"at most {wire.MAX_USERS}" in n for n in notices), notices
+    assert not node.core.peer_up and node.core.peer_users == {}
+    assert node.core.stats["peer_errors"] == 1
+    _feed(node, _hello(users[:wire.MAX_USERS]))  # at the cap: accepted
+    assert node.core.peer_up and len(node.core.peer_users) == wire.MAX_USERS
+
+
+def test_our_hello_never_lists_more_than_the_cap() -> None:
+    from bridge_local.protocol import User
+    users = [User(f"t{i}", f"u{i}", "127.0.0.1", 1) for i in range(wire.MAX_USERS + 5)]
+    hello = wire.decode(wire.encode_hello(False, b"s" * 16, KEY_A, users, []))
+    assert isinstance(hello, wire.Hello) and len(hello.users) == wire.MAX_USERS
+
+
+def test_user_on_beyond_the_cap_is_ignored_with_a_notice(net: Net, monkeypatch) -> None:
+    monkeypatch.setattr(wire, "MAX_USERS", 2)
+    a1, _ = net.a.login("alice")
+    for name in ("b1", "b2", "b3"):
+        net.b.login(name)
+    net.run()
+    assert sorted(u.name for u in net.a.core.peer_users.values()) == ["b1", "b2"]
+    assert any("more than 2 online users" in n for n in net.a.core.take_notices())
+    assert [e["name"] for e in net.a.events(a1, 301) if "name" in e] == ["b1", "b2"]
