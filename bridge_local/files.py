@@ -42,12 +42,14 @@ from .fileservice import drive
 from .filestore import FileStore, StoreError, display_name
 from .transfer import (
     Aborted,
-    Completed,
+    ChunksDiscarded,
     Failed,
     FileState,
     InitType,
+    Paused,
     Progress,
     Receiver,
+    Resumed,
     Sender,
     TransferProtocolError,
     parse_offer,
@@ -59,6 +61,7 @@ __all__ = ["FileProgress", "FileRef", "TransferFailed", "TransferHandle", "downl
            "main", "send_file", "upload"]
 
 PARTIAL_DIR = ".toxbridge-partial"
+_SHOWN = (Paused, Resumed, ChunksDiscarded)  # the machine's events given to on_event
 
 
 class TransferFailed(Exception):
@@ -162,7 +165,7 @@ async def _run(client: Client, t: Any, resource: Any, inbox: trio.MemoryReceiveC
                         raise TransferFailed(int(event.code), event.message)
                     elif isinstance(event, Aborted):
                         raise TransferFailed(7070, f"aborted: {event.message or 'by the peer'}")
-                    elif on_event is not None and not isinstance(event, Completed):
+                    elif on_event is not None and isinstance(event, _SHOWN):
                         on_event(event)
                 for message in t.data_to_send():
                     await client.send_obj(to_json(message))
