@@ -15,7 +15,9 @@ through the store; it never sleeps and owns no sockets.
 
 Restarts: the fileids still to send to the peer are kept in ``outgoing.json`` in the store
 root (they are offered again when the peer bridge is next up); partial files received from
-the peer carry ``{"peer": 1}`` in their meta and are restored (``Receiver.restore``).
+the peer carry ``{"peer": 1}`` in their meta and are restored (``Receiver.restore``); the
+users still to be told that a file arrived are kept in ``available.json``
+(:mod:`bridge_local.filenotices`).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from typing import Any
 
 from . import wire
 from .chunkmap import ChunkMap
+from .filenotices import PendingNotices
 from .filestore import (
     ChecksumMismatch,
     FileReader,
@@ -144,6 +147,8 @@ class FileService:
         self._client_out: list[tuple[int, dict[str, Any]]] = []
         self._peer_out: list[bytes] = []
         self._arrived: list[str] = []
+        self._present: list[str] = []  # announced when already stored here
+        self.pending = PendingNotices(Path(root) / "available.json")
         self.notices: list[str] = []
 
     # ------------------------------------------------------------------ outputs
@@ -157,9 +162,47 @@ class FileService:
         return out
 
     def take_arrived(self) -> list[str]:
-        """Fileids received whole from the peer bridge since the last call."""
+        """Fileids received whole from the peer bridge since the last call (the older
+        interface: :meth:`take_available` also tells whom to notify; use one of the two)."""
         out, self._arrived = self._arrived, []
         return out
+
+    # ------------------------------------------------------------------ 5003 notices
+
+    def announce(self, fileid: str, token: str) -> None:
+        """A file message from the peer bridge for the local user ``token``: that user is
+        told (``5003``) once the file is complete here, even across restarts."""
+        self.pending.add(fileid, token)
+        if self.store.get(fileid) is not None:
+            self._present.append(fileid)
+
+    def take_available(self) -> list[tuple[str, dict[str, Any]]]:
+        """``(token, 5003)`` for the users announced a file that is now complete here (since
+        the last call). Call :meth:`notified` for each one handed to a connection; the
+        others are given again by :meth:`available_for` at the user's next login."""
+        fileids = list(dict.fromkeys(self._arrived + self._present))
+        self._arrived, self._present = [], []
+        out = []
+        for fileid in fileids:
+            event = self.available_event(fileid)
+            if event is not None:
+                out.extend((token, event) for token in self.pending.tokens(fileid))
+        return out
+
+    def available_for(self, token: str) -> list[dict[str, Any]]:
+        """The ``5003`` notices still owed to ``token`` (a user logging in)."""
+        events = (self.available_event(f) for f in self.pending.fileids(token))
+        return [e for e in events if e is not None]
+
+    def notified(self, token: str, fileid: str) -> None:
+        self.pending.remove(fileid, token)
+
+    def available_event(self, fileid: str) -> dict[str, Any] | None:
+        stored = self.store.get(fileid)
+        if stored is None:
+            return None
+        return {"command": 5003, "result": 1, "fileid": fileid, "filesize": stored.filesize,
+                "md5": stored.md5, "filename": stored.filename}
 
     # ------------------------------------------------------------------ persistence
 

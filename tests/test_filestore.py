@@ -602,3 +602,47 @@ def test_store_hands_the_receiver_its_resumed_map(tmp_path: Path) -> None:
     sender.receive(r.data_to_send()[0], 0.0)
     assert [e.index for e in sender.events() if isinstance(e, ChunkNeeded)] == [0, 2, 3]
     assert not any(isinstance(e, ChunksDiscarded) for e in r.events())
+
+
+# --------------------------------------------------------------------------- 5003 notices
+
+
+def test_pending_notices_survive_a_reopen_and_are_bounded(tmp_path: Path) -> None:
+    from bridge_local.filenotices import PendingNotices
+
+    notices = PendingNotices(tmp_path / "available.json", limit=3)
+    for i in range(4):
+        notices.add(f"f{i}", "bob")
+    notices.add("f3", "bob")  # twice: kept once
+    notices.add("f3", "carol")
+    again = PendingNotices(tmp_path / "available.json", limit=3)
+    assert again.fileids("bob") == ["f2", "f3"] and again.tokens("f3") == ["bob", "carol"]
+    again.remove("f3", "bob")
+    again.remove("f3", "bob")  # gone already: no error
+    assert PendingNotices(tmp_path / "available.json").fileids("bob") == ["f2"]
+    (tmp_path / "available.json").write_text('{"not": "a list"} [[1, 2]]')
+    assert len(PendingNotices(tmp_path / "available.json")) == 0
+
+
+def test_a_file_announced_before_and_after_it_is_stored_is_owed_until_notified(
+        tmp_path: Path) -> None:
+    from bridge_local.fileservice import FileService
+
+    service = FileService(tmp_path)
+    service.announce("early", "bob")  # the file message came before the file
+    assert service.take_available() == [] and service.available_for("bob") == []
+    data = os.urandom(1000)
+    md5 = hashlib.md5(data).hexdigest()
+    for fileid in ("early", "late"):
+        with service.store.open_partial(fileid, len(data), md5, chunk_size=1000) as partial:
+            partial.write_chunk(0, data)
+            partial.finish()
+    service._arrived.append("early")  # what a completed peer transfer records
+    service.announce("late", "bob")  # the file was here before its message
+    got = service.take_available()
+    assert [(t, e["fileid"], e["md5"]) for t, e in got] == \
+        [("bob", "early", md5), ("bob", "late", md5)]
+    service.notified("bob", "early")
+    restarted = FileService(tmp_path)  # bob was offline: still owed "late"
+    assert [e["fileid"] for e in restarted.available_for("bob")] == ["late"]
+    assert restarted.available_for("carol") == []
