@@ -26,7 +26,10 @@ from hypothesis.stateful import (
 
 from toxbridge.errors import LocalProtocolError, RemoteProtocolError
 from toxbridge.link import (
+    ACK_EVERY,
     DATA_HEADER_SIZE,
+    DEFAULT_BACKLOG,
+    DEFAULT_IN_FLIGHT,
     MAX_CHUNK,
     MAX_PACKET_SIZE,
     MIN_WINDOW,
@@ -528,24 +531,79 @@ def test_requeue_must_follow_next_packet_directly() -> None:
 # -- receiving: acks, gaps, duplicates ---------------------------------------------------
 
 
-def test_acks_are_coalesced_and_sent_at_a_quarter_window_or_on_flush() -> None:
+def test_acks_are_coalesced_and_sent_every_ack_every_bytes_or_on_flush() -> None:
     net = open_pair(wa=65536, wb=65536)
     a, b = net.links
     for _ in range(40):
         a.send_frame(b"q" * 1022)  # 1024 bytes in the stream each
     net.pump(0)
     net.deliver(0)
-    for _ in range(15):
+    assert ACK_EVERY == 10_840 < 65536 // 4
+    for _ in range(10):
         b.next_frame()
-    assert b.next_packet() is None  # 15 KiB delivered: under a quarter of 64 KiB
+    assert b.next_packet() is None  # 10 KiB delivered: under ACK_EVERY
     b.next_frame()
-    assert b.next_packet() == bytes.fromhex("a0 03") + u64(16 * 1024)  # 16 KiB: due
+    assert b.next_packet() == bytes.fromhex("a0 03") + u64(11 * 1024)  # 11 KiB: due
     assert b.next_packet(flush=True) is None  # nothing new
     b.next_frame()
     ack = b.next_packet(flush=True)
-    assert ack == bytes.fromhex("a0 03") + u64(17 * 1024)
+    assert ack == bytes.fromhex("a0 03") + u64(12 * 1024)
     a.receive_packet(ack)  # cumulative: the earlier ack is not needed
-    assert a.unacked_bytes == 23 * 1024
+    assert a.unacked_bytes == 28 * 1024
+
+
+def test_a_small_window_is_acked_every_quarter_window() -> None:
+    net = open_pair(wa=MIN_WINDOW, wb=MIN_WINDOW)
+    a, b = net.links
+    for _ in range(7):
+        a.send_frame(b"q" * 1022)
+    net.pump(0)
+    net.deliver(0)
+    b.next_frame()
+    assert b.next_packet() is None  # 1 KiB: under a quarter of 8 KiB
+    b.next_frame()
+    assert b.next_packet() == bytes.fromhex("a0 03") + u64(2 * 1024)
+
+
+def pair(a: Link, b: Link) -> FakeTox:
+    net = FakeTox(a, b)
+    net.connect()
+    net.settle()
+    return net
+
+
+def test_in_flight_bytes_are_capped_whatever_the_window() -> None:
+    # toxcore throttles a connection to 4 packets/s for minutes when its queue holds more
+    # than 64 packets at a stall: the link never hands it more than `in_flight` bytes.
+    net = pair(Link(SID_A, in_flight=10 * MAX_CHUNK), Link(SID_B))
+    a, b = net.links
+    while a.can_send_frame(1024):
+        a.send_frame(b"f" * 1024)
+    queued = a.unsent_bytes
+    assert queued == DEFAULT_BACKLOG - DEFAULT_BACKLOG % 1026  # the backlog binds first
+    assert net.pump(0) == 10 and a.unsent_bytes == queued - 10 * MAX_CHUNK
+    net.deliver(0)
+    for _ in range(11):  # 11 frames taken: 11,286 bytes, over ACK_EVERY
+        b.next_frame()
+    net.pump(1)
+    net.deliver(1)  # the ack
+    # 8 more full packets fit (the ack freed 11,286 bytes); a 9th would be cut short.
+    assert net.pump(0) == 11_286 // MAX_CHUNK
+    assert {len(p) for p, _ in net.inflight[0]} == {MAX_PACKET_SIZE}
+
+
+def test_the_backlog_limits_bytes_not_yet_transmitted() -> None:
+    net = pair(Link(SID_A, window=1 << 20), Link(SID_B, window=1 << 20))
+    a = net.links[0]
+    n = 0
+    while a.can_send_frame(1000):
+        a.send_frame(b"x" * 1000)
+        n += 1
+    assert n == DEFAULT_BACKLOG // 1002 and a.unsent_bytes <= DEFAULT_BACKLOG
+    with pytest.raises(LocalProtocolError, match="send window is full"):
+        a.send_frame(b"x" * 1000)
+    assert net.pump(0, budget=1) == 1  # one packet goes out: room for one more frame
+    assert a.can_send_frame(1000)
 
 
 def test_a_slow_reader_stops_the_acks_and_so_the_sender() -> None:
@@ -700,6 +758,10 @@ def test_constructor_checks_its_arguments() -> None:
         Link(bytes(16))
     with pytest.raises(LocalProtocolError):
         Link(SID_A, window=MIN_WINDOW - 1)
+    with pytest.raises(LocalProtocolError, match="in_flight"):
+        Link(SID_A, in_flight=MIN_WINDOW - 1)
+    with pytest.raises(LocalProtocolError, match="backlog"):
+        Link(SID_A, backlog=1025)
 
 
 # -- the state machine: any schedule, every frame exactly once --------------------------
@@ -714,9 +776,11 @@ class LinkSchedules(RuleBasedStateMachine):
     @initialize(
         wa=st.sampled_from([MIN_WINDOW, 3 * MIN_WINDOW, 64 * 1024]),
         wb=st.sampled_from([MIN_WINDOW, 3 * MIN_WINDOW, 64 * 1024]),
+        in_flight=st.sampled_from([MIN_WINDOW, 3 * MIN_WINDOW, DEFAULT_IN_FLIGHT]),
     )
-    def start(self, wa: int, wb: int) -> None:
+    def start(self, wa: int, wb: int, in_flight: int = DEFAULT_IN_FLIGHT) -> None:
         self.windows = [wa, wb]
+        self.in_flight = in_flight
         self.all_links: list[Link] = []
         self.inc = [0, 0]
         self.net = FakeTox(self.new_link(0), self.new_link(1))
@@ -727,7 +791,7 @@ class LinkSchedules(RuleBasedStateMachine):
 
     def new_link(self, side: int) -> Link:
         sid = TAG.pack(side + 1, self.inc[side], 0)[:5] + bytes(11)
-        link = Link(sid, window=self.windows[side])
+        link = Link(sid, window=self.windows[side], in_flight=self.in_flight)
         self.all_links.append(link)
         return link
 

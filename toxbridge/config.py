@@ -6,6 +6,7 @@ import hmac
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .link import DEFAULT_BACKLOG, DEFAULT_IN_FLIGHT, DEFAULT_WINDOW
 from .network import NodeInfo
 
 __all__ = ["Config", "request_message", "request_allowed"]
@@ -30,7 +31,9 @@ class Config:
     bridge_host: str = "127.0.0.1"
     bridge_port: int = 0
     id_file: Path | None = None
-    window: int = 4 * 1024 * 1024
+    window: int = DEFAULT_WINDOW  # see toxbridge/link.py for these three
+    in_flight: int = DEFAULT_IN_FLIGHT
+    backlog: int = DEFAULT_BACKLOG
     queue_frames: int = 4096  # each of the two queues between the threads
     busy_period: float = 0.001  # loop period while there is traffic
     idle_period: float = 0.02  # loop period after a quiet second (toxcore asks 50 ms)

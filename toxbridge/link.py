@@ -17,9 +17,11 @@ How (the byte layouts are in docs/wire.md):
   shell takes them (`next_frame`); only taken frames are acknowledged, so acks fall on frame
   boundaries and a slow local app stops the peer's sender.
 * The sender keeps every unacknowledged byte (for resending) and accepts frames only while
-  they fit in ``window`` bytes; it transmits at most the peer's advertised window past the
-  peer's ack. Acks are cumulative, piggybacked on DATA, or sent as ACK packets when a quarter
-  of the window is waiting or the shell flushes at the end of a loop turn.
+  they fit in ``window`` bytes and at most ``backlog`` bytes wait to be transmitted; it
+  transmits at most ``in_flight`` bytes (and the peer's advertised window) past the peer's
+  ack, which keeps toxcore's own queue short (see DEFAULT_IN_FLIGHT). Acks are cumulative,
+  piggybacked on DATA, or sent as ACK packets when ACK_EVERY bytes (or a quarter of a small
+  window) are waiting or the shell flushes at the end of a loop turn.
 * On each connection both sides send a HELLO request (version, session id, the peer session
   they knew, receive window, received and delivered offsets). Every request is answered with
   a HELLO (a reply, or a request while the peer does not know our session yet), so neither
@@ -97,9 +99,24 @@ MAX_CHUNK = MAX_PACKET_SIZE - DATA_HEADER_SIZE  # 1355 stream bytes per full DAT
 HELLO_SIZE = _HELLO_PACK.size  # 57
 _NO_SESSION = bytes(SESSION_ID_SIZE)
 
-# 60 MB/s at a 30 ms round trip is 1.8 MB in flight; acks come every quarter window (or at
-# the end of a loop turn), so 4 MiB keeps the plateau with room for the local app's latency.
+# The receive window (and the most a sender keeps for resending): room for the local app's
+# latency; what is *in flight* in toxcore is bounded much lower (below).
 DEFAULT_WINDOW = 4 * 1024 * 1024
+# toxcore 0.2.18 (net_crypto.c) throttles a connection to its floor of 4 packets/s while its
+# send queue holds more than 64 packets *and* more than 2 s of its recent delivery rate. A
+# stall of the peer (a frozen process, a cut shorter than the friend timeout) takes that
+# rate to ~0 while the queue stays full, and the floor then holds until the queue drains at
+# 4 packets/s -- minutes for a few hundred packets, forever if the sender keeps it topped
+# up. So at most 56 DATA packets of ours are unacknowledged at any time (our ACKs, one per
+# 8 packets received, share toxcore's queue), and the peer acks often. Measured: 56 and 44
+# recover at once after a 5 s freeze of the peer; 88 crawls for minutes. The cost: at most
+# 56 packets per round trip (~25 MB/s on loopback, ~1.5 MB/s at a 50 ms round trip).
+DEFAULT_IN_FLIGHT = 56 * MAX_CHUNK
+# Stream bytes accepted beyond what is in flight: enough to fill the next packets of a loop
+# turn; what waits longer waits in the queues above us, where fair scheduling can happen.
+DEFAULT_BACKLOG = 64 * 1024
+# The receiver acks at least this often (in delivered bytes) during a one-way stream.
+ACK_EVERY = 8 * MAX_CHUNK
 # Progress needs a full packet to fit beside one partly received frame.
 MIN_WINDOW = 8 * 1024
 _MAX_WINDOW = 2**32 - 1  # u32 on the wire
@@ -168,14 +185,21 @@ class Link:
     bytes kept unacknowledged for resending, and the receive window advertised to the peer.
     """
 
-    def __init__(self, session_id: bytes, *, window: int = DEFAULT_WINDOW) -> None:
+    def __init__(self, session_id: bytes, *, window: int = DEFAULT_WINDOW,
+                 in_flight: int = DEFAULT_IN_FLIGHT, backlog: int = DEFAULT_BACKLOG) -> None:
         if len(session_id) != SESSION_ID_SIZE or session_id == _NO_SESSION:
             raise LocalProtocolError(f"session_id must be {SESSION_ID_SIZE} random bytes")
         if not MIN_WINDOW <= window <= _MAX_WINDOW:
             raise LocalProtocolError(f"window must be {MIN_WINDOW}..{_MAX_WINDOW} bytes")
+        if in_flight < MIN_WINDOW:  # as for the window: progress past a partial frame
+            raise LocalProtocolError(f"in_flight must be at least {MIN_WINDOW} bytes")
+        if backlog < FRAME_HEADER_SIZE + MAX_FRAME_PAYLOAD:
+            raise LocalProtocolError("backlog must hold at least one frame")
         self._session_id = bytes(session_id)
         self._window = window
-        self._ack_threshold = window // 4
+        self._in_flight = in_flight
+        self._backlog = backlog
+        self._ack_threshold = min(window // 4, ACK_EVERY)
         self._connected = False
         self._open = False
         self._error: str | None = None
@@ -229,10 +253,13 @@ class Link:
     # -- sending -----------------------------------------------------------------------
 
     def can_send_frame(self, size: int) -> bool:
-        """True if a frame of ``size`` payload bytes fits in the send window now."""
+        """True if a frame of ``size`` payload bytes fits in the send window and the
+        backlog of bytes not yet transmitted now."""
+        more = FRAME_HEADER_SIZE + size
         return (
             0 <= size <= MAX_FRAME_PAYLOAD
-            and self._end - self._acked + FRAME_HEADER_SIZE + size <= self._window
+            and self._end - self._acked + more <= self._window
+            and self._end - self._sent + more <= self._backlog
         )
 
     def send_frame(self, payload: bytes) -> None:
@@ -247,7 +274,7 @@ class Link:
         if self._error is not None:
             raise LocalProtocolError(f"link failed: {self._error}")
         end = self._end + FRAME_HEADER_SIZE + n
-        if end - self._acked > self._window:
+        if end - self._acked > self._window or end - self._sent > self._backlog:
             raise LocalProtocolError("send window is full (wait for can_send_frame)")
         self._sbuf += n.to_bytes(2, "big")
         self._sbuf += payload
@@ -258,8 +285,9 @@ class Link:
     def next_packet(self, *, flush: bool = False, data: bool = True) -> bytes | None:
         """The next packet to hand to toxcore, or None if nothing is due.
 
-        Order: HELLO, RESYNC, DATA (full packets while enough is queued), then an ACK if a
-        quarter window of delivered bytes is unacknowledged, or any at all with ``flush``.
+        Order: HELLO, RESYNC, DATA (full packets while enough is queued, at most
+        ``in_flight`` bytes past the peer's ack), then an ACK if ACK_EVERY delivered bytes
+        (or a quarter of a small window) are unacknowledged, or any at all with ``flush``.
         ``data=False`` holds DATA back (control packets still go).
         """
         if self._error is not None or not self._connected:
@@ -287,7 +315,7 @@ class Link:
             self._n_sent += 1
             return packet
         sent, end = self._sent, self._end
-        stop = min(end, self._acked + self._peer_window)
+        stop = min(end, self._acked + min(self._peer_window, self._in_flight))
         n = stop - sent
         if n >= MAX_CHUNK:
             n = MAX_CHUNK

@@ -102,7 +102,7 @@ class ToxLoop(threading.Thread):
         self.started_ok = threading.Event()
         self.failure: BaseException | None = None
         self._stopping = threading.Event()
-        self.link = Link(os.urandom(16), window=config.window)
+        self.link = self._new_link()
         self.friend: int | None = None
         self.tox = self._open_tox()
         self.address = self.tox.address
@@ -113,6 +113,10 @@ class ToxLoop(threading.Thread):
         self._accepted = False  # --peer: has our friend request been accepted (101 sent)?
 
     # -- set-up -----------------------------------------------------------------------
+
+    def _new_link(self) -> Link:
+        c = self.config
+        return Link(os.urandom(16), window=c.window, in_flight=c.in_flight, backlog=c.backlog)
 
     def _open_tox(self) -> Tox:
         c = self.config
@@ -171,7 +175,7 @@ class ToxLoop(threading.Thread):
             log.warning("an allowed peer %s replaces %s", key.hex().upper(), old.hex().upper())
             self.tox.friend_delete(self.friend)
             self._link_lost()
-            self.link = Link(os.urandom(16), window=self.config.window)
+            self.link = self._new_link()
         try:
             self.friend = self.tox.friend_add_norequest(key)
         except FriendAddError as exc:
@@ -336,7 +340,7 @@ class ToxLoop(threading.Thread):
         # Link -> toxcore, until SENDQ.
         if self.friend is not None and self.peer.link != "none":
             send = self.tox.try_send_lossless_packet
-            # Acks wait until a loop turn brings no data (or a quarter window is due):
+            # Acks wait until a loop turn brings no data (or ACK_EVERY bytes are due):
             # every packet, acks too, spends toxcore's rate budget.
             flush = not (delivered or self._received)
             data = not self._hold_data_until or time.monotonic() >= self._hold_data_until
