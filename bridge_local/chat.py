@@ -4,25 +4,34 @@
 current target; incoming messages and users coming and going are shown as they arrive.
 
 Commands: ``/to NAME`` (choose the target), ``/users``, ``/history NAME [LIMIT]``,
-``/help``, ``/quit``. A name may be written ``NAME@local`` or ``NAME@peer`` when both
-bridges have a user of that name.
+``/send PATH [NAME]`` (upload a file and send it to NAME or the current target),
+``/get [FILEID] [DIR]`` (fetch a file, by default the last one received, into DIR or the
+current directory; run it again to resume an interrupted download), ``/help``, ``/quit``.
+A name may be written ``NAME@local`` or ``NAME@peer`` when both bridges have a user of that
+name; a path or name with spaces is quoted (``/send "my file.txt"``). Files move with the
+progress bar of ``toxbridge send-file``/``get-file`` (:class:`~bridge_local.files.ProgressBar`);
+while one moves, messages keep being shown and typing waits.
 """
 
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TextIO
 
 import trio
 
 from .client import BridgeError, Client, open_client
+from .files import ProgressBar, TransferFailed, download, send_file
 
 __all__ = ["main", "run_chat"]
 
-HELP = "commands: /to NAME, /users, /history NAME [LIMIT], /help, /quit; other lines are sent"
+HELP = ("commands: /to NAME, /users, /history NAME [LIMIT], /send PATH [NAME], "
+        "/get [FILEID] [DIR], /help, /quit; other lines are sent")
 
 
 def _clock(t: float) -> str:
@@ -34,6 +43,7 @@ class _Directory:
 
     def __init__(self) -> None:
         self.by_token: dict[str, tuple[str, str]] = {}  # token -> (name, side)
+        self.last_file: str | None = None  # the fileid of the last file message received
 
     def add(self, token: str, name: str, side: str) -> None:
         self.by_token[token] = (name, side)
@@ -53,8 +63,14 @@ def _format_event(event: dict[str, Any], directory: _Directory) -> str:
     command = event["command"]
     if command == 2003:
         directory.by_token.setdefault(event["srctoken"], (event["name"], ""))
-        extra = f" [file {event['filename']}, {event['filesize']} bytes]" if "fileid" in event else ""
+        extra = ""
+        if "fileid" in event:
+            directory.last_file = event["fileid"]
+            extra = (f" [file {event['filename']}, {event['filesize']} bytes,"
+                     f" /get {event['fileid']}]")
         return f"[{_clock(event['time'])}] {event['name']}: {event['msg']}{extra}"
+    if command == 5003:
+        return f"* file {event.get('filename')} is here: /get {event['fileid']}"
     state = "online" if command == 301 else "offline"
     if "token" not in event:
         return f"* the peer bridge is {state}"
@@ -66,9 +82,8 @@ async def run_chat(port: int, name: str, host: str = "127.0.0.1",
                    read_line: Callable[[], str] | None = None, out: TextIO = sys.stdout) -> int:
     """Chat until /quit or end of input; returns an exit status."""
 
-    def show(text: str) -> None:
-        out.write(text + "\n")
-        out.flush()
+    screen = _Screen(out)
+    show = screen.show
 
     reader = read_line or sys.stdin.readline
     directory = _Directory()
@@ -90,13 +105,88 @@ async def run_chat(port: int, name: str, host: str = "127.0.0.1",
                 nursery.cancel_scope.cancel()
 
             nursery.start_soon(events)
-            status = await _input_loop(client, reader, directory, show)
+            status = await _input_loop(client, reader, directory, screen)
             nursery.cancel_scope.cancel()
     return status
 
 
+class _Screen:
+    """Lines go above the progress bar while a file moves, straight to ``out`` otherwise."""
+
+    def __init__(self, out: TextIO) -> None:
+        self.out = out
+        self.bar: ProgressBar | None = None
+
+    def show(self, text: str) -> None:
+        if self.bar is not None:
+            self.bar.print(text)
+        else:
+            self.out.write(text + "\n")
+            self.out.flush()
+
+    def progress(self, label: str) -> ProgressBar:
+        self.bar = ProgressBar(label, file=self.out)
+        return self.bar
+
+
+async def _find(client: Client, directory: _Directory, spec: str) -> str | None:
+    token = directory.find(spec)
+    if token is None:
+        for user in await client.users():
+            directory.add(user["token"], user["name"], user["side"])
+        token = directory.find(spec)
+    return token
+
+
+async def _send_file(client: Client, args: list[str], target: str | None,
+                     directory: _Directory, screen: _Screen) -> None:
+    if not 1 <= len(args) <= 2:
+        screen.show("usage: /send PATH [NAME]")
+        return
+    if len(args) == 2:
+        target = await _find(client, directory, args[1])
+        if target is None:
+            screen.show(f"no user {args[1]!r} seen yet (see /users)")
+            return
+    if target is None:
+        screen.show("send to whom? /send PATH NAME, or /to NAME first")
+        return
+    path = Path(args[0]).expanduser()
+    try:
+        with screen.progress(f"send {path.name}") as bar:
+            ref, reply = await send_file(client, target, path, on_event=bar)
+    finally:
+        screen.bar = None
+    to = directory.name_of(target)
+    if reply["code"] in (201, 204):
+        later = " (offline: delivered later)" if reply["code"] == 204 else ""
+        screen.show(f"  sent {ref.filename} ({ref.filesize} bytes) to {to}{later};"
+                    f" fileid {ref.fileid}")
+    else:
+        screen.show(f"  (file uploaded, message not sent: {reply['code']} "
+                    f"{reply.get('reason', '')})")
+
+
+async def _get_file(client: Client, args: list[str], directory: _Directory,
+                    screen: _Screen) -> None:
+    fileid = args[0] if args else directory.last_file
+    if fileid is None or len(args) > 2:
+        screen.show("usage: /get FILEID [DIR] (or /get after a file message)")
+        return
+    dest = Path(args[1]).expanduser() if len(args) == 2 else Path(".")
+    try:
+        with screen.progress(f"get {fileid[:24]}") as bar:
+            path = await download(client, fileid, dest, on_event=bar)
+    finally:
+        screen.bar = None
+    if bar.first is not None and bar.first.done:  # the first event says where it started
+        screen.show(f"  resumed at {bar.first.done} of {bar.first.total} bytes")
+    screen.show(f"  saved {path}")
+
+
 async def _input_loop(client: Client, reader: Callable[[], str], directory: _Directory,
-                      show: Callable[[str], None]) -> int:
+                      screen: _Screen) -> int:
+    show = screen.show
     target: str | None = None
     while True:
         line = await trio.to_thread.run_sync(reader, abandon_on_cancel=True)
@@ -115,13 +205,13 @@ async def _input_loop(client: Client, reader: Callable[[], str], directory: _Dir
                 for user in await client.users():
                     directory.add(user["token"], user["name"], user["side"])
                     show(f"  {user['name']} ({user['side']})")
+            elif word == "/send":
+                await _send_file(client, shlex.split(rest), target, directory, screen)
+            elif word == "/get":
+                await _get_file(client, shlex.split(rest), directory, screen)
             elif word in ("/to", "/history"):
                 spec, _, limit = rest.strip().partition(" ")
-                token = directory.find(spec)
-                if token is None:
-                    for user in await client.users():
-                        directory.add(user["token"], user["name"], user["side"])
-                    token = directory.find(spec)
+                token = await _find(client, directory, spec)
                 if token is None:
                     show(f"no user {spec!r} seen yet (see /users)")
                 elif word == "/to":
@@ -142,8 +232,12 @@ async def _input_loop(client: Client, reader: Callable[[], str], directory: _Dir
                     show(f"  ({directory.name_of(target)} is offline: stored, delivered later)")
                 elif reply["code"] != 201:
                     show(f"  (not sent: {reply['code']} {reply.get('reason', '')})")
-        except BridgeError as exc:
+        except (BridgeError, TransferFailed) as exc:
             show(f"  ({exc})")
+        except ValueError as exc:  # shlex: an unclosed quote
+            show(f"  ({exc})")
+        except OSError as exc:
+            show(f"  (error: {exc})")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -33,7 +33,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import trio
 
@@ -57,8 +57,8 @@ from .transfer import (
     to_json,
 )
 
-__all__ = ["FileProgress", "FileRef", "TransferFailed", "TransferHandle", "download",
-           "main", "send_file", "upload"]
+__all__ = ["FileProgress", "FileRef", "ProgressBar", "TransferFailed", "TransferHandle",
+           "download", "file_ref", "main", "send_file", "upload"]
 
 PARTIAL_DIR = ".toxbridge-partial"
 _SHOWN = (Paused, Resumed, ChunksDiscarded)  # the machine's events given to on_event
@@ -310,6 +310,8 @@ async def download(client: Client, fileid: str, dest: str | os.PathLike[str] = "
             raise TransferFailed(int(exc.code), str(exc)) from None
         receiver = Receiver.accept(offer, time.time(), chunk_size=partial.chunk_size,
                                    have=partial.chunks)
+        if on_event is not None:  # where it starts: above 0 when resuming
+            on_event(FileProgress(fileid, partial.held_bytes, offer.filesize, 0.0, None))
         await _run(client, receiver, partial, inbox, fileid, on_event, handle)
         stored = store.get(fileid)
         assert stored is not None
@@ -331,31 +333,48 @@ async def download(client: Client, fileid: str, dest: str | os.PathLike[str] = "
 # --------------------------------------------------------------------------- the CLI
 
 
-class _Bar:
-    """A rich progress bar (rate, ETA) fed by :class:`FileProgress` events."""
+class ProgressBar:
+    """A rich progress bar (size, rate, ETA) fed by :class:`FileProgress` events: the one of
+    ``toxbridge send-file``/``get-file`` and of the chat's ``/send``/``/get``. ``file``: where
+    it draws (default stdout); ``quiet``: nowhere. :meth:`print` writes a line above it."""
 
-    def __init__(self, label: str, quiet: bool) -> None:
+    def __init__(self, label: str, quiet: bool = False, file: TextIO | None = None) -> None:
         self.quiet = quiet
+        self.file = file
         self.progress: Any = None
         self.task: Any = None
         self.label = label
+        self.first: FileProgress | None = None  # done > 0: a resumed transfer
 
-    def __enter__(self) -> _Bar:
+    def __enter__(self) -> ProgressBar:
         if not self.quiet:
+            from rich.console import Console
             from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn,
                                        TimeRemainingColumn, TransferSpeedColumn)
             self.progress = Progress(TextColumn("{task.description}"), BarColumn(),
                                      DownloadColumn(), TransferSpeedColumn(),
-                                     TimeRemainingColumn(), transient=False)
+                                     TimeRemainingColumn(), transient=False,
+                                     console=Console(file=self.file) if self.file else None)
             self.progress.__enter__()
         return self
 
     def __call__(self, event: Any) -> None:
-        if self.progress is None or not isinstance(event, FileProgress):
+        if not isinstance(event, FileProgress):
+            return
+        if self.first is None:
+            self.first = event
+        if self.progress is None:
             return
         if self.task is None:
             self.task = self.progress.add_task(self.label, total=event.total)
         self.progress.update(self.task, completed=event.done)
+
+    def print(self, text: str) -> None:
+        if self.progress is not None:
+            self.progress.console.print(text, markup=False, highlight=False)
+        elif self.file is not None:
+            self.file.write(text + "\n")
+            self.file.flush()
 
     def __exit__(self, *exc: object) -> None:
         if self.progress is not None:
@@ -369,7 +388,7 @@ async def _send_cmd(args: argparse.Namespace) -> int:
         if target is None:
             print(f"no user {args.to!r} is online", file=sys.stderr)
             return 1
-        with _Bar(f"upload {Path(args.path).name}", args.quiet) as bar:
+        with ProgressBar(f"upload {Path(args.path).name}", args.quiet) as bar:
             ref, reply = await send_file(client, target, args.path, on_event=bar)
         print(f"sent {ref.filename} ({ref.filesize} bytes, md5 {ref.md5}) as fileid {ref.fileid}"
               f" to {args.to}: {reply.get('code')}")
@@ -378,7 +397,7 @@ async def _send_cmd(args: argparse.Namespace) -> int:
 
 async def _get_cmd(args: argparse.Namespace) -> int:
     async with open_client(args.app_port, args.host, name=args.name) as client:
-        with _Bar(f"download {args.fileid[:24]}", args.quiet) as bar:
+        with ProgressBar(f"download {args.fileid[:24]}", args.quiet) as bar:
             path = await download(client, args.fileid, args.dest, on_event=bar)
         print(f"saved {path}")
         return 0
