@@ -112,7 +112,6 @@ class BridgeCore:
             raise ValueError("a Tox public key is 32 bytes")
         self.store = store
         self.files = files  # None: file commands answer 9011
-        self._file_targets: dict[str, set[str]] = {}  # fileid -> local users told of it
         self.public_key = public_key
         self.limits = limits
         self.session = os.urandom(16)
@@ -293,6 +292,10 @@ class BridgeCore:
                 self._control_add(wire.encode_user_on(c.user))
             c.upto, c.backlog = 0, True
             self._refill(c)
+        if self.files is not None:  # files that arrived while this user was away
+            for event in self.files.available_for(token):
+                self._push(c, event)
+                self.files.notified(token, event["fileid"])
 
     def _time(self, now: float) -> float:
         self._last_time = max(now, self._last_time + 1e-6)
@@ -517,10 +520,11 @@ class BridgeCore:
         try:
             if self.store.add_message(command.id, command.message):
                 self.stats["received_peer"] += 1
-                fileid = command.message.fileid
-                if fileid is not None and len(self._file_targets) < 100_000:
-                    self._file_targets.setdefault(fileid, set()).add(command.message.goaltoken)
                 self._deliver_local(command.id, command.message)
+                if command.message.fileid is not None and self.files is not None:
+                    # after the 2003: its 5003 follows it (now if the file is here already)
+                    self.files.announce(command.message.fileid, command.message.goaltoken)
+                    self._files_flush()
             else:
                 self.stats["duplicates"] += 1
         except StoreError as exc:  # not acked: the peer bridge sends it again
@@ -580,16 +584,12 @@ class BridgeCore:
             self._xfer.extend(files.take_peer_output())
         else:
             files.take_peer_output()
-        for fileid in files.take_arrived():
-            stored = files.store.get(fileid)
-            if stored is None:
-                continue
-            event = {"command": CommandId.FILE_AVAILABLE.value, "result": 1, "fileid": fileid,
-                     "filesize": stored.filesize, "md5": stored.md5,
-                     "filename": stored.filename}
-            for token in self._file_targets.pop(fileid, ()):
-                for cid in self._by_token.get(token, ()):
+        for token, event in files.take_available():  # offline users: told at their login
+            conns = self._by_token.get(token)
+            if conns:
+                for cid in conns:
                     self._push(self._clients[cid], event)
+                files.notified(token, event["fileid"])
         self._notices.extend(files.notices)
         files.notices.clear()
 

@@ -10,7 +10,7 @@ and owns the :class:`~bridge_local.filestore.FileStore` and every transfer machi
 
 Like the core it is driven with ``now`` and hands out what to send: messages for clients
 (:meth:`take_client_output`), packed commands for the peer bridge (:meth:`take_peer_output`)
-and the fileids that arrived from the peer (:meth:`take_arrived`). It touches the disk
+and the users to tell that a file arrived (:meth:`take_available`). It touches the disk
 through the store; it never sleeps and owns no sockets.
 
 Restarts: the fileids still to send to the peer are kept in ``outgoing.json`` in the store
@@ -159,12 +159,6 @@ class FileService:
 
     def take_peer_output(self) -> list[bytes]:
         out, self._peer_out = self._peer_out, []
-        return out
-
-    def take_arrived(self) -> list[str]:
-        """Fileids received whole from the peer bridge since the last call (the older
-        interface: :meth:`take_available` also tells whom to notify; use one of the two)."""
-        out, self._arrived = self._arrived, []
         return out
 
     # ------------------------------------------------------------------ 5003 notices

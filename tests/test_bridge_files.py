@@ -199,8 +199,6 @@ async def test_chat_keeps_flowing_in_order_while_a_large_file_moves(pair, tmp_pa
     await b.stop()
 
 
-@pytest.mark.wip  # needs bridge_local/core.py to use FileService.announce/take_available/
-# available_for (the patch in the files helper's report); passes with it, times out without
 async def test_a_user_offline_when_the_file_arrives_gets_5003_at_login_after_a_restart(
         pair, tmp_path, names, nursery):
     src = tmp_path / "f.bin"
