@@ -26,6 +26,7 @@ from collections import deque
 from typing import Callable
 
 from .config import Config, request_allowed, request_message
+from .crawl import CrawlWatch
 from .framing import DATA
 from .link import ChannelOpen, Link, LinkState, PeerHello, VersionMismatch
 from .network import loopback_options
@@ -111,6 +112,7 @@ class ToxLoop(threading.Thread):
         self._received = False  # a packet arrived during this loop turn
         self._hold_data_until = 0.0  # see _on_friend_connection
         self._accepted = False  # --peer: has our friend request been accepted (101 sent)?
+        self._crawl = CrawlWatch()  # toxcore's rate stuck at its floor? (see crawl.py)
 
     # -- set-up -----------------------------------------------------------------------
 
@@ -215,7 +217,28 @@ class ToxLoop(threading.Thread):
                 log.info("link is now %s", status.name)
                 self.notify({"event": "link", "link": status.name})
 
+    def _reset_connection(self) -> None:
+        """A fresh friend connection: toxcore's queue and rate state go with the old one;
+        the Link resumes from what the peer received (the apps see 302, then 301)."""
+        key = self.tox.friend_public_key(self.friend)
+        log.warning("toxcore's send rate is stuck at its floor (%.0f s under %.0f packets/s "
+                    "while it refused more); starting a fresh connection to the peer",
+                    self._crawl.seconds, self._crawl.rate)
+        self.notify({"event": "reset", "reason": "toxcore_rate_floor",
+                     "message": "toxcore's send rate stuck at 4 packets/s: reconnecting"})
+        self.tox.friend_delete(self.friend)
+        self._link_lost()
+        self._crawl.reset()
+        try:
+            self.friend = self.tox.friend_add_norequest(key)
+        except FriendAddError as exc:  # not expected right after the delete
+            self.friend = None
+            log.error("could not add the peer %s again: %s", key.hex().upper(), exc.error)
+            return
+        save_profile(self.config.profile, self.tox.savedata(), self.config.passphrase)
+
     def _link_lost(self) -> None:
+        self._crawl.reset()
         if self.peer.link == "none":
             return
         log.info("friend connection down")
@@ -296,6 +319,8 @@ class ToxLoop(threading.Thread):
             tox.iterate()
             moved |= self._pump(link, outbound, inbound)
             now = time.monotonic()
+            if self.friend is not None and self.peer.online and self._crawl.stuck(now):
+                self._reset_connection()
             if moved:
                 self._last_traffic = now
             if now - self._last_traffic < BUSY_AFTER_TRAFFIC or len(outbound):
@@ -345,12 +370,17 @@ class ToxLoop(threading.Thread):
             flush = not (delivered or self._received)
             data = not self._hold_data_until or time.monotonic() >= self._hold_data_until
             packet = link.next_packet(flush=flush, data=data)
+            accepted = 0
             while packet is not None:
                 if not send(self.friend, packet):
                     link.requeue(packet)  # SENDQ: toxcore's rate budget; retry next turn
+                    self._crawl.refused(time.monotonic())
                     break
-                moved = True
+                accepted += 1
                 packet = link.next_packet(flush=flush, data=data)
+            if accepted:
+                moved = True
+                self._crawl.accepted(time.monotonic(), accepted)
         return moved
 
     def statistics(self) -> dict:
