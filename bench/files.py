@@ -27,6 +27,8 @@ from toxbridge.network import start_bootstrap
 from .channel import peak_rss_mb
 from .raw_tox import MB, measure_raw, percentile
 
+IDLE_PINGS = 50
+
 
 def _random_file(path: Path, size: int) -> str:
     md5 = hashlib.md5()
@@ -50,42 +52,47 @@ async def _three_hops(listener: DaemonProc, peer: DaemonProc, src: Path, md5: st
             open_client(peer.app_port, name="bob") as bob:
         with trio.fail_after(120):
             await alice.wait_event(command=301, token=bob.token)
-        t0 = time.monotonic()
-        ref, reply = await send_file(alice, bob.token, src)  # upload, then the 1002
-        t1 = time.monotonic()
-        if reply.get("code") != 201:
-            raise RuntimeError(f"the file message was not delivered: {reply}")
-        result["upload_MBps"] = round(size / (t1 - t0) / MB, 2)
-
         rtts: list[float] = []
-        moved = trio.Event()
+        idle: list[float] = []
+        available: set[str] = set()  # fileids bob was told (5003) are complete
 
-        async def chat() -> None:
-            while not moved.is_set():
-                t = time.perf_counter()
-                await alice.send(bob.token, "ping")
-                await alice.wait_event(command=2003, msg="pong")
-                rtts.append(time.perf_counter() - t)
+        async def ping(into: list[float]) -> None:
+            t = time.perf_counter()
+            await alice.send(bob.token, "ping")
+            await alice.wait_event(command=2003, msg="pong")
+            into.append(time.perf_counter() - t)
 
         async def bob_side() -> None:  # bob's only reader: answers pings, sees the 5003
             while True:
                 event = await bob.next_event()
                 if event.get("command") == 2003 and event.get("msg") == "ping":
                     await bob.send(alice.token, "pong")
-                elif event.get("command") == 5003 and event.get("fileid") == ref.fileid:
-                    moved.set()
-                    return
+                elif event.get("command") == 5003:
+                    available.add(event.get("fileid"))
 
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(chat)
+            nursery.start_soon(bob_side)
+            with trio.fail_after(60):
+                for _ in range(IDLE_PINGS):  # the same round trip with nothing else moving
+                    await ping(idle)
+            t0 = time.monotonic()
+            ref, reply = await send_file(alice, bob.token, src)  # upload, then the 1002
+            t1 = time.monotonic()
+            if reply.get("code") != 201:
+                raise RuntimeError(f"the file message was not delivered: {reply}")
             with trio.fail_after(1800):
-                await bob_side()
+                while ref.fileid not in available:
+                    await ping(rtts)
             t2 = time.monotonic()
             nursery.cancel_scope.cancel()
+        result["upload_MBps"] = round(size / (t1 - t0) / MB, 2)
         result["file_MBps"] = round(size / (t2 - t1) / MB, 2)
         result["chat_rtt_p50_ms"] = round(percentile(rtts, 0.5) * 1000, 2) if rtts else None
         result["chat_rtt_p99_ms"] = round(percentile(rtts, 0.99) * 1000, 2) if rtts else None
         result["chat_round_trips"] = len(rtts)
+        result["chat_rtt_idle_p50_ms"] = round(percentile(idle, 0.5) * 1000, 2)
+        result["chat_rtt_ratio"] = (round(result["chat_rtt_p50_ms"] / result["chat_rtt_idle_p50_ms"], 2)
+                                    if rtts else None)
 
         t3 = time.monotonic()
         path = await download(bob, ref.fileid, dest)

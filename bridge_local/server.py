@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import logging
 import signal
+import socket
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -41,7 +42,10 @@ __all__ = ["BridgeConfig", "BridgeServer", "DaemonUnavailable", "main", "serve"]
 log = logging.getLogger(__name__)
 
 READ_SIZE = 64 * 1024
-FRAMES_PER_WRITE = 256
+FRAMES_PER_WRITE = 32
+# The daemon socket's kernel buffers, each way: short, so that file data queued below the
+# fair scheduler (BridgeCore.take_frames) stays small and chat is not stuck behind it.
+DAEMON_SOCKET_BUFFER = 64 * 1024
 CLIENT_HIGH_WATER = 1000  # replies waiting for a client: stop reading its requests
 
 
@@ -121,6 +125,8 @@ class BridgeServer:
         c = self.config
         stream = await trio.open_tcp_stream(c.bridge_host, c.bridge_port)
         try:
+            for option in (socket.SO_RCVBUF, socket.SO_SNDBUF):
+                stream.setsockopt(socket.SOL_SOCKET, option, DAEMON_SOCKET_BUFFER)
             decoder = FrameDecoder(allowed_kinds=(DATA, EVENT))
             with trio.fail_after(10):
                 while True:

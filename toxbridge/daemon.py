@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import socket
 import sys
 from typing import Callable
 
@@ -26,6 +27,9 @@ __all__ = ["Daemon"]
 log = logging.getLogger(__name__)
 
 READ_SIZE = 64 * 1024
+# The app socket's kernel buffers, each way. Left alone, loopback TCP grows them to
+# megabytes, and every byte queued there is latency for whatever the app sends next.
+SOCKET_BUFFER = 64 * 1024
 WRITE_BATCH = 8  # runs of up to 64 frames per write to the app
 
 
@@ -107,6 +111,8 @@ class Daemon:
             return
         self.app = stream
         log.info("app connected")
+        for option in (socket.SO_RCVBUF, socket.SO_SNDBUF):
+            stream.setsockopt(socket.SOL_SOCKET, option, SOCKET_BUFFER)
         # It gets the current peer state below; older peer/link changes would only mislead.
         self._events = [e for e in self._events if e.get("event") not in ("peer", "link")]
         loop = self.tox_loop
