@@ -34,7 +34,7 @@ class Config:
     window: int = DEFAULT_WINDOW  # see toxbridge/link.py for these three
     in_flight: int = DEFAULT_IN_FLIGHT
     backlog: int = DEFAULT_BACKLOG
-    queue_frames: int = 256  # each of the two queues between the threads (short: latency)
+    queue_frames: int = 64  # each of the two queues between the threads (short: latency)
     busy_period: float = 0.001  # loop period while there is traffic
     idle_period: float = 0.02  # loop period after a quiet second (toxcore asks 50 ms)
     udp_grace: float = 2.0  # hold data this long on a new TCP link while UDP may come up

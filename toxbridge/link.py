@@ -114,7 +114,7 @@ DEFAULT_WINDOW = 4 * 1024 * 1024
 DEFAULT_IN_FLIGHT = 56 * MAX_CHUNK
 # Stream bytes accepted beyond what is in flight: enough to fill the next packets of a loop
 # turn; what waits longer waits in the queues above us, where fair scheduling can happen.
-DEFAULT_BACKLOG = 64 * 1024
+DEFAULT_BACKLOG = 32 * 1024
 # The receiver acks at least this often (in delivered bytes) during a one-way stream.
 ACK_EVERY = 8 * MAX_CHUNK
 # Progress needs a full packet to fit beside one partly received frame.
