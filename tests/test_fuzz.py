@@ -528,7 +528,7 @@ class Bridge:
     def stray_files(self) -> list[str]:
         """Files under the root that are not the store's fixed-shape names."""
         ok = re.compile(r"files(/(files|partial|tmp)(/[0-9a-f]{64}\.(data|json|part|journal))?"
-                        r"|/outgoing\.json)?")
+                        r"|/outgoing\.json|/available\.json)?")
         return [str(p.relative_to(self.root)) for p in self.root.rglob("*")
                 if not ok.fullmatch(str(p.relative_to(self.root)))]
 
