@@ -25,7 +25,7 @@ import trio
 
 from .protocol import DEFAULT_MAX_LINE_LENGTH, LineDecoder, LineTooLong
 
-__all__ = ["BridgeError", "Client", "EVENT_COMMANDS", "TRANSFER_COMMANDS", "open_client"]
+__all__ = ["BridgeError", "Client", "EVENT_COMMANDS", "TRANSFER_COMMANDS", "client_on", "open_client"]
 
 EVENT_COMMANDS = frozenset({2003, 301, 302, 5003})
 TRANSFER_COMMANDS = frozenset({7000, 7001, 7010, 7070, 7080, 8000, 8001, 8010})
@@ -183,6 +183,14 @@ async def open_client(port: int, host: str = "127.0.0.1",
                       name: str | None = None) -> AsyncIterator[Client]:
     """Connect to an app port (and log in as ``name`` if given); closed on exit."""
     stream = await trio.open_tcp_stream(host, port)
+    async with client_on(stream, name) as client:
+        yield client
+
+
+@asynccontextmanager
+async def client_on(stream: trio.SocketStream, name: str | None = None) -> AsyncIterator[Client]:
+    """A client on a stream already connected to an app port (e.g. inside a network
+    namespace); logs in as ``name`` if given; the stream is closed on exit."""
     client = Client(stream)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(client._reader)

@@ -7,11 +7,15 @@ with tox-bootstrapd (TCP relay) and four extra DHT nodes on the "public" segment
 - UDP blocked (daemons with --no-udp): TCP relay only.
 
 In each, a few MB of random frames go both ways, byte-exact and in order, and the apps
-are told the link type (the 301 / ``link`` events' ``"link"`` field).
+are told the link type (the 301 / ``link`` events' ``"link"`` field). Then whole nodes
+(daemon + bridge_local) in the same shape: alice and bob chat, and a 20 MB file goes
+upload -> bridge to bridge -> download with its md5 checked.
 """
 
 from __future__ import annotations
 
+import hashlib
+import os
 import re
 import subprocess
 import time
@@ -19,6 +23,8 @@ import time
 import pytest
 import trio
 
+from bridge_local.client import client_on
+from bridge_local.files import download, send_file
 from toxbridge.harness import App, DaemonProc, random_frames, stream_frames
 from toxbridge.netns import Topology, unavailable
 
@@ -132,6 +138,68 @@ async def run_shape(shape: str, expected_link: str, tmp_path) -> None:
             finally:
                 await a.aclose()
                 await b.aclose()
+
+
+FILE_BYTES = 20_000_000
+FILE_TIMEOUT = 240  # over the relay at ~1.5 MB/s, 20 MB take ~15 s; slow start and NAT add
+
+
+@pytest.mark.parametrize("shape", [
+    "cone", pytest.param("symmetric", marks=SYMMETRIC_STALL), "no_udp"])
+def test_nodes_behind_nat_chat_and_move_a_20_mb_file(shape, tmp_path):
+    trio.run(run_nodes, shape, tmp_path)
+
+
+def random_file(path, size: int) -> str:
+    md5 = hashlib.md5()
+    with open(path, "wb") as f:
+        for _ in range(0, size, 1 << 20):
+            block = os.urandom(min(1 << 20, size - f.tell()))
+            f.write(block)
+            md5.update(block)
+    return md5.hexdigest()
+
+
+async def client_in(net: Topology, role: str, port: int, name: str):
+    sock = await trio.to_thread.run_sync(net.connect, role, port)
+    return client_on(trio.SocketStream(trio.socket.from_stdlib_socket(sock)), name)
+
+
+async def run_nodes(shape: str, tmp_path) -> None:
+    extra = ["--no-udp"] if shape == "no_udp" else []
+    src = tmp_path / "twenty.bin"
+    md5 = random_file(src, FILE_BYTES)
+    with Topology(shape) as net:
+        common = dict(network=net.bootstrap, secret="nat-secret", raw=False)
+        with DaemonProc(["--listen", *extra, *net.bootstrap_args()], tmp_path / "l.tox",
+                        wrap=net.wrap("a"), **common) as listener, \
+                DaemonProc(["--peer", listener.tox_id, *extra, *net.bootstrap_args()],
+                           tmp_path / "p.tox", wrap=net.wrap("b"), **common) as peer:
+            try:
+                async with await client_in(net, "a", listener.app_port, "alice") as alice, \
+                        await client_in(net, "b", peer.app_port, "bob") as bob:
+                    with trio.fail_after(CONNECT_TIMEOUT):
+                        await alice.wait_event(command=301, token=bob.token)
+                    reply = await alice.send(bob.token, f"hello through {shape} NAT")
+                    assert reply["code"] == 201, reply
+                    with trio.fail_after(30):
+                        got = await bob.wait_event(command=2003)
+                    assert got["msg"] == f"hello through {shape} NAT" and got["srctoken"] == alice.token
+                    started = time.monotonic()
+                    with trio.fail_after(FILE_TIMEOUT):
+                        ref, reply = await send_file(alice, bob.token, src)
+                        assert reply["code"] == 201, reply
+                        await bob.wait_event(command=5003, fileid=ref.fileid)
+                        moved_s = time.monotonic() - started
+                        path = await download(bob, ref.fileid, tmp_path / "got")
+                    digest = hashlib.md5(path.read_bytes()).hexdigest()
+                    assert digest == md5
+                    print(f"{shape}: chat ok; 20 MB upload + bridge to bridge in {moved_s:.1f} s, "
+                          f"md5 equal; daemon links: {log_link(listener)}, {log_link(peer)}")
+            except BaseException:
+                for name, d in (("listener", listener), ("peer", peer)):
+                    print(f"--- {name} log (last 60 lines)", *d.log[-60:], sep="\n")
+                raise
 
 
 def test_topology_is_isolated_and_leaves_nothing_behind():
