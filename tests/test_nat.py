@@ -50,6 +50,9 @@ TRANSFER_TIMEOUT = 60
 # ~10 s of the channel opening and stays there, though the link stays on the TCP relay
 # (no TCP->UDP switch). It happened with one-way streaming too. Never seen with --no-udp
 # or with cone NAT. Only that stall (a timeout) is excused; wrong bytes still fail.
+# Since the link keeps toxcore's queue under 64 packets and resets a crawling connection
+# (2026-11-24, toxbridge/link.py, crawl.py) it has not been seen in 4 runs: kept non-strict
+# until more runs show it gone.
 SYMMETRIC_STALL = pytest.mark.xfail(
     raises=trio.TooSlowError, strict=False,
     reason="known: toxcore's rate sometimes collapses to ~4.5 packets/s behind symmetric NAT")
