@@ -245,7 +245,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_id)
 
     p = sub.add_parser("demo", help="run the demo on a private loopback Tox network")
-    p.add_argument("--mb", type=float, default=20, help="megabytes to stream between the peers")
+    p.add_argument("--mb", type=float, default=20, help="megabytes to stream each way, and the size of the file sent")
     p.set_defaults(func=_demo)
     return parser
 
