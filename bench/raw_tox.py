@@ -26,7 +26,8 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def measure_raw(network: NodeInfo, mb: float = 200, pings: int = 1000, use_relay: bool = False) -> dict:
+def measure_raw(network: NodeInfo, mb: float = 200, pings: int = 1000, use_relay: bool = False,
+                warmup_pings: int = 0) -> dict:
     """Measure raw toxcore between two fresh peers; return the figures as a dict."""
     packets = max(1, int(mb * MB) // PACKET)
     t0 = time.monotonic()
@@ -49,6 +50,9 @@ def measure_raw(network: NodeInfo, mb: float = 200, pings: int = 1000, use_relay
         full = report.per_second[:-1] or report.per_second  # the last bin is partial
         result["lossless_peak_MBps"] = round(max(full) / MB, 2)
 
+        if warmup_pings:  # toxcore's send rate follows demand: its first pings wait longer
+            warm = a.call(("ping", warmup_pings, 64), "pings", timeout=120)[0]
+            result["rtt_warmup_p50_ms"] = round(percentile(warm, 0.50) * 1000, 3)
         rtts = a.call(("ping", pings, 64), "pings", timeout=120)[0]
         result["rtt_p50_ms"] = round(percentile(rtts, 0.50) * 1000, 3)
         result["rtt_p99_ms"] = round(percentile(rtts, 0.99) * 1000, 3)
