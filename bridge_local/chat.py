@@ -9,8 +9,9 @@ Commands: ``/to NAME`` (choose the target), ``/users``, ``/history NAME [LIMIT]`
 current directory; run it again to resume an interrupted download), ``/help``, ``/quit``.
 A name may be written ``NAME@local`` or ``NAME@peer`` when both bridges have a user of that
 name; a path or name with spaces is quoted (``/send "my file.txt"``). Files move with the
-progress bar of ``toxbridge send-file``/``get-file`` (:class:`~bridge_local.files.ProgressBar`);
-while one moves, messages keep being shown and typing waits.
+progress bar of ``toxbridge send-file``/``get-file`` (:class:`~bridge_local.files.ProgressBar`),
+in the background: while files move, each with its bar, messages keep being shown and typing
+goes on; ``/quit`` stops them (``/get`` again resumes a download).
 """
 
 from __future__ import annotations
@@ -19,14 +20,15 @@ import argparse
 import shlex
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TextIO
 
 import trio
 
 from .client import BridgeError, Client, open_client
-from .files import ProgressBar, TransferFailed, download, send_file
+from .files import ProgressBar, TransferFailed, download, new_progress, send_file
 
 __all__ = ["main", "run_chat"]
 
@@ -105,28 +107,53 @@ async def run_chat(port: int, name: str, host: str = "127.0.0.1",
                 nursery.cancel_scope.cancel()
 
             nursery.start_soon(events)
-            status = await _input_loop(client, reader, directory, screen)
+            status = await _input_loop(client, reader, directory, screen, nursery)
+            if screen.running:
+                show(f"  (stopping {screen.running} transfer(s); /get again resumes a download)")
             nursery.cancel_scope.cancel()
     return status
 
 
 class _Screen:
-    """Lines go above the progress bar while a file moves, straight to ``out`` otherwise."""
+    """Lines go above the progress bars while files move, straight to ``out`` otherwise.
+    The bars of concurrent transfers share one rich ``Progress`` (rich draws one at a time)."""
 
     def __init__(self, out: TextIO) -> None:
         self.out = out
-        self.bar: ProgressBar | None = None
+        self.shared: Any = None  # the running Progress, while any transfer runs
+        self.running = 0
 
     def show(self, text: str) -> None:
-        if self.bar is not None:
-            self.bar.print(text)
+        if self.shared is not None:
+            self.shared.console.print(text, markup=False, highlight=False)
         else:
             self.out.write(text + "\n")
             self.out.flush()
 
-    def progress(self, label: str) -> ProgressBar:
-        self.bar = ProgressBar(label, file=self.out)
-        return self.bar
+    @contextmanager
+    def progress(self, label: str) -> Iterator[ProgressBar]:
+        if self.shared is None:
+            self.shared = new_progress(self.out)
+            self.shared.__enter__()
+        self.running += 1
+        try:
+            with ProgressBar(label, progress=self.shared) as bar:
+                yield bar
+        finally:
+            self.running -= 1
+            if not self.running:
+                shared, self.shared = self.shared, None
+                shared.__exit__(None, None, None)
+
+
+async def _background(screen: _Screen, job: Callable[..., Awaitable[None]], *args: Any) -> None:
+    """A /send or /get running beside the typing; its failure is shown, not raised."""
+    try:
+        await job(*args)
+    except (BridgeError, TransferFailed) as exc:
+        screen.show(f"  ({exc})")
+    except OSError as exc:
+        screen.show(f"  (error: {exc})")
 
 
 async def _find(client: Client, directory: _Directory, spec: str) -> str | None:
@@ -152,11 +179,8 @@ async def _send_file(client: Client, args: list[str], target: str | None,
         screen.show("send to whom? /send PATH NAME, or /to NAME first")
         return
     path = Path(args[0]).expanduser()
-    try:
-        with screen.progress(f"send {path.name}") as bar:
-            ref, reply = await send_file(client, target, path, on_event=bar)
-    finally:
-        screen.bar = None
+    with screen.progress(f"send {path.name}") as bar:
+        ref, reply = await send_file(client, target, path, on_event=bar)
     to = directory.name_of(target)
     if reply["code"] in (201, 204):
         later = " (offline: delivered later)" if reply["code"] == 204 else ""
@@ -174,18 +198,15 @@ async def _get_file(client: Client, args: list[str], directory: _Directory,
         screen.show("usage: /get FILEID [DIR] (or /get after a file message)")
         return
     dest = Path(args[1]).expanduser() if len(args) == 2 else Path(".")
-    try:
-        with screen.progress(f"get {fileid[:24]}") as bar:
-            path = await download(client, fileid, dest, on_event=bar)
-    finally:
-        screen.bar = None
+    with screen.progress(f"get {fileid[:24]}") as bar:
+        path = await download(client, fileid, dest, on_event=bar)
     if bar.first is not None and bar.first.done:  # the first event says where it started
         screen.show(f"  resumed at {bar.first.done} of {bar.first.total} bytes")
     screen.show(f"  saved {path}")
 
 
 async def _input_loop(client: Client, reader: Callable[[], str], directory: _Directory,
-                      screen: _Screen) -> int:
+                      screen: _Screen, nursery: trio.Nursery) -> int:
     show = screen.show
     target: str | None = None
     while True:
@@ -206,9 +227,11 @@ async def _input_loop(client: Client, reader: Callable[[], str], directory: _Dir
                     directory.add(user["token"], user["name"], user["side"])
                     show(f"  {user['name']} ({user['side']})")
             elif word == "/send":
-                await _send_file(client, shlex.split(rest), target, directory, screen)
+                nursery.start_soon(_background, screen, _send_file, client, shlex.split(rest),
+                                   target, directory, screen)
             elif word == "/get":
-                await _get_file(client, shlex.split(rest), directory, screen)
+                nursery.start_soon(_background, screen, _get_file, client, shlex.split(rest),
+                                   directory, screen)
             elif word in ("/to", "/history"):
                 spec, _, limit = rest.strip().partition(" ")
                 token = await _find(client, directory, spec)

@@ -58,7 +58,7 @@ from .transfer import (
 )
 
 __all__ = ["FileProgress", "FileRef", "ProgressBar", "TransferFailed", "TransferHandle",
-           "download", "file_ref", "main", "send_file", "upload"]
+           "download", "file_ref", "main", "new_progress", "send_file", "upload"]
 
 PARTIAL_DIR = ".toxbridge-partial"
 _SHOWN = (Paused, Resumed, ChunksDiscarded)  # the machine's events given to on_event
@@ -333,28 +333,36 @@ async def download(client: Client, fileid: str, dest: str | os.PathLike[str] = "
 # --------------------------------------------------------------------------- the CLI
 
 
+def new_progress(file: TextIO | None = None) -> Any:
+    """A rich ``Progress`` showing label, bar, size, rate and ETA, drawing on ``file``."""
+    from rich.console import Console
+    from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn,
+                               TimeRemainingColumn, TransferSpeedColumn)
+    return Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
+                    TransferSpeedColumn(), TimeRemainingColumn(), transient=False,
+                    console=Console(file=file) if file else None)
+
+
 class ProgressBar:
     """A rich progress bar (size, rate, ETA) fed by :class:`FileProgress` events: the one of
     ``toxbridge send-file``/``get-file`` and of the chat's ``/send``/``/get``. ``file``: where
-    it draws (default stdout); ``quiet``: nowhere. :meth:`print` writes a line above it."""
+    it draws (default stdout); ``quiet``: nowhere; ``progress``: a running :func:`new_progress`
+    shared with other bars (the chat's concurrent transfers). :meth:`print` writes a line
+    above it."""
 
-    def __init__(self, label: str, quiet: bool = False, file: TextIO | None = None) -> None:
+    def __init__(self, label: str, quiet: bool = False, file: TextIO | None = None,
+                 progress: Any = None) -> None:
         self.quiet = quiet
         self.file = file
-        self.progress: Any = None
+        self.progress: Any = progress
+        self._own = progress is None  # started and stopped here
         self.task: Any = None
         self.label = label
         self.first: FileProgress | None = None  # done > 0: a resumed transfer
 
     def __enter__(self) -> ProgressBar:
-        if not self.quiet:
-            from rich.console import Console
-            from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn,
-                                       TimeRemainingColumn, TransferSpeedColumn)
-            self.progress = Progress(TextColumn("{task.description}"), BarColumn(),
-                                     DownloadColumn(), TransferSpeedColumn(),
-                                     TimeRemainingColumn(), transient=False,
-                                     console=Console(file=self.file) if self.file else None)
+        if not self.quiet and self._own:
+            self.progress = new_progress(self.file)
             self.progress.__enter__()
         return self
 
@@ -377,7 +385,7 @@ class ProgressBar:
             self.file.flush()
 
     def __exit__(self, *exc: object) -> None:
-        if self.progress is not None:
+        if self.progress is not None and self._own:
             self.progress.__exit__(None, None, None)
 
 
@@ -399,6 +407,8 @@ async def _get_cmd(args: argparse.Namespace) -> int:
     async with open_client(args.app_port, args.host, name=args.name) as client:
         with ProgressBar(f"download {args.fileid[:24]}", args.quiet) as bar:
             path = await download(client, args.fileid, args.dest, on_event=bar)
+        if bar.first is not None and bar.first.done:  # the first event says where it started
+            print(f"resumed at {bar.first.done} of {bar.first.total} bytes")
         print(f"saved {path}")
         return 0
 

@@ -318,7 +318,7 @@ async def test_kill_9_of_a_downloading_client_then_run_again_resumes(pair, tmp_p
                 first.wait(10)
             assert list((got / ".toxbridge-partial" / "partial").glob("*.journal"))
             second = await trio.run_process(base, capture_stdout=True, check=True)
-            assert b"saved" in second.stdout
+            assert b"saved" in second.stdout and b"resumed at " in second.stdout
             c = (await status(alice, ref.fileid))["counters"]
             assert c["download_bytes_sent"] - size <= WINDOW_BYTES + 16 * 64 * 1024
     assert md5_of(got / "f.bin") == md5

@@ -147,3 +147,21 @@ async def test_chat_get_killed_half_way_resumes_when_run_again(pair, tmp_path, n
     assert md5_of(got / "f.bin") == md5
     assert sorted(p.name for p in got.iterdir()) == ["f.bin"]
     await a.stop()
+
+
+async def test_chat_goes_on_while_a_file_moves_in_the_background(pair, tmp_path, names,
+                                                                 nursery):
+    src = tmp_path / "big.bin"
+    random_file(src, 48 * MB)  # about a second to hash and upload; /users takes milliseconds
+    with trio.fail_after(90):
+        a = await start_bridge(nursery, pair[0].port, tmp_path / "a")
+        async with Chat(a.app_port, names("alice"), tmp_path / "alice") as alice, \
+                Chat(a.app_port, names("bob"), tmp_path / "bob") as bob:
+            await alice.until(re.escape(f"* {names('bob')} (local) is online"))
+            await alice.type(f"/send {shlex.quote(str(src))} {names('bob')}")
+            await alice.type("/users")
+            await alice.until(r"sent big\.bin \(50331648 bytes\)")
+            listing = alice.out.index(f"  {names('bob')} (local)")
+            assert listing < alice.out.index("sent big.bin"), alice.out  # typing went on
+            await bob.until(re.escape(f"{names('alice')}: big.bin [file big.bin"))
+    await a.stop()
