@@ -7,8 +7,10 @@ stream of files (upload -> bridge to bridge -> download, md5 checked; older file
 deleted from both stores so disk use stays bounded). Every ``--flap-every`` s both peer
 daemons are frozen (SIGSTOP) for the next of ``--flap-seconds``, then resumed. Every
 ``--sample-every`` s each node process's RSS (VmRSS) and open fds (/proc/PID/fd) are
-sampled. At the end the traffic stops, everything sent must arrive (bounded wait), and one
-JSON object is printed. Growth: see ``growth`` and docs/benchmarks.md.
+sampled; the files of the bridges' stores, open only while a transfer runs, are counted
+apart (``store_fds``). At the end the traffic stops, everything sent must arrive (bounded
+wait), then no store file may be open any more (``store_fds_end``), and one JSON object is
+printed. Growth: see ``growth`` and docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import argparse
 import hashlib
 import json
 import os
+import re
 import signal
 import statistics
 import struct
@@ -83,13 +86,28 @@ def frame(i: int, side: int) -> bytes:
 # --------------------------------------------------------------------------- sampling
 
 
-def proc_sample(pid: int) -> tuple[float, int]:
-    """(VmRSS in MB, number of open fds) of a live process."""
+# A file of a bridge's file store (``bridge-<key>.files/``): open exactly while a transfer of
+# it runs (or waits out a flap), so it is counted apart from the process's steady fds.
+_STORE_FILE = re.compile(r"\.files/(files|partial|tmp)/")
+
+
+def proc_sample(pid: int) -> tuple[float, int, int]:
+    """(VmRSS in MB, open fds other than store files, open store files) of a live process."""
     rss = 0.0
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
             rss = int(line.split()[1]) / 1024
-    return round(rss, 1), len(os.listdir(f"/proc/{pid}/fd"))
+    fds = store = 0
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:  # closed meanwhile
+            continue
+        if _STORE_FILE.search(target):
+            store += 1
+        else:
+            fds += 1
+    return round(rss, 1), fds, store
 
 
 def growth(samples: list[dict[str, Any]], names: list[str], warmup: float = 0.2,
@@ -139,11 +157,11 @@ async def sampler(procs: dict[str, DaemonProc], samples: list[dict[str, Any]], t
                              "disk_MB": round(disk_use(work) / MB, 1)}
         for name, p in procs.items():
             try:
-                rss, fds = proc_sample(p.process.pid)
+                rss, fds, store = proc_sample(p.process.pid)
             except OSError as exc:
                 report.error(f"sampling {name}: {exc} (process gone? rc={p.process.poll()})")
                 return
-            s[name] = {"rss_MB": rss, "fds": fds}
+            s[name] = {"rss_MB": rss, "fds": fds, "store_fds": store}
         samples.append(s)
         await trio.sleep(every)
 
@@ -289,6 +307,11 @@ async def flapper(frozen: list[DaemonProc], stop: trio.Event, every: float,
         i += 1
 
 
+def _store_fds(procs: dict[str, DaemonProc]) -> dict[str, int]:
+    return {name: proc_sample(p.process.pid)[2] for name, p in procs.items()
+            if p.process.poll() is None}
+
+
 async def settle(pred, timeout: float) -> bool:
     with trio.move_on_after(timeout):
         while not pred():
@@ -357,6 +380,12 @@ async def soak(net: NodeInfo, work: Path, seconds: float, *, flap_every: float,
                     for name, p in procs.items():
                         if p.process.poll() is not None:
                             report.error(f"{name} exited with {p.process.returncode}")
+                    # Every transfer has ended: no store file may still be open.
+                    await settle(lambda: not any(_store_fds(procs).values()), 30)
+                    store_fds_end = _store_fds(procs)
+                    if any(store_fds_end.values()):
+                        report.error(f"store files still open after every transfer ended: "
+                                     f"{store_fds_end}")
                     nursery.cancel_scope.cancel()
             await a.aclose()
             await b.aclose()
@@ -382,6 +411,7 @@ async def soak(net: NodeInfo, work: Path, seconds: float, *, flap_every: float,
         "flaps": report.flaps,
         "frames_or_messages_not_exact": not_exact,
         **growth(samples, list(procs)),
+        "store_fds_end": store_fds_end,
         "error_count": report.error_count,
         "errors": report.errors,
         "samples": samples,
