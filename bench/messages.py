@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import tempfile
 import time
@@ -29,37 +28,10 @@ import trio
 
 from bridge_local.client import open_client
 from bridge_local.protocol import LineDecoder
-from toxbridge.harness import DaemonProc
+from toxbridge.harness import BridgeLocalProc, DaemonProc
 from toxbridge.network import start_bootstrap
 
 from .raw_tox import measure_raw, percentile
-
-
-class BridgeProc:
-    """``python -m bridge_local`` on a daemon's bridge port."""
-
-    def __init__(self, bridge_port: int, data_dir: Path) -> None:
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "bridge_local", "--bridge", f"127.0.0.1:{bridge_port}",
-             "--app-port", "0", "--data-dir", str(data_dir)],
-            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
-            text=True)
-        line = self.process.stdout.readline()
-        if not line.startswith("app "):
-            raise RuntimeError(f"bridge_local did not start: {line!r}")
-        self.port = int(line.rsplit(":", 1)[1])
-
-    def __enter__(self) -> BridgeProc:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(15)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-        self.process.stdout.close()
 
 
 async def _flood(src_port: int, dst_port: int, count: int, tag: str) -> tuple[float, float]:
@@ -161,20 +133,21 @@ def main(argv: list[str] | None = None) -> int:
             with DaemonProc(["--listen"], d / "l.tox", boot.info, verbose=False) as listener, \
                     DaemonProc(["--peer", listener.tox_id], d / "p.tox", boot.info,
                                verbose=False) as peer, \
-                    BridgeProc(listener.port, d / "a") as a, BridgeProc(peer.port, d / "b") as b:
+                    BridgeLocalProc(listener.port, d / "a") as a, \
+                    BridgeLocalProc(peer.port, d / "b") as b:
 
                 async def run() -> None:
                     with trio.fail_after(600):
-                        warm, rtts = await _round_trips(a.port, b.port, args.pings,
+                        warm, rtts = await _round_trips(a.app_port, b.app_port, args.pings,
                                                         args.warmup)
                         result["msg_rtt_p50_ms"] = round(percentile(rtts, 0.5) * 1000, 3)
                         result["msg_rtt_p99_ms"] = round(percentile(rtts, 0.99) * 1000, 3)
                         if warm:
                             result["msg_rtt_warmup_p50_ms"] = round(
                                 percentile(warm, 0.5) * 1000, 3)
-                        average, _ = await _flood(a.port, a.port, args.count, "local")
+                        average, _ = await _flood(a.app_port, a.app_port, args.count, "local")
                         result["local_msgs_per_s"] = round(average)
-                        average, peak = await _flood(a.port, b.port, args.count, "tox")
+                        average, peak = await _flood(a.app_port, b.app_port, args.count, "tox")
                         result["tox_msgs_per_s"] = round(average)
                         result["tox_msgs_peak_per_s"] = round(peak)
 

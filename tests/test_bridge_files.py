@@ -23,7 +23,7 @@ from bridge_local.fileservice import FilesConfig
 from bridge_local.files import (FileProgress, TransferFailed, TransferHandle, download,
                                 send_file, upload)
 from bridge_local.server import BridgeConfig, BridgeServer, serve
-from toxbridge.harness import DaemonProc
+from toxbridge.harness import BridgeLocalProc, DaemonProc
 
 pytestmark = [pytest.mark.tox, pytest.mark.xdist_group("files")]
 
@@ -45,28 +45,6 @@ async def start_bridge(nursery: trio.Nursery, port: int, data_dir: Path,
                        files: FilesConfig = FilesConfig()) -> BridgeServer:
     config = BridgeConfig(bridge_port=port, data_dir=data_dir, reconnect_delay=0.2, files=files)
     return await nursery.start(partial(serve, config, announce=lambda line: None))
-
-
-class BridgeProc:
-    """``python -m bridge_local`` as a subprocess (so that a test can kill -9 it)."""
-
-    def __init__(self, port: int, data_dir: Path) -> None:
-        self.log = open(data_dir.parent / f"{data_dir.name}.log", "a")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "bridge_local", "--bridge", f"127.0.0.1:{port}",
-             "--data-dir", str(data_dir), "-v"],
-            stdout=subprocess.PIPE, stderr=self.log,
-            stdin=subprocess.DEVNULL, text=True)
-        line = self.process.stdout.readline()
-        assert line.startswith("app "), line
-        self.app_port = int(line.rsplit(":", 1)[1])
-
-    def kill(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGKILL)
-        self.process.wait(10)
-        self.process.stdout.close()
-        self.log.close()
 
 
 @pytest.fixture
@@ -242,7 +220,7 @@ async def test_kill_9_of_the_receiving_bridge_half_way_resends_at_most_one_windo
     md5 = random_file(src, size)
     with trio.fail_after(150):
         a = await start_bridge(nursery, pair[0].port, tmp_path / "a")
-        b = BridgeProc(pair[1].port, tmp_path / "b")
+        b = BridgeLocalProc(pair[1].port, tmp_path / "b", tmp_path / "b.log")
         try:
             await a.wait_peer()
             async with open_client(a.app_port, name=names("alice")) as alice:
@@ -251,7 +229,7 @@ async def test_kill_9_of_the_receiving_bridge_half_way_resends_at_most_one_windo
                     ref, _ = await send_file(alice, bob.token, src)
                     await wait_held(bob, ref.fileid, size // 2)
                 b.kill()
-                b = BridgeProc(pair[1].port, tmp_path / "b")
+                b = BridgeLocalProc(pair[1].port, tmp_path / "b", tmp_path / "b.log")
                 async with open_client(b.app_port, name=names("bob")) as bob:
                     await wait_available(bob, ref.fileid)
                     path = await download(bob, ref.fileid, tmp_path / "got")
@@ -272,7 +250,7 @@ async def test_kill_9_of_the_sending_bridge_half_way_resends_at_most_one_window(
     size = 24 * MB
     md5 = random_file(src, size)
     with trio.fail_after(150):
-        a = BridgeProc(pair[0].port, tmp_path / "a")
+        a = BridgeLocalProc(pair[0].port, tmp_path / "a", tmp_path / "a.log")
         b = await start_bridge(nursery, pair[1].port, tmp_path / "b")
         try:
             await b.wait_peer()
@@ -282,7 +260,7 @@ async def test_kill_9_of_the_sending_bridge_half_way_resends_at_most_one_window(
                     ref, _ = await send_file(alice, bob.token, src)
                     await wait_held(bob, ref.fileid, size // 2)
                 a.kill()
-                a = BridgeProc(pair[0].port, tmp_path / "a")
+                a = BridgeLocalProc(pair[0].port, tmp_path / "a", tmp_path / "a.log")
                 await wait_available(bob, ref.fileid)
                 c = (await status(bob, ref.fileid))["counters"]
                 assert c["peer_bytes_received"] - size <= WINDOW_BYTES

@@ -8,44 +8,13 @@ come back), and every message sent meanwhile, both ways, arrives exactly once, i
 
 from __future__ import annotations
 
-import signal
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 import trio
 
 from bridge_local.client import Client, open_client
-from toxbridge.harness import DaemonProc
-from toxbridge.network import die_with_parent
+from toxbridge.harness import BridgeLocalProc, DaemonProc
 
 pytestmark = [pytest.mark.tox, pytest.mark.xdist_group("bridges")]
-
-
-class BridgeProc:
-    """``python -m bridge_local`` on a daemon's bridge port, stopped by its PID."""
-
-    def __init__(self, bridge_port: int, data_dir: Path) -> None:
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "bridge_local", "--bridge", f"127.0.0.1:{bridge_port}",
-             "--app-port", "0", "--data-dir", str(data_dir), "-v"],
-            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
-            text=True, preexec_fn=die_with_parent)
-        line = self.process.stdout.readline()
-        assert line.startswith("app 127.0.0.1:"), line
-        self.port = int(line.rsplit(":", 1)[1])
-
-    def stop(self) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        self.process.stdout.close()
-        return self.process.returncode
 
 
 async def texts_until(client: Client, marker: str, seen: list[dict]) -> list[str]:
@@ -64,18 +33,18 @@ def test_daemon_restart_under_running_bridges_loses_and_repeats_nothing(tox_netw
     listener = DaemonProc(["--listen"], tmp_path / "l.tox", tox_network, verbose=False)
     peer = DaemonProc(["--peer", listener.tox_id], tmp_path / "p.tox", tox_network,
                       verbose=False)
-    bridges: list[BridgeProc] = []
+    bridges: list[BridgeLocalProc] = []
     try:
-        bridges.append(BridgeProc(listener.port, tmp_path / "a"))
-        bridges.append(BridgeProc(peer.port, tmp_path / "b"))
+        bridges.append(BridgeLocalProc(listener.port, tmp_path / "a", tmp_path / "a.log"))
+        bridges.append(BridgeLocalProc(peer.port, tmp_path / "b", tmp_path / "b.log"))
         a, b = bridges
         peer_port = peer.port
 
         async def scenario() -> None:
             nonlocal peer
             with trio.fail_after(180):
-                async with open_client(a.port, name="alice") as alice, \
-                        open_client(b.port, name="bob") as bob:
+                async with open_client(a.app_port, name="alice") as alice, \
+                        open_client(b.app_port, name="bob") as bob:
                     await alice.wait_event(command=301, side="peer", name="bob")
                     assert (await alice.send(bob.token, "before"))["code"] == 201
                     assert (await bob.wait_event(command=2003))["msg"] == "before"

@@ -1,4 +1,5 @@
-"""Real toxbridge daemons in subprocesses, and a small app client for their bridge port.
+"""Real toxbridge daemons (and bridge_local servers) in subprocesses, and a small app
+client for their bridge port.
 
 Used by the tests and the benchmarks; not part of the product's API."""
 
@@ -100,6 +101,54 @@ class DaemonProc:
 
     def signal(self, sig: int) -> None:
         os.kill(self.process.pid, sig)
+
+
+class BridgeLocalProc:
+    """``python -m bridge_local`` on a daemon's bridge port, as its own process (as node was
+    in the source notes, and so that a test can kill -9 it); stopped by its PID. ``log``:
+    a file for its stderr (``-v``), else it is discarded."""
+
+    def __init__(self, bridge_port: int, data_dir: Path, log: Path | None = None) -> None:
+        self._log = open(log, "a") if log is not None else None
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "bridge_local", "--bridge", f"127.0.0.1:{bridge_port}",
+             "--app-port", "0", "--data-dir", str(data_dir), *(["-v"] if log else [])],
+            stdout=subprocess.PIPE, stderr=self._log or subprocess.DEVNULL,
+            stdin=subprocess.DEVNULL, text=True, preexec_fn=die_with_parent)
+        line = self.process.stdout.readline()
+        if not line.startswith("app "):
+            self.kill()
+            raise RuntimeError(f"bridge_local did not start: {line!r}")
+        self.app_port = int(line.rsplit(":", 1)[1])
+
+    def stop(self) -> int:
+        """SIGTERM (it says goodbye to the peer bridge), then SIGKILL after 15 s."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+        return self._close()
+
+    def kill(self) -> int:
+        """kill -9"""
+        if self.process.poll() is None:
+            self.process.kill()
+        return self._close()
+
+    def _close(self) -> int:
+        self.process.wait()
+        self.process.stdout.close()
+        if self._log is not None:
+            self._log.close()
+        return self.process.returncode
+
+    def __enter__(self) -> BridgeLocalProc:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.stop()
 
 
 class App:
