@@ -21,6 +21,17 @@ from .framing import DATA, EVENT, FrameDecoder, decode_event, encode_data
 from .network import NodeInfo, die_with_parent
 
 
+def terminate(process: subprocess.Popen, timeout: float = 15) -> int:
+    """SIGTERM, then SIGKILL if it has not exited after ``timeout`` s; its exit status."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+    return process.wait()
+
+
 class DaemonProc:
     """``python -m toxbridge --listen/--peer ...`` with its announcements parsed."""
 
@@ -78,14 +89,7 @@ class DaemonProc:
                 return line
 
     def stop(self) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        return self.process.returncode
+        return terminate(self.process)
 
     def __enter__(self) -> DaemonProc:
         return self
@@ -123,12 +127,7 @@ class BridgeLocalProc:
 
     def stop(self) -> int:
         """SIGTERM (it says goodbye to the peer bridge), then SIGKILL after 15 s."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
+        terminate(self.process)
         return self._close()
 
     def kill(self) -> int:
