@@ -154,6 +154,8 @@ async def _background(screen: _Screen, job: Callable[..., Awaitable[None]], *arg
         screen.show(f"  ({exc})")
     except OSError as exc:
         screen.show(f"  (error: {exc})")
+    except EOFError:  # the events task reports it and ends the chat
+        pass
 
 
 async def _find(client: Client, directory: _Directory, spec: str) -> str | None:
