@@ -136,7 +136,7 @@ async def _chat(listener: DaemonProc, peer: DaemonProc, t0: float, workdir: Path
 
 async def _file(alice, bob, bob_token: str, workdir: Path, mb: float) -> bool:
     """alice → bob: a random file over the three hops, with progress bars; md5 compared."""
-    from bridge_local.files import ProgressBar, download, send_file
+    from bridge_local.files import ProgressBar, download, file_ref, send_file
 
     src = workdir / "demo-file.bin"
     size = max(1, int(mb * 1e6))
@@ -158,18 +158,10 @@ async def _file(alice, bob, bob_token: str, workdir: Path, mb: float) -> bool:
          f"{time.monotonic() - t:.1f} s after alice began")
     with ProgressBar("  bob downloads from his bridge") as bar:
         got = await download(bob, ref.fileid, workdir / "bob-downloads", on_event=bar)
-    same = await trio.to_thread.run_sync(_md5, got) == ref.md5 == available["md5"]
+    same = (await trio.to_thread.run_sync(file_ref, got)).md5 == ref.md5 == available["md5"]
     _say(f"  bob saved {got.name}: md5 {'equal' if same else 'DIFFERENT'} "
          f"({size / 1e6 / (time.monotonic() - t):.1f} MB/s over the three hops)")
     return same
-
-
-def _md5(path: Path) -> str:
-    h = hashlib.md5()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()
 
 
 def run_demo(mb: float = 20) -> int:
