@@ -308,8 +308,14 @@ async def flapper(frozen: list[DaemonProc], stop: trio.Event, every: float,
 
 
 def _store_fds(procs: dict[str, DaemonProc]) -> dict[str, int]:
-    return {name: proc_sample(p.process.pid)[2] for name, p in procs.items()
-            if p.process.poll() is None}
+    """Open store files per live process (one that died meanwhile is reported elsewhere)."""
+    counts = {}
+    for name, p in procs.items():
+        try:
+            counts[name] = proc_sample(p.process.pid)[2]
+        except OSError:
+            pass
+    return counts
 
 
 async def settle(pred, timeout: float) -> bool:
