@@ -21,8 +21,8 @@ from pathlib import Path
 import trio
 
 from toxbridge.framing import DATA, EVENT, FrameDecoder, decode_event, encode_data
-from toxbridge.harness import App, DaemonProc
-from toxbridge.network import NodeInfo, start_bootstrap
+from toxbridge.testing import App, DaemonProc, start_bootstrap
+from toxbridge.network import NodeInfo
 
 from .raw_tox import MB, measure_raw, percentile
 

@@ -21,8 +21,7 @@ import trio
 
 from bridge_local.client import open_client
 from bridge_local.files import download, send_file
-from toxbridge.harness import DaemonProc
-from toxbridge.network import start_bootstrap
+from toxbridge.testing import DaemonProc, start_bootstrap
 
 from .channel import peak_rss_mb
 from .raw_tox import MB, measure_raw, percentile

@@ -28,8 +28,7 @@ import trio
 
 from bridge_local.client import open_client
 from bridge_local.protocol import LineDecoder
-from toxbridge.harness import BridgeLocalProc, DaemonProc
-from toxbridge.network import start_bootstrap
+from toxbridge.testing import BridgeLocalProc, DaemonProc, start_bootstrap
 
 from .raw_tox import measure_raw, percentile
 

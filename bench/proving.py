@@ -29,8 +29,8 @@ from bridge_local.client import BridgeError, Client, open_client
 from bridge_local.files import download, send_file
 from bridge_local.server import BridgeConfig, serve
 from toxbridge.framing import DATA, EVENT, decode_event, encode_data
-from toxbridge.harness import App, DaemonProc
-from toxbridge.network import NodeInfo, start_bootstrap
+from toxbridge.testing import App, DaemonProc, start_bootstrap
+from toxbridge.network import NodeInfo
 
 __all__ = ["flaps", "load", "FLAP_SECONDS", "TOX_FRIEND_TIMEOUT"]
 

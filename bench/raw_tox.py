@@ -14,8 +14,9 @@ import statistics
 import sys
 import time
 
-from toxbridge.network import NodeInfo, start_bootstrap
-from toxbridge.rawpeer import RawPeer
+from toxbridge.network import NodeInfo
+from toxbridge.testing import start_bootstrap
+from toxbridge.testing.rawpeer import RawPeer
 
 PACKET = 1373
 MB = 1_000_000

@@ -26,7 +26,7 @@ from typing import Any
 
 import trio
 
-from toxbridge.harness import App, DaemonProc, random_frames, stream_frames
+from toxbridge.testing import App, DaemonProc, random_frames, stream_frames
 
 PARTS = ("nat", "flaps", "load", "fuzz", "strangers", "soak")
 ROOT = Path(__file__).resolve().parent.parent
@@ -49,9 +49,9 @@ def _links(app: App) -> list[str]:
 
 
 async def _shape(shape: str, work: Path, mb: int) -> dict[str, Any]:
-    """Two daemons behind two NAT routers (toxbridge.netns); the link type the apps were
+    """Two daemons behind two NAT routers (toxbridge.testing.netns); the link type the apps were
     last told once the link settles, and whether ``mb`` MB went both ways intact."""
-    from toxbridge.netns import Topology
+    from toxbridge.testing.netns import Topology
 
     extra = ["--no-udp"] if shape == "no_udp" else []
     out: dict[str, Any] = {"shape": shape}
@@ -90,7 +90,7 @@ async def _shape(shape: str, work: Path, mb: int) -> dict[str, Any]:
 
 
 def part_nat(args: argparse.Namespace, work: Path) -> dict[str, Any]:
-    from toxbridge.netns import unavailable
+    from toxbridge.testing.netns import unavailable
 
     why = unavailable()
     if why is not None:

@@ -35,8 +35,8 @@ import trio
 from bridge_local.client import BridgeError, Client, open_client
 from bridge_local.files import download, send_file
 from toxbridge.framing import DATA, EVENT, decode_event, encode_data
-from toxbridge.harness import App, DaemonProc
-from toxbridge.network import NodeInfo, start_bootstrap
+from toxbridge.testing import App, DaemonProc, start_bootstrap
+from toxbridge.network import NodeInfo
 
 MB = 1024 * 1024
 MAX_ERRORS = 50  # kept in the report; more are only counted

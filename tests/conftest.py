@@ -7,7 +7,8 @@ import time
 
 import pytest
 
-from toxbridge.network import NodeInfo, loopback_options, start_bootstrap
+from toxbridge.network import NodeInfo, loopback_options
+from toxbridge.testing import start_bootstrap
 from toxbridge.tox import Connection, Tox
 
 

@@ -23,7 +23,7 @@ from bridge_local.fileservice import FilesConfig
 from bridge_local.files import (FileProgress, TransferFailed, TransferHandle, download,
                                 send_file, upload)
 from bridge_local.server import BridgeConfig, BridgeServer, serve
-from toxbridge.harness import BridgeLocalProc, DaemonProc
+from toxbridge.testing import BridgeLocalProc, DaemonProc
 
 pytestmark = [pytest.mark.tox, pytest.mark.xdist_group("files")]
 

@@ -19,7 +19,7 @@ import trio
 
 from bridge_local.client import BridgeError, open_client
 from bridge_local.server import BridgeConfig, BridgeServer, serve
-from toxbridge.harness import DaemonProc
+from toxbridge.testing import DaemonProc
 
 pytestmark = [pytest.mark.tox, pytest.mark.xdist_group("bridges")]
 

@@ -12,7 +12,7 @@ import pytest
 import trio
 
 from bridge_local.client import Client, open_client
-from toxbridge.harness import BridgeLocalProc, DaemonProc
+from toxbridge.testing import BridgeLocalProc, DaemonProc
 
 pytestmark = [pytest.mark.tox, pytest.mark.xdist_group("bridges")]
 

@@ -13,7 +13,7 @@ import trio
 from toxbridge.tox import load_profile, save_profile
 
 from .conftest import iterate_until, new_tox
-from toxbridge.harness import App, DaemonProc, random_frames, stream_frames
+from toxbridge.testing import App, DaemonProc, random_frames, stream_frames
 
 
 

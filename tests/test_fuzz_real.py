@@ -28,7 +28,7 @@ from bridge_local.protocol import ErrorCode, LineDecoder
 from bridge_local.server import BridgeConfig, serve
 from toxbridge.errors import RemoteProtocolError
 from toxbridge.framing import DATA, FrameDecoder, encode_data
-from toxbridge.harness import App, DaemonProc
+from toxbridge.testing import App, DaemonProc
 
 from .test_fuzz import hostile_line, mutate
 

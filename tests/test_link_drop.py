@@ -14,7 +14,7 @@ import trio
 
 from toxbridge.framing import encode_data
 
-from toxbridge.harness import App, DaemonProc
+from toxbridge.testing import App, DaemonProc
 
 # Its own daemons and its own xdist group: it freezes a daemon for 35 s, so it runs
 # beside the other daemon tests instead of after them.

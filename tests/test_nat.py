@@ -1,5 +1,5 @@
 """Real network shapes (issue 6, item 1): two daemons on two private hosts behind two
-Linux NAT routers, in network namespaces made and removed by the test (toxbridge.netns),
+Linux NAT routers, in network namespaces made and removed by the test (toxbridge.testing.netns),
 with tox-bootstrapd (TCP relay) and four extra DHT nodes on the "public" segment.
 
 - cone NAT: the peers hole-punch and end on direct UDP;
@@ -25,8 +25,8 @@ import trio
 
 from bridge_local.client import client_on
 from bridge_local.files import download, send_file
-from toxbridge.harness import App, DaemonProc, random_frames, stream_frames
-from toxbridge.netns import Topology, unavailable
+from toxbridge.testing import App, DaemonProc, random_frames, stream_frames
+from toxbridge.testing.netns import Topology, unavailable
 
 pytestmark = [pytest.mark.tox, pytest.mark.xdist_group("netns")]
 

@@ -10,7 +10,7 @@ import pytest
 import trio
 
 from bridge_local.client import open_client
-from toxbridge.harness import DaemonProc
+from toxbridge.testing import DaemonProc
 
 pytestmark = [pytest.mark.tox, pytest.mark.xdist_group("node")]
 

@@ -16,7 +16,7 @@ import pytest
 import trio
 
 from toxbridge.config import Config
-from toxbridge.harness import App, DaemonProc
+from toxbridge.testing import App, DaemonProc
 from toxbridge.network import NodeInfo, loopback_options
 from toxbridge.tox import Connection, Tox, ToxOptions, load_profile, save_profile
 

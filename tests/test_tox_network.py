@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from toxbridge.rawpeer import RawPeer
+from toxbridge.testing.rawpeer import RawPeer
 from toxbridge.tox import Connection, MessageType
 
 from .conftest import iterate_until

@@ -49,7 +49,7 @@ def _bootstrap_node(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from .demo import run_demo
+    from .testing.demo import run_demo
 
     return run_demo(mb=args.mb)
 

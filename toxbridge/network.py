@@ -1,7 +1,9 @@
-"""A private Tox network on 127.0.0.1, for tests, benchmarks and the demo.
+"""Tox nodes and options: ``NodeInfo`` (HOST:PORT:KEY), the options every Tox of ours
+gets (LAN discovery and IPv6 off), and the bootstrap nodes ``toxbridge bootstrap-node``
+runs (a Python Tox that only iterates, or ``tox-bootstrapd`` with a private config).
 
-Never bootstraps to a public node. Every Tox built here has LAN discovery and IPv6
-off: LAN discovery broadcasts on the machine's real interfaces.
+Never bootstraps to a public node. LAN discovery is off because it broadcasts on the
+machine's real interfaces. ``toxbridge.testing.privnet`` builds private networks on these.
 """
 
 from __future__ import annotations
@@ -9,7 +11,6 @@ from __future__ import annotations
 import ctypes
 import dataclasses
 import logging
-import os
 import re
 import shutil
 import signal
@@ -29,7 +30,6 @@ __all__ = [
     "loopback_options",
     "BootstrapNode",
     "BootstrapDaemon",
-    "start_bootstrap",
     "free_port",
     "die_with_parent",
     "write_bootstrapd_config",
@@ -251,11 +251,3 @@ class BootstrapDaemon:
 
     def __exit__(self, *exc_info) -> None:
         self.stop()
-
-
-def start_bootstrap(prefer_daemon: bool = True) -> BootstrapDaemon | BootstrapNode:
-    """Start a bootstrap node for a private network: tox-bootstrapd when installed
-    (it is also a TCP relay), else a Python Tox node. Call ``stop()`` when done."""
-    if prefer_daemon and shutil.which("tox-bootstrapd") and not os.environ.get("TOXBRIDGE_PY_BOOTSTRAP"):
-        return BootstrapDaemon().start()
-    return BootstrapNode().start()

@@ -19,8 +19,8 @@ from collections import deque
 from dataclasses import dataclass
 from multiprocessing.connection import Connection as _Pipe
 
-from .network import NodeInfo, loopback_options
-from .tox import Connection, Tox
+from ..network import NodeInfo, loopback_options
+from ..tox import Connection, Tox
 
 __all__ = ["RawPeer", "StreamReport", "pattern", "STREAM_ID", "PING_ID", "PONG_ID"]
 
@@ -214,7 +214,7 @@ class RawPeer:
         # A plain subprocess (not multiprocessing): works from any script or test runner.
         ours, theirs = socket.socketpair()
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "toxbridge.rawpeer", str(theirs.fileno()), str(bootstrap),
+            [sys.executable, "-m", "toxbridge.testing.rawpeer", str(theirs.fileno()), str(bootstrap),
              json.dumps(options)],
             pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL,
         )
@@ -274,7 +274,7 @@ class RawPeer:
 
 
 if __name__ == "__main__":
-    # Import ourselves by name so that pickled results name toxbridge.rawpeer, not __main__.
-    from toxbridge.rawpeer import _child_main as main
+    # Import ourselves by name so that pickled results name toxbridge.testing.rawpeer, not __main__.
+    from toxbridge.testing.rawpeer import _child_main as main
 
     main(sys.argv[1:])

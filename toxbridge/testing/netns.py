@@ -35,7 +35,7 @@ import threading
 import time
 from pathlib import Path
 
-from .network import NodeInfo, die_with_parent, write_bootstrapd_config
+from ..network import NodeInfo, die_with_parent, write_bootstrapd_config
 
 __all__ = ["Topology", "unavailable", "SHAPES", "PUBLIC_IP"]
 
@@ -270,7 +270,7 @@ class Topology:
     def _start_dht_nodes(self, timeout: float) -> None:
         if not self._dht_count:
             return
-        proc = self._spawn("pub", [sys.executable, "-m", "toxbridge.netns", "dht-nodes",
+        proc = self._spawn("pub", [sys.executable, "-m", "toxbridge.testing.netns", "dht-nodes",
                                    str(self._dht_count), str(self.bootstrap)])
         found = self._read_until(proc, r"^NODE (\S+)", r"^END$", timeout)
         self.dht = [NodeInfo.parse(m.group(1)) for m in found]
@@ -329,8 +329,8 @@ def _dht_nodes(count: int, bootstrap: str) -> int:
     """Run ``count`` DHT nodes in this process (one thread) until SIGTERM: each
     bootstraps from ``bootstrap`` and from the others. Prints ``NODE HOST:PORT:KEY`` per
     node (HOST: the public address), then ``END``."""
-    from .network import loopback_options
-    from .tox import Tox
+    from ..network import loopback_options
+    from ..tox import Tox
 
     main = NodeInfo.parse(bootstrap)
     stop = threading.Event()
@@ -359,5 +359,5 @@ def _dht_nodes(count: int, bootstrap: str) -> int:
 if __name__ == "__main__":
     if len(sys.argv) == 4 and sys.argv[1] == "dht-nodes":
         sys.exit(_dht_nodes(int(sys.argv[2]), sys.argv[3]))
-    print("usage: python -m toxbridge.netns dht-nodes COUNT HOST:PORT:KEY", file=sys.stderr)
+    print("usage: python -m toxbridge.testing.netns dht-nodes COUNT HOST:PORT:KEY", file=sys.stderr)
     sys.exit(2)

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import trio
 
-from .framing import DATA, EVENT, FrameDecoder, decode_event, encode_data
-from .network import NodeInfo, die_with_parent
+from ..framing import DATA, EVENT, FrameDecoder, decode_event, encode_data
+from ..network import NodeInfo, die_with_parent
 
 
 def terminate(process: subprocess.Popen, timeout: float = 15) -> int:

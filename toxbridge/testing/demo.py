@@ -21,9 +21,9 @@ from pathlib import Path
 
 import trio
 
-from .framing import encode_data
+from ..framing import encode_data
 from .harness import App, DaemonProc
-from .network import start_bootstrap
+from .privnet import start_bootstrap
 
 FRAME = 1024
 
