@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from . import wire
-from .chunkmap import ChunkMap
+from .transfer.chunkmap import ChunkMap
 from .filenotices import PendingNotices
 from .filestore import (
     ChecksumMismatch,

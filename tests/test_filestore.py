@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from bridge_local.chunkmap import ChunkMap, chunk_count
+from bridge_local.transfer.chunkmap import ChunkMap, chunk_count
 from bridge_local.filestore import (
     ChecksumMismatch,
     FileBusy,

@@ -36,7 +36,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bridge_local import wire
-from bridge_local.chunkmap import ChunkMap, ChunkMapError, chunk_count, from_wire, to_wire
+from bridge_local.transfer.chunkmap import ChunkMap, ChunkMapError, chunk_count, from_wire, to_wire
 from bridge_local.core import BridgeCore
 from bridge_local.fileservice import FilesConfig, FileService
 from bridge_local.filestore import FileStore, StoreError, display_name

@@ -14,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bridge_local.chunkmap import (
+from bridge_local.transfer.chunkmap import (
     ChunkMap,
     ChunkMapError,
     chunk_count,

@@ -40,20 +40,16 @@ errors: they are counted (:meth:`statistics`) and ignored or answered again.
 The shell loop: :meth:`receive` each message from the peer, handle :meth:`events`, send
 :meth:`data_to_send`, and call :meth:`handle_timeout` at :meth:`next_deadline`.
 
-The code: :mod:`~bridge_local.transfer_types` (limits, codes, states, errors, events),
-:mod:`~bridge_local.transfer_codec` (fields, offers, the JSON form),
-:mod:`~bridge_local.transfer_base`, :mod:`~bridge_local.transfer_sender`,
-:mod:`~bridge_local.transfer_receiver` (the machines), and here the :class:`TransferTable`;
-every public name is importable from here.
+The modules: ``types`` (limits, codes, states, errors, events), ``codec`` (fields, offers,
+the JSON form), ``chunkmap`` (which chunks are held, and its wire form), ``base``,
+``sender`` and ``receiver`` (the machines), ``table`` (:class:`TransferTable`); every public
+name is importable from here. Pure: it may import ``bridge_local.protocol`` (command ids)
+and ``toxbridge.errors``, nothing else of the project.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import Any
-
-from .transfer_base import _Transfer
-from .transfer_codec import (
+from .codec import (
     Offer,
     choose_chunk_size,
     file_info_reply,
@@ -63,9 +59,10 @@ from .transfer_codec import (
     task_of,
     to_json,
 )
-from .transfer_receiver import Receiver
-from .transfer_sender import Sender
-from .transfer_types import (
+from .receiver import Receiver
+from .sender import Sender
+from .table import TransferTable
+from .types import (
     DEFAULT_CHUNK_SIZE,
     DEFAULT_RTO,
     DEFAULT_WINDOW,
@@ -138,55 +135,3 @@ __all__ = [
 
 
 # --------------------------------------------------------------------------- table
-
-
-class TransferTable:
-    """The transfers of one peer (one client connection, or the peer bridge), by taskid.
-
-    Bounded: at most ``max_transfers`` at once. Task ids are the peer's and may collide with
-    another peer's, so keep one table per peer.
-    """
-
-    def __init__(self, max_transfers: int = 64) -> None:
-        if max_transfers < 1:
-            raise ValueError("max_transfers must be at least 1")
-        self.max_transfers = max_transfers
-        self._by_task: dict[tuple[type, int | str], _Transfer] = {}
-
-    def add(self, transfer: _Transfer) -> None:
-        """Raises :class:`TransferUsageError` when the table is full or the taskid in use."""
-        key = (type(transfer.taskid), transfer.taskid)
-        if key in self._by_task:
-            raise TransferUsageError(f"task {transfer.taskid!r} is already running")
-        if len(self._by_task) >= self.max_transfers:
-            raise TransferUsageError(f"at most {self.max_transfers} transfers at once")
-        self._by_task[key] = transfer
-
-    def get(self, taskid: int | str) -> _Transfer | None:
-        return self._by_task.get((type(taskid), taskid))
-
-    def route(self, message: Any) -> _Transfer:
-        """The transfer a message is for. Raises :class:`TransferProtocolError`:
-        ``BAD_MESSAGE`` without a valid taskid, :class:`UnknownTask` for an unknown one."""
-        taskid = task_of(message)
-        transfer = self.get(taskid)
-        if transfer is None:
-            raise UnknownTask(TransferCode.UNKNOWN_TASK, f"no transfer {taskid!r}", taskid)
-        return transfer
-
-    def remove(self, taskid: int | str) -> None:
-        self._by_task.pop((type(taskid), taskid), None)
-
-    def __len__(self) -> int:
-        return len(self._by_task)
-
-    def __iter__(self) -> Iterator[_Transfer]:
-        return iter(list(self._by_task.values()))
-
-    def next_deadline(self) -> float | None:
-        deadlines = [d for t in self._by_task.values() if (d := t.next_deadline()) is not None]
-        return min(deadlines, default=None)
-
-    def handle_timeouts(self, now: float) -> None:
-        for transfer in list(self._by_task.values()):
-            transfer.handle_timeout(now)

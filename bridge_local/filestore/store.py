@@ -1,28 +1,5 @@
-"""The bridge's file store: complete files and resumable partial files, by ``fileid``.
+"""FileStore: the index of complete and partial files, the quota, the clean-up at start."""
 
-Layout under the data directory ``root`` (created 0700)::
-
-    files/<key>.data      a complete, verified file (never written again)
-    files/<key>.json      its record: fileid, filesize, md5, display name
-    partial/<key>.part    a file being received, preallocated to its full size
-    partial/<key>.journal its chunk journal (:mod:`bridge_local.filestore_journal`)
-    tmp/                  files being written before an atomic rename; emptied at start
-
-``key`` is the sha256 of the fileid, so no name from the wire ever becomes a path: a fileid
-or file name like ``../../etc/passwd``, ``/abs``, one holding NUL bytes or 10 KB long lands
-in the same fixed-shape paths. File names are kept for display only
-(:func:`display_name`).
-
-The journal that makes partial files crash-safe is described in
-:mod:`bridge_local.filestore_journal`; partial files and readers are in
-:mod:`bridge_local.filestore_partial`, the errors in :mod:`bridge_local.filestore_errors`;
-every public name is importable from here.
-
-Limits: ``max_file_size`` per file and ``max_total_size`` for the store (complete files plus
-the full size of every partial file, reserved when it is opened). Going over either, or the
-disk filling up (``ENOSPC``/``EDQUOT``), raises a :class:`StoreError` and leaves the store as
-it was: a chunk whose write failed is simply not held.
-"""
 
 from __future__ import annotations
 
@@ -34,8 +11,8 @@ import zlib
 from pathlib import Path
 from typing import Any
 
-from .chunkmap import ChunkMap, chunk_count
-from .filestore_errors import (
+from ..transfer.chunkmap import ChunkMap, chunk_count
+from .errors import (
     ChecksumMismatch,
     FileBusy,
     FileConflict,
@@ -47,7 +24,7 @@ from .filestore_errors import (
     StoreIOError,
     _os_error,
 )
-from .filestore_journal import (
+from .journal import (
     MAX_FILEID_LENGTH,
     _DISCARD,
     _HEADER,
@@ -63,28 +40,9 @@ from .filestore_journal import (
     _write_all,
     display_name,
 )
-from .filestore_partial import FileReader, PartialFile
-from .transfer import DEFAULT_CHUNK_SIZE, FileState, choose_chunk_size
+from .partial import FileReader, PartialFile
+from ..transfer import DEFAULT_CHUNK_SIZE, FileState, choose_chunk_size
 
-__all__ = [
-    "DEFAULT_FSYNC_INTERVAL",
-    "DEFAULT_MAX_FILE_SIZE",
-    "DEFAULT_MAX_TOTAL_SIZE",
-    "ChecksumMismatch",
-    "FileBusy",
-    "FileConflict",
-    "FileNotFound",
-    "FileReader",
-    "FileStore",
-    "FileTooLarge",
-    "InvalidFileId",
-    "PartialFile",
-    "StoreError",
-    "StoreFull",
-    "StoreIOError",
-    "StoredFile",
-    "display_name",
-]
 
 DEFAULT_MAX_FILE_SIZE = 4 * 1024**3
 DEFAULT_MAX_TOTAL_SIZE = 64 * 1024**3
@@ -368,6 +326,9 @@ class FileStore:
         if chunk_count(journal.filesize, journal.chunk_size) >= _DISCARD:
             return None
         return journal, data[journal.header_size :]
+
+    def _closed(self, key: str) -> None:
+        self._open.pop(key, None)
 
     def _remove_partial(self, key: str) -> None:
         self._open.pop(key, None)

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .filestore_errors import InvalidFileId
+from .errors import InvalidFileId
 
 MAX_FILEID_LENGTH = 4096
 

@@ -6,9 +6,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from .chunkmap import ChunkMap, chunk_count
-from .protocol import CommandId
-from .transfer_base import _Transfer
-from .transfer_codec import (
+from ..protocol import CommandId
+from .base import _Transfer
+from .codec import (
     Offer,
     _check_chunk_size,
     _data,
@@ -19,7 +19,7 @@ from .transfer_codec import (
     choose_chunk_size,
     parse_offer,
 )
-from .transfer_types import (
+from .types import (
     DEFAULT_CHUNK_SIZE,
     DEFAULT_MAX_PENDING,
     DEFAULT_MAX_REPAIRS,

@@ -8,10 +8,10 @@ from dataclasses import replace
 from typing import Any
 
 from .chunkmap import ChunkMap, ChunkMapError, from_wire
-from .protocol import CommandId
-from .transfer_base import _Transfer
-from .transfer_codec import Offer, _check_chunk_size, _fail, _int, _range, _str, parse_offer
-from .transfer_types import (
+from ..protocol import CommandId
+from .base import _Transfer
+from .codec import Offer, _check_chunk_size, _fail, _int, _range, _str, parse_offer
+from .types import (
     DEFAULT_RTO,
     DEFAULT_WINDOW,
     MAX_CHUNK_SIZE,

@@ -8,11 +8,11 @@ import hashlib
 import os
 import zlib
 from array import array
-from typing import TYPE_CHECKING
+from typing import Protocol
 
-from .chunkmap import ChunkMap, chunk_count
-from .filestore_errors import ChecksumMismatch, FileNotFound, StoreError, _os_error
-from .filestore_journal import (
+from ..transfer.chunkmap import ChunkMap, chunk_count
+from .errors import ChecksumMismatch, FileNotFound, StoreError, _os_error
+from .journal import (
     _DISCARD,
     _EMPTY_MD5,
     _RECORD,
@@ -24,8 +24,18 @@ from .filestore_journal import (
     _write_all,
 )
 
-if TYPE_CHECKING:
-    from .filestore import FileStore  # which opens partial files: no import cycle at run time
+class PartialOwner(Protocol):
+    """What a partial file needs of the store that opened it (``FileStore``): its settings,
+    and to be told when the file completes, is discarded or closes."""
+
+    fsync_interval: int | None
+    verify_on_finish: bool
+
+    def _complete(self, partial: PartialFile) -> StoredFile: ...
+
+    def _remove_partial(self, key: str) -> None: ...
+
+    def _closed(self, key: str) -> None: ...
 
 
 # --------------------------------------------------------------------------- partial files
@@ -40,7 +50,7 @@ class PartialFile:
     """
 
     def __init__(
-        self, store: FileStore, key: str, journal: _Journal, part_fd: int, journal_fd: int
+        self, store: PartialOwner, key: str, journal: _Journal, part_fd: int, journal_fd: int
     ) -> None:
         self._store = store
         self._key = key
@@ -228,7 +238,7 @@ class PartialFile:
                 os.close(fd)
             except OSError:
                 pass
-        self._store._open.pop(self._key, None)
+        self._store._closed(self._key)
 
     def __enter__(self) -> PartialFile:
         return self

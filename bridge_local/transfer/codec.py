@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from .chunkmap import chunk_count
-from .protocol import CommandId
-from .transfer_types import (
+from ..protocol import CommandId
+from .types import (
     DEFAULT_CHUNK_SIZE,
     MAX_CHUNKS,
     MAX_CHUNK_SIZE,

@@ -10,7 +10,7 @@ from typing import Any
 
 from toxbridge.errors import LocalProtocolError, RemoteProtocolError
 
-from .protocol import CommandId
+from ..protocol import CommandId
 
 DEFAULT_CHUNK_SIZE = 64 * 1024
 MAX_CHUNK_SIZE = 512 * 1024

@@ -8,9 +8,9 @@ from dataclasses import replace
 from typing import Any
 
 from .chunkmap import ChunkMap, to_wire
-from .protocol import CommandId
-from .transfer_codec import _check_taskid, _fail, _int, _same_task, _str
-from .transfer_types import (
+from ..protocol import CommandId
+from .codec import _check_taskid, _fail, _int, _same_task, _str
+from .types import (
     MAX_FILE_SIZE,
     MAX_MESSAGE_LENGTH,
     _FINAL,

@@ -8,7 +8,7 @@ import os
 
 from toxbridge.errors import ToxbridgeError
 
-from .transfer import TransferCode
+from ..transfer import TransferCode
 
 
 # --------------------------------------------------------------------------- errors
