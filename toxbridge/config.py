@@ -39,6 +39,8 @@ class Config:
     idle_period: float = 0.02  # loop period after a quiet second (toxcore asks 50 ms)
     udp_grace: float = 2.0  # hold data this long on a new TCP link while UDP may come up
     max_pending_requests: int = 64  # strangers remembered (for logging), then dropped
+    bootstrap_retry: float = 5.0  # s to the first bootstrap retry without a DHT connection
+    bootstrap_retry_max: float = 60.0  # the retry interval doubles up to this
     extra: dict = field(default_factory=dict, compare=False)
 
 

@@ -25,12 +25,13 @@ import time
 from collections import deque
 from typing import Callable
 
+from .bootstrap import RetrySchedule, add_nodes, describe_refusals
 from .config import Config, request_allowed, request_message
 from .crawl import CrawlWatch
 from .framing import DATA
 from .link import ChannelOpen, Link, LinkState, PeerHello, VersionMismatch
 from .network import loopback_options
-from .errors import ProtocolError
+from .errors import ConfigError, ProtocolError
 from .tox import Connection, FriendAddError, Tox, ToxOptions, load_profile, save_profile
 
 __all__ = ["FrameQueue", "ToxLoop", "PeerState"]
@@ -105,6 +106,7 @@ class ToxLoop(threading.Thread):
         self._stopping = threading.Event()
         self.link = self._new_link()
         self.friend: int | None = None
+        self._retry = RetrySchedule(time.monotonic(), config.bootstrap_retry, config.bootstrap_retry_max)
         self.tox = self._open_tox()
         self.address = self.tox.address
         self._strangers: deque[bytes] = deque(maxlen=config.max_pending_requests)
@@ -129,16 +131,19 @@ class ToxLoop(threading.Thread):
         else:
             options = loopback_options(udp=c.udp, savedata=savedata, start_port=0, end_port=0)
         tox = Tox(options)
-        for node in c.bootstrap:
-            tox.bootstrap(node.host, node.port, node.public_key)
-            if node.tcp_port:
-                tox.add_tcp_relay(node.host, node.tcp_port, node.public_key)
-        for relay in c.tcp_relays:
-            tox.add_tcp_relay(relay.host, relay.port, relay.public_key)
+        usable, refused = add_nodes(tox, c.bootstrap, c.tcp_relays)
+        for r in refused:
+            log.warning("skipping the %s: toxcore refused it (%s: a host name that does not "
+                        "resolve, or an address family that is off)", r, r.error)
+        if refused and not usable:
+            tox.close()
+            raise ConfigError(f"no usable bootstrap node: toxcore refused each one: "
+                              f"{describe_refusals(refused)}; check the hosts in --bootstrap/"
+                              f"--nodes/--tcp-relay, and this machine's DNS")
         tox.on_friend_request = self._on_friend_request
         tox.on_friend_connection_status = self._on_friend_connection
         tox.on_friend_lossless_packet = self._on_packet
-        tox.on_self_connection_status = lambda s: log.info("Tox network: %s", s.name)
+        tox.on_self_connection_status = self._on_self_connection
         if c.mode == "peer":
             # As the notes say: keep only our identity, then ask the listener afresh.
             for friend in tox.friend_list():
@@ -162,6 +167,16 @@ class ToxLoop(threading.Thread):
         return tox
 
     # -- callbacks (inside iterate) ---------------------------------------------------
+
+    def _on_self_connection(self, status: Connection) -> None:
+        now = time.monotonic()
+        took = self._retry.connection(status != Connection.NONE, now)
+        if took is not None:
+            log.info("connected to the Tox network (DHT, %s) after %.1f s", status.name, took)
+        elif status == Connection.NONE:
+            log.warning("lost the connection to the Tox network; retrying bootstrap")
+        else:
+            log.info("Tox network connection is now %s", status.name)
 
     def _on_friend_request(self, key: bytes, message: bytes) -> None:
         if self.config.mode != "listen" or not request_allowed(self.config, key, message):
@@ -315,6 +330,7 @@ class ToxLoop(threading.Thread):
                           len(outbound), len(inbound), self.statistics())
             link = self.link
             self._received = False
+            self._bootstrap_again()
             moved = self._pump(link, outbound, inbound)
             tox.iterate()
             moved |= self._pump(link, outbound, inbound)
@@ -329,6 +345,22 @@ class ToxLoop(threading.Thread):
                 period = min(tox.iteration_interval(), self.config.idle_period)
             if self.wake.wait(period):
                 self.wake.clear()
+
+    def _bootstrap_again(self) -> None:
+        """While there is no DHT connection, hand toxcore the nodes again now and then:
+        toxcore forgets a bootstrap node or relay that did not answer (one that was down
+        at our start, or a network that came up late)."""
+        now = time.monotonic()
+        if self._retry.overdue(now):
+            log.warning("no connection to the Tox network after %.0f s; still retrying the "
+                        "bootstrap nodes (check the network, or --bootstrap/--nodes)",
+                        self._retry.warn_after)
+        if not self._retry.due(now):
+            return
+        self._retry.tried(now)
+        usable, _ = add_nodes(self.tox, self.config.bootstrap, self.config.tcp_relays)
+        log.debug("bootstrap retry %d: %d nodes handed to toxcore; next in %.0f s",
+                  self._retry.attempts, usable, self._retry.next_retry() - now)
 
     def _pump(self, link: Link, outbound: FrameQueue, inbound: FrameQueue) -> bool:
         """Move frames app->link and link->app, and packets link->toxcore. Returns
