@@ -1,47 +1,103 @@
-"""The command line: bad arguments give exit status 2 and one clear line, never a traceback;
-`toxbridge id` prints a profile's Tox ID; the bundled public nodes list parses. Nothing here
-starts a Tox network (node mode is exercised by test_daemon.py)."""
+"""The command line: every user error (bad flags, a bad config, a corrupt or wrongly
+encrypted profile, a port in use) is one line and exit status 2, never a traceback (``-v``
+shows it); ``toxbridge --help`` lists every command in one line each; ``toxbridge id``
+prints a profile's Tox ID; the bundled public nodes list parses. No Tox network here: a
+node run below fails before it would bootstrap, or bootstraps toward 127.0.0.1 only (no
+bootstrap in this file, and none from the bundled list: test_bootstrap.py covers bad nodes)."""
 
 from __future__ import annotations
 
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+
 import pytest
 
-from toxbridge.cli import BUNDLED_NODES, _read_nodes, main
+from toxbridge.cli import COMMANDS, main
 from toxbridge.network import loopback_options
+from toxbridge.nodeargs import BUNDLED_DATE, BUNDLED_NODES, read_nodes
 from toxbridge.tox import Tox, save_profile
 
 NODE = "127.0.0.1:33445:" + "AB" * 32
 PEER_ID = "CD" * 38
+LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ \S+ (DEBUG|INFO|WARNING|ERROR) ")
+ALL_COMMANDS = ("chat", "send-file", "get-file", "status", "peers", "config", "id", "bootstrap-node", "demo")
+
+
+def run(argv: list[str]) -> int:
+    try:
+        return main(argv)
+    except SystemExit as exc:  # argparse exits; our own errors return
+        return exc.code
+
+
+def one_error_line(err: str) -> str:
+    """The one line that is not a log line; fails if there are more, or a traceback."""
+    assert "Traceback" not in err, err
+    lines = [line for line in err.splitlines() if not LOG_LINE.match(line)]
+    assert len(lines) == 1 and lines[0].startswith("toxbridge"), err
+    return lines[0]
 
 
 @pytest.mark.parametrize(
     "argv, message",
     [
         (["--listen", "--bootstrap", NODE], "needs --secret"),
-        (["--peer", "XYZ", "--secret", "s", "--bootstrap", NODE], "Tox ID"),
-        (["--listen", "--secret", "s", "--bootstrap", "nonsense"], "bad node"),
+        (["--peer", "XYZ", "--secret", "s", "--bootstrap", NODE], "argument --peer: Tox ID is not hex"),
+        (["--listen", "--secret", "s", "--bootstrap", "nonsense"], "argument --bootstrap: bad node"),
         (["--listen", "--secret", "s", "--bootstrap", "127.0.0.1:99999:" + "AB" * 32], "port out of range"),
         (["--listen", "--secret", "s", "--bootstrap", NODE, "--bridge-host", "0.0.0.0"], "--public-bind"),
+        (["--listen", "--secret", "s", "--bootstrap", NODE, "--app-port", "70000"], "port 70000 out of range"),
         (["--listen", "--secret", "s", "--nodes", "/nonexistent/nodes.json"], "cannot read the nodes file"),
         (["--listen", "--secret", "s", "--bootstrap", NODE, "--passphrase-env", "TOXBRIDGE_TEST_UNSET"],
          "TOXBRIDGE_TEST_UNSET"),
+        (["--listen", "--peer", PEER_ID, "--secret", "s"], "not allowed with argument"),
+        (["--listen", "--secret", "s", "--no-such-flag"], "unrecognized arguments: --no-such-flag"),
+        (["--listen", "--config", "/nonexistent/node.toml"], "cannot read the config file /nonexistent/node.toml"),
+        ([], "say --listen or --peer ID"),
+        (["stauts"], "unknown command 'stauts' (did you mean status?"),
+        (["id", "--profile"], "toxbridge id: argument --profile: expected one argument"),
+        (["bootstrap-node", "--port", "x"], "toxbridge bootstrap-node: argument --port"),
     ],
 )
-def test_bad_arguments_exit_2_with_one_line(argv, message, capsys, monkeypatch):
+def test_user_errors_are_one_line_and_exit_2(argv, message, capsys, monkeypatch):
     monkeypatch.delenv("TOXBRIDGE_SECRET", raising=False)
     monkeypatch.delenv("TOXBRIDGE_TEST_UNSET", raising=False)
-    with pytest.raises(SystemExit) as exc:
-        main(argv)
-    assert exc.value.code == 2
-    err = capsys.readouterr().err
-    assert message in err
-    assert "Traceback" not in err
+    assert run(argv) == 2
+    line = one_error_line(capsys.readouterr().err)
+    assert message in line, line
 
 
-def test_listen_and_peer_are_exclusive(capsys):
-    with pytest.raises(SystemExit) as exc:
-        main(["--listen", "--peer", PEER_ID, "--secret", "s", "--bootstrap", NODE])
-    assert exc.value.code == 2
+def test_a_bad_config_file_is_one_line_naming_file_and_key(tmp_path, capsys):
+    path = tmp_path / "node.toml"
+    path.write_text("listen = true\nsecret = 's'\napp-port = 'eighty'\n")
+    assert run(["--config", str(path)]) == 2
+    assert one_error_line(capsys.readouterr().err) == (
+        f"toxbridge: config file {path}: key 'app-port': must be an integer, not a string ('eighty')")
+
+
+def test_help_lists_every_command_in_one_line_each(capsys):
+    assert run(["--help"]) == 0
+    out = capsys.readouterr().out
+    assert "``" not in out and not out.startswith("The ")  # no reST, no module docstring
+    assert out.startswith("usage: toxbridge")
+    assert [c.name for c in COMMANDS] == list(ALL_COMMANDS)
+    for name in ALL_COMMANDS:
+        rows = [line for line in out.splitlines() if re.match(rf"^  {re.escape(name)}\s{{2,}}\S", line)]
+        assert len(rows) == 1, (name, out)
+    assert "https://nodes.tox.chat/json" in out and BUNDLED_DATE in out
+
+
+def test_every_command_has_its_help(capsys):
+    for name in ("config", "id", "bootstrap-node", "demo"):
+        assert run([name, "--help"]) == 0
+        assert capsys.readouterr().out.startswith(f"usage: toxbridge {name}")
+    assert run(["--listen", "--help"]) == 0
+    out = capsys.readouterr().out
+    assert "--config FILE" in out and "https://nodes.tox.chat/json" in out
 
 
 def test_id_prints_the_profiles_tox_id(tmp_path, capsys):
@@ -53,14 +109,81 @@ def test_id_prints_the_profiles_tox_id(tmp_path, capsys):
     assert capsys.readouterr().out.strip() == address
 
 
-def test_id_of_a_missing_profile_is_a_clear_error(tmp_path, capsys):
-    assert main(["id", "--profile", str(tmp_path / "none.tox")]) == 1
-    err = capsys.readouterr().err
-    assert err.startswith("toxbridge: no profile at") and err.count("\n") == 1
+@pytest.fixture
+def encrypted_profile(tmp_path):
+    profile = tmp_path / "enc.tox"
+    with Tox(loopback_options()) as tox:
+        save_profile(profile, tox.savedata(), "right passphrase")
+    return profile
+
+
+@pytest.mark.parametrize("setup, message", [
+    ("missing", "no profile at {p} (run toxbridge --listen once to create it)"),
+    ("corrupt", "the profile {p} is not a Tox profile toxcore can load (NEW_LOAD_BAD_FORMAT)"),
+    ("no passphrase", "the profile {p} is encrypted: give its passphrase with --passphrase-env VAR"),
+    ("wrong passphrase", "cannot decrypt the profile {p} (DECRYPTION_FAILED): the passphrase in "
+                         "$TB_PASS is wrong"),
+])
+def test_id_of_a_bad_profile_is_one_line(setup, message, tmp_path, encrypted_profile, capsys, monkeypatch):
+    profile, argv = tmp_path / "p.tox", []
+    if setup == "corrupt":
+        profile.write_bytes(b"\x00" * 8 + b"not savedata" * 20)
+    elif setup != "missing":
+        profile = encrypted_profile
+    if setup == "wrong passphrase":
+        monkeypatch.setenv("TB_PASS", "wrong")
+        argv = ["--passphrase-env", "TB_PASS"]
+    assert run(["id", "--profile", str(profile), *argv]) == 2
+    line = one_error_line(capsys.readouterr().err)
+    assert line.startswith("toxbridge: " + message.format(p=profile)), line
+
+
+# -- a node that fails at its start (real processes, as a user runs them) ---------------
+
+def node(tmp_path, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "toxbridge", "--listen", "--secret", "s", "--bootstrap", NODE,
+                           *args], capture_output=True, text=True, timeout=60, env={**os.environ, **(env or {})},
+                          cwd=tmp_path)
+
+
+@pytest.mark.parametrize("setup, message", [
+    ("corrupt", "is not a Tox profile toxcore can load (NEW_LOAD_BAD_FORMAT): restore it from a backup"),
+    ("no passphrase", "is encrypted: give its passphrase with --passphrase-env VAR"),
+    ("wrong passphrase", "(DECRYPTION_FAILED): the passphrase in $TB_PASS is wrong"),
+])
+def test_a_node_with_a_bad_profile_says_so_in_one_line(setup, message, tmp_path, encrypted_profile):
+    profile, args = tmp_path / "p.tox", []
+    if setup == "corrupt":
+        profile.write_bytes(b"\x00" * 8 + b"not savedata" * 20)
+    else:
+        profile = encrypted_profile
+        if setup == "wrong passphrase":
+            args = ["--passphrase-env", "TB_PASS"]
+    r = node(tmp_path, "--profile", str(profile), *args, env={"TB_PASS": "wrong"})
+    assert r.returncode == 2, r.stderr
+    line = one_error_line(r.stderr)
+    assert line.startswith("toxbridge: ") and str(profile) in line and message in line, line
+
+
+@pytest.mark.parametrize("option", ["--bridge-port", "--app-port"])
+def test_a_port_in_use_is_one_line(option, tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        r = node(tmp_path, "--profile", str(tmp_path / "p.tox"), option, str(port))
+        verbose = node(tmp_path, "--profile", str(tmp_path / "p.tox"), option, str(port), "-v")
+    assert r.returncode == 2, r.stderr
+    assert one_error_line(r.stderr) == (f"toxbridge: cannot listen on {option} {port}: address already "
+                                        "in use; choose another port (0 picks a free one) or host")
+    assert verbose.returncode == 2 and "Traceback" in verbose.stderr  # -v: the traceback too
+    assert verbose.stderr.splitlines()[-1] == r.stderr.splitlines()[-1]
 
 
 def test_the_bundled_public_nodes_list_parses():
-    nodes = _read_nodes(str(BUNDLED_NODES))
-    assert len(nodes) >= 8
-    assert all(len(n.public_key) == 32 and n.port and n.tcp_port for n in nodes)
-    assert not any(n.host.startswith("127.") for n in nodes)
+    nodes = read_nodes(BUNDLED_NODES)
+    data = json.loads(BUNDLED_NODES.read_text())
+    assert data["date"] == BUNDLED_DATE and len(nodes) == len(data["nodes"]) >= 20
+    assert all(len(n.public_key) == 32 and n.port for n in nodes)
+    assert sum(1 for n in nodes if n.tcp_port) >= 20
+    assert not any(n.host.startswith(("127.", "10.", "192.168.", "localhost")) for n in nodes)

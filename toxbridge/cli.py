@@ -1,35 +1,133 @@
-"""The ``toxbridge`` command line.
+"""The ``toxbridge`` command: a node (``--listen``, ``--peer ID``, ``--config FILE``; its
+options are in ``nodeargs``) or one of the commands in ``COMMANDS``.
 
-    toxbridge --listen [--secret S | --allow KEY]   wait for a peer; prints our Tox ID
-    toxbridge --peer ID [--secret S]                connect to a listener
-    toxbridge id [--profile P]                      print the profile's Tox ID
-    toxbridge bootstrap-node                        a DHT bootstrap node on 127.0.0.1
-    toxbridge demo                                  the demo on a private loopback network
-    toxbridge chat --name NAME --app-port N         the terminal chat client
-    toxbridge send-file --app-port N --name ME --to NAME PATH     send a file (resumable)
-    toxbridge get-file --app-port N --name ME [--dest DIR] FILEID  fetch a file (resumable)
+Every user error is one line on stderr and exit status 2 (see ``clierrors``); ``-v`` adds
+the traceback. An error that is not a user's is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import difflib
 import logging
 import os
 import signal
 import sys
 import threading
+import traceback
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
-from .errors import ConfigError, ToxbridgeError
+from .clierrors import USER_ERROR, OneLineParser, user_message
+from .errors import ConfigError
+from .nodeargs import (BUNDLED_DATE, NODES_SOURCE, build_app_config, build_config, default_profile,
+                       parse_node_args, port_arg)
+
+__all__ = ["main", "COMMANDS", "Command"]
 
 log = logging.getLogger("toxbridge")
 
-BUNDLED_NODES = Path(__file__).parent / "data" / "nodes.json"
-LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+EXAMPLE_CONFIG = Path(__file__).parent / "data" / "config-example.toml"
+VERBOSE_FLAGS = {"-v": 1, "-vv": 2, "--verbose": 1}
 
 
-def _bootstrap_node(args: argparse.Namespace) -> int:
+@dataclass(frozen=True)
+class Command:
+    name: str
+    summary: str  # its line in ``toxbridge --help``
+    run: Callable[[list[str]], int]  # the arguments after the name -> exit status
+
+
+def _setup_logging(verbose: int, node: bool = False) -> None:
+    """A node says what it does (INFO) by default; a command only warns."""
+    level = logging.WARNING - 10 * min(verbose + node, 2)
+    logging.basicConfig(level=level, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.getLogger().setLevel(level)
+
+
+def _parser(name: str, description: str) -> argparse.ArgumentParser:
+    p = OneLineParser(prog=f"toxbridge {name}", description=description)
+    p.add_argument("-v", "--verbose", action="count", default=0, help="more log lines")
+    return p
+
+
+# -- the commands -----------------------------------------------------------------------
+
+def _chat(argv: list[str]) -> int:
+    from bridge_local.chat import main as chat_main
+
+    return chat_main(argv)
+
+
+def _files(action: str) -> Callable[[list[str]], int]:
+    def run(argv: list[str]) -> int:
+        from bridge_local.files import main as files_main
+
+        return files_main([action, *argv])
+    return run
+
+
+def _not_yet(name: str) -> Callable[[list[str]], int]:
+    # status and peers come with the node's control socket (issue 17, part 2).
+    def run(argv: list[str]) -> int:
+        print(f"toxbridge {name}: not available in this build yet", file=sys.stderr)
+        return USER_ERROR
+    return run
+
+
+def _config(argv: list[str]) -> int:
+    p = _parser("config", "The config file: toxbridge --config FILE reads it.")
+    sub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    sub.add_parser("example", help="print a commented example config file")
+    check = sub.add_parser("check", help="read a config file as a node would; say what it means")
+    check.add_argument("file", type=Path)
+    args = p.parse_args(argv)
+    _setup_logging(args.verbose)
+    if args.action == "example":
+        sys.stdout.write(EXAMPLE_CONFIG.read_text())
+        return 0
+    node_args = parse_node_args(["--config", str(args.file)])
+    config = build_config(node_args)
+    app = "none (raw)" if node_args.raw else f"{node_args.app_host}:{node_args.app_port or 'free'}"
+    print(f"{args.file}: ok: {config.mode}, profile {config.profile}, "
+          f"{len(config.bootstrap)} bootstrap nodes, {len(config.tcp_relays)} TCP relays, "
+          f"bridge {config.bridge_host}:{config.bridge_port or 'free'}, app {app}")
+    return 0
+
+
+def _id(argv: list[str]) -> int:
+    p = _parser("id", "Print the Tox ID of a profile.")
+    p.add_argument("--profile", type=Path, help="the profile file (default: under the user data dir)")
+    p.add_argument("--passphrase-env", metavar="VAR", help="the profile's passphrase is in this variable")
+    args = p.parse_args(argv)
+    _setup_logging(args.verbose)
+    from .tox import Tox, ToxError, ToxOptions, load_profile
+
+    path = args.profile or default_profile()
+    passphrase = os.environ.get(args.passphrase_env) if args.passphrase_env else None
+    try:
+        savedata = load_profile(path, passphrase)
+        if savedata is None:
+            raise ConfigError(f"no profile at {path} (run toxbridge --listen once to create it)")
+        with Tox(ToxOptions(udp=False, ipv6=False, local_discovery=False, savedata=savedata)) as tox:
+            print(tox.address_hex)
+    except ToxError as exc:
+        message = user_message(exc, path, args.passphrase_env)
+        if message is None:
+            raise
+        raise ConfigError(message) from exc
+    return 0
+
+
+def _bootstrap_node(argv: list[str]) -> int:
+    p = _parser("bootstrap-node", "A DHT bootstrap node on 127.0.0.1, for a private Tox network.")
+    p.add_argument("--port", type=port_arg, default=0, help="UDP port (default: a free one)")
+    p.add_argument("--tcp-port", type=port_arg, default=0, help="TCP relay port (default: a free one)")
+    p.add_argument("--python", action="store_true",
+                   help="use a Python Tox instance instead of tox-bootstrapd (no TCP relay unless --tcp-port)")
+    args = p.parse_args(argv)
+    _setup_logging(args.verbose)
     from .network import BootstrapDaemon, BootstrapNode
 
     node = (BootstrapNode(args.port, args.tcp_port) if args.python
@@ -48,230 +146,106 @@ def _bootstrap_node(args: argparse.Namespace) -> int:
     return 0
 
 
-def _demo(args: argparse.Namespace) -> int:
+def _demo(argv: list[str]) -> int:
+    p = _parser("demo", "The demo on a private loopback Tox network.")
+    p.add_argument("--mb", type=float, default=20, help="megabytes to stream each way, and the size of the file sent")
+    args = p.parse_args(argv)
+    _setup_logging(args.verbose)
     from .testing.demo import run_demo
 
     return run_demo(mb=args.mb)
 
 
-SUBCOMMANDS = ("bootstrap-node", "demo", "id", "chat", "send-file", "get-file")
+# One line per command: its name, its line in --help, and what runs it.
+COMMANDS: tuple[Command, ...] = (
+    Command("chat", "the terminal chat client for a node's app port", _chat),
+    Command("send-file", "send a file to a user (resumable, with a progress bar)", _files("send")),
+    Command("get-file", "fetch a file sent to you (resumable, md5-verified)", _files("get")),
+    Command("status", "how a running node is: DHT, peers, links, rates, transfers", _not_yet("status")),
+    Command("peers", "list and manage a running node's peers", _not_yet("peers")),
+    Command("config", "config example: a commented config file; config check FILE", _config),
+    Command("id", "print the Tox ID of a profile", _id),
+    Command("bootstrap-node", "run a private DHT bootstrap node on 127.0.0.1", _bootstrap_node),
+    Command("demo", "the demo on a private loopback Tox network", _demo),
+)
 
 
-def default_profile() -> Path:
-    import platformdirs
+def help_text() -> str:
+    width = max(len(c.name) for c in COMMANDS) + 2
+    commands = "\n".join(f"  {c.name:<{width}}{c.summary}" for c in COMMANDS)
+    return f"""\
+usage: toxbridge (--listen | --peer ID | --config FILE) [options]
+       toxbridge COMMAND [options]
 
-    return Path(platformdirs.user_data_dir("toxbridge")) / "profile.tox"
+Two programs on two machines talk and move files over an end-to-end-encrypted
+peer-to-peer link on the Tox network, with no server of their own.
 
+A node:
+  toxbridge --listen --secret S     wait for peers; prints our Tox ID and local ports
+  toxbridge --peer ID --secret S    connect to a listener
+  toxbridge --config FILE           options from a TOML file (toxbridge config example)
+  every node option: toxbridge --listen --help
 
-def _read_nodes(path: str) -> list:
-    """Nodes from a ``nodes.json`` as Tox clients share it (``{"nodes": [{"ipv4", "port",
-    "public_key", "tcp_ports"}, ...]}``)."""
-    from .network import NodeInfo
+Commands (each has --help):
+{commands}
 
-    try:
-        data = json.loads(Path(path).read_text())
-        nodes = []
-        for n in data["nodes"]:
-            host = n.get("ipv4") if n.get("ipv4") not in (None, "", "-") else n.get("ipv6")
-            if not host:
-                continue
-            info = NodeInfo.parse(f"{host}:{n['port']}:{n['public_key']}")
-            tcp = [p for p in n.get("tcp_ports") or [] if isinstance(p, int)]
-            nodes.append(NodeInfo(info.host, info.port, info.public_key, tcp[0] if tcp else None))
-        return nodes
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise ConfigError(f"cannot read the nodes file {path}: {exc}") from None
-
-
-def node_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="toxbridge", description=__doc__.split("\n\n")[0])
-    mode = p.add_mutually_exclusive_group(required=True)
-    mode.add_argument("--listen", action="store_true", help="wait for a peer; print our Tox ID")
-    mode.add_argument("--peer", metavar="ID", help="the listener's Tox ID (76 hex digits)")
-    p.add_argument("--secret", help="shared secret carried in the friend request "
-                   "(or the TOXBRIDGE_SECRET environment variable)")
-    p.add_argument("--allow", action="append", default=[], metavar="KEY",
-                   help="a public key allowed to connect to a listener (repeatable)")
-    p.add_argument("--allow-file", metavar="FILE", help="allowed public keys, one per line")
-    p.add_argument("--accept-anyone", action="store_true",
-                   help="DANGEROUS: a listener accepts any friend request")
-    p.add_argument("--profile", type=Path, help="the profile file (default: under the user data dir)")
-    p.add_argument("--passphrase-env", metavar="VAR",
-                   help="encrypt the profile with the passphrase in this environment variable")
-    p.add_argument("--bootstrap", action="append", default=[], metavar="HOST:PORT:KEY",
-                   help="a DHT node to bootstrap from (repeatable)")
-    p.add_argument("--nodes", metavar="FILE", help="bootstrap nodes from a nodes.json file")
-    p.add_argument("--tcp-relay", action="append", default=[], metavar="HOST:PORT:KEY",
-                   help="a TCP relay (repeatable)")
-    p.add_argument("--no-udp", action="store_true", help="TCP relays only")
-    p.add_argument("--ipv6", action="store_true", help="enable IPv6 (off by default)")
-    p.add_argument("--lan-discovery", action="store_true",
-                   help="enable LAN discovery (off by default: it broadcasts on your networks)")
-    p.add_argument("--bridge-port", type=int, default=0, help="local port for the app (default: free)")
-    p.add_argument("--bridge-host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    p.add_argument("--public-bind", action="store_true",
-                   help="allow --bridge-host other than loopback (anyone who reaches it can use the link)")
-    p.add_argument("--id-file", type=Path, help="also write our Tox ID to this file")
-    p.add_argument("--raw", action="store_true",
-                   help="serve only the framed channel on the bridge port (no JSON app server)")
-    p.add_argument("--app-port", type=int, default=0, help="the JSON app server's port (default: free)")
-    p.add_argument("--app-host", default="127.0.0.1",
-                   help="address the app server binds (default 127.0.0.1; others need --public-bind)")
-    p.add_argument("--data-dir", type=Path,
-                   help="bridge_local's data: history, queued messages, files "
-                        "(default: PROFILE_NAME.bridge next to the profile)")
-    p.add_argument("-v", "--verbose", action="count", default=0, help="more log lines")
-    return p
+Bootstrap: without --bootstrap or --nodes a node uses the public nodes list bundled
+with toxbridge (of {BUNDLED_DATE}). Public nodes come and go; a fresh list is at
+{NODES_SOURCE}: save it and pass --nodes FILE.
+"""
 
 
-def build_config(args: argparse.Namespace):
-    from .config import Config
-    from .network import NodeInfo
-    from .tox import ADDRESS_SIZE, PUBLIC_KEY_SIZE, parse_key
-
-    try:
-        peer_id = parse_key(args.peer, ADDRESS_SIZE, "--peer Tox ID") if args.peer else None
-        allow = [parse_key(k, PUBLIC_KEY_SIZE, "--allow key") for k in args.allow]
-        if args.allow_file:
-            lines = Path(args.allow_file).read_text().split()
-            allow += [parse_key(k, PUBLIC_KEY_SIZE, "allowed key") for k in lines]
-    except (ValueError, OSError) as exc:
-        raise ConfigError(str(exc)) from None
-    secret = args.secret if args.secret is not None else os.environ.get("TOXBRIDGE_SECRET")
-    if args.listen and not (secret or allow or args.accept_anyone):
-        raise ConfigError("a listener needs --secret, --allow or --allow-file "
-                          "(or --accept-anyone, which lets anyone in)")
-    if args.accept_anyone:
-        log.warning("--accept-anyone: ANY Tox user who knows our ID can use this bridge")
-    host = args.bridge_host
-    if host not in LOOPBACK_HOSTS and not args.public_bind:
-        raise ConfigError(f"--bridge-host {host} is not loopback; add --public-bind if you mean it")
-    if args.public_bind and host not in LOOPBACK_HOSTS:
-        log.warning("the bridge port is bound to %s: anyone who reaches it can use the link", host)
-    bootstrap = [NodeInfo.parse(b) for b in args.bootstrap]
-    if args.nodes:
-        bootstrap += _read_nodes(args.nodes)
-    if not bootstrap:
-        # Real users only: tests, benchmarks and the demo always pass their private node.
-        bootstrap = _read_nodes(str(BUNDLED_NODES))
-        log.warning("bootstrapping from the bundled public nodes list (%d nodes, scanned 2020-03); "
-                    "for a fresh one: --nodes FILE from https://nodes.tox.chat/json", len(bootstrap))
-    passphrase = None
-    if args.passphrase_env:
-        passphrase = os.environ.get(args.passphrase_env)
-        if not passphrase:
-            raise ConfigError(f"the environment variable {args.passphrase_env} is empty or unset")
-    return Config(
-        mode="listen" if args.listen else "peer",
-        profile=args.profile or default_profile(),
-        peer_id=peer_id,
-        secret=secret.encode() if secret else None,
-        allow=frozenset(allow),
-        accept_anyone=args.accept_anyone,
-        passphrase=passphrase,
-        bootstrap=tuple(bootstrap),
-        tcp_relays=tuple(NodeInfo.parse(r) for r in args.tcp_relay),
-        udp=not args.no_udp,
-        ipv6=args.ipv6,
-        lan_discovery=args.lan_discovery,
-        bridge_host=host,
-        bridge_port=args.bridge_port,
-        id_file=args.id_file,
-    )
+def _verbosity(argv: list[str]) -> int:
+    return min(2, sum(VERBOSE_FLAGS.get(a, 0) for a in argv))
 
 
-def _id(args: argparse.Namespace) -> int:
-    from .tox import Tox, ToxOptions, load_profile
-
-    path = args.profile or default_profile()
-    passphrase = os.environ.get(args.passphrase_env) if args.passphrase_env else None
-    savedata = load_profile(path, passphrase)
-    if savedata is None:
-        raise ConfigError(f"no profile at {path} (run toxbridge --listen once to create it)")
-    with Tox(ToxOptions(udp=False, ipv6=False, local_discovery=False, savedata=savedata)) as tox:
-        print(tox.address_hex)
-    return 0
-
-
-def _setup_logging(verbose: int) -> None:
-    logging.basicConfig(
-        level=logging.WARNING - 10 * min(verbose + 1, 2),
-        format="%(asctime)s %(name)s %(levelname)s %(message)s",
-    )
-
-
-def run_node(argv: list[str]) -> int:
-    parser = node_parser()
-    args = parser.parse_args(argv)
-    _setup_logging(args.verbose)
-    try:
-        config = build_config(args)
-        app_config = None if args.raw else build_app_config(args, config)
-    except ConfigError as exc:
-        parser.exit(2, f"toxbridge: {exc}\n")
+def _run_node(argv: list[str], context: dict) -> int:
+    _setup_logging(_verbosity(argv), node=True)
+    args = parse_node_args(argv)
+    _setup_logging(args.verbose, node=True)  # the config file may say more
+    context.update(passphrase_env=args.passphrase_env,
+                   ports={"--bridge-port": args.bridge_port, "--app-port": args.app_port})
+    config = build_config(args)
+    context["profile"] = config.profile
+    app_config = None if args.raw else build_app_config(args, config)
     from .node import run_node_process
 
     run_node_process(config, app_config)
     return 0
 
 
-def build_app_config(args: argparse.Namespace, config):
-    """bridge_local's configuration for a node that runs it in-process."""
-    from bridge_local.server import BridgeConfig
-
-    if args.app_host not in LOOPBACK_HOSTS and not args.public_bind:
-        raise ConfigError(f"--app-host {args.app_host} is not loopback; add --public-bind if you mean it")
-    data_dir = args.data_dir or config.profile.with_name(config.profile.stem + ".bridge")
-    return BridgeConfig(app_host=args.app_host, app_port=args.app_port, data_dir=data_dir)
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="toxbridge", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="Node options (secret, allow-list, profile, bootstrap, ports): toxbridge --listen --help")
-    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log lines")
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    p = sub.add_parser("bootstrap-node", help="run a private DHT bootstrap node on 127.0.0.1")
-    p.add_argument("--port", type=int, default=0, help="UDP port (default: a free one)")
-    p.add_argument("--tcp-port", type=int, default=0, help="TCP relay port (default: a free one)")
-    p.add_argument("--python", action="store_true",
-                   help="use a Python Tox instance instead of tox-bootstrapd (no TCP relay unless --tcp-port)")
-    p.set_defaults(func=_bootstrap_node)
-
-    p = sub.add_parser("id", help="print the Tox ID of a profile")
-    p.add_argument("--profile", type=Path, help="the profile file (default: under the user data dir)")
-    p.add_argument("--passphrase-env", metavar="VAR", help="the profile's passphrase is in this variable")
-    p.set_defaults(func=_id)
-
-    p = sub.add_parser("demo", help="run the demo on a private loopback Tox network")
-    p.add_argument("--mb", type=float, default=20, help="megabytes to stream each way, and the size of the file sent")
-    p.set_defaults(func=_demo)
-    return parser
+def _dispatch(argv: list[str], context: dict) -> int:
+    lead = 0  # -v before a command name
+    while lead < len(argv) and argv[lead] in VERBOSE_FLAGS:
+        lead += 1
+    rest = argv[lead:]
+    if rest in (["-h"], ["--help"]):
+        sys.stdout.write(help_text())
+        return 0
+    if rest and not rest[0].startswith("-"):
+        commands = {c.name: c for c in COMMANDS}
+        command = commands.get(rest[0])
+        if command is None:
+            close = difflib.get_close_matches(rest[0], list(commands), n=1)
+            hint = f"did you mean {close[0]}? " if close else ""
+            raise ConfigError(f"unknown command {rest[0]!r} ({hint}see toxbridge --help)")
+        return command.run(rest[1:] + argv[:lead])
+    return _run_node(argv, context)
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["chat"]:  # the clients have their own options
-        from bridge_local.chat import main as chat_main
-
-        return chat_main(argv[1:])
-    if argv[:1] in (["send-file"], ["get-file"]):
-        from bridge_local.files import main as files_main
-
-        return files_main([argv[0].split("-")[0], *argv[1:]])
+    argv = sys.argv[1:] if argv is None else list(argv)
+    context: dict = {}
     try:
-        if not any(a in SUBCOMMANDS for a in argv[:2]) and any(
-                a == "--listen" or a.startswith("--peer") for a in argv):
-            return run_node(argv)
-        args = build_parser().parse_args(argv)
-        logging.basicConfig(
-            level=logging.WARNING - 10 * min(args.verbose, 2),
-            format="%(asctime)s %(name)s %(levelname)s %(message)s",
-        )
-        return args.func(args)
-    except ToxbridgeError as exc:
-        print(f"toxbridge: {exc}", file=sys.stderr)
-        return 1
+        return _dispatch(argv, context)
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:  # trio's exception groups are Exceptions too
+        message = user_message(exc, context.get("profile"), context.get("passphrase_env"),
+                               context.get("ports"))
+        if message is None:
+            raise  # a bug: its traceback
+        if _verbosity(argv):
+            traceback.print_exception(exc)
+        print(f"toxbridge: {message}", file=sys.stderr)
+        return USER_ERROR

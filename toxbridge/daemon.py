@@ -70,7 +70,11 @@ class Daemon:
         c = self.config
         self._token = trio.lowlevel.current_trio_token()
         self.tox_loop = loop = ToxLoop(c, self._notify)
-        listeners = await trio.open_tcp_listeners(c.bridge_port, host=c.bridge_host)
+        try:
+            listeners = await trio.open_tcp_listeners(c.bridge_port, host=c.bridge_host)
+        except BaseException:  # e.g. the port is in use: the tox thread never runs
+            loop.tox.close()
+            raise
         self.port = listeners[0].socket.getsockname()[1]
         tox_id = loop.address.hex().upper()
         if c.id_file:

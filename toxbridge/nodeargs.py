@@ -1,0 +1,276 @@
+"""A node's options: the flags, the config file under them, and the ``Config`` they make.
+
+    argv --> node_parser() --+--> Namespace --> build_config() --> Config (+ BridgeConfig)
+    --config FILE --> configfile (keys = the same flags) --+   flags win over the file
+
+Values are checked where they are parsed (a node, a key, a port), so a bad one is a one-line
+error naming the flag, or the file and its key.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import stat
+from pathlib import Path
+
+from .clierrors import OneLineParser
+from .configfile import Option, load_config, parse_config
+from .errors import ConfigError
+
+__all__ = ["node_parser", "parse_node_args", "option_table", "build_config", "build_app_config",
+           "read_nodes", "default_profile", "BUNDLED_NODES", "BUNDLED_DATE", "NODES_SOURCE"]
+
+log = logging.getLogger("toxbridge")
+
+BUNDLED_NODES = Path(__file__).parent / "data" / "nodes.json"
+BUNDLED_DATE = "2025-02-13"  # the "date" of BUNDLED_NODES
+NODES_SOURCE = "https://nodes.tox.chat/json"
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+MODE_DESTS = ("listen", "peer")
+
+
+# -- converters: each raises ArgumentTypeError with the reason (argparse shows it) -------
+
+def _checked(parse):
+    def convert(text):
+        try:
+            return parse(text)
+        except (ValueError, ConfigError) as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+    convert.__name__ = parse.__name__
+    return convert
+
+
+@_checked
+def node_arg(text: str):
+    from .network import NodeInfo
+
+    return NodeInfo.parse(text)
+
+
+@_checked
+def public_key_arg(text: str) -> bytes:
+    from .tox import PUBLIC_KEY_SIZE, parse_key
+
+    return parse_key(text, PUBLIC_KEY_SIZE, "public key")
+
+
+@_checked
+def tox_id_arg(text: str) -> bytes:
+    from .tox import ADDRESS_SIZE, parse_key
+
+    return parse_key(text, ADDRESS_SIZE, "Tox ID")
+
+
+@_checked
+def port_arg(value) -> int:
+    port = int(value)
+    if not 0 <= port < 65536:
+        raise ValueError(f"port {port} out of range (0-65535; 0: a free one)")
+    return port
+
+
+def default_profile() -> Path:
+    import platformdirs
+
+    return Path(platformdirs.user_data_dir("toxbridge")) / "profile.tox"
+
+
+def read_nodes(path: str | os.PathLike) -> list:
+    """Nodes from a ``nodes.json`` as Tox clients share it (``{"nodes": [{"ipv4", "ipv6",
+    "port", "public_key", "tcp_ports"}, ...]}``), as from https://nodes.tox.chat/json."""
+    from .network import NodeInfo
+
+    try:
+        data = json.loads(Path(path).read_text())
+        nodes = []
+        for n in data["nodes"]:
+            host = n.get("ipv4") if n.get("ipv4") not in (None, "", "-") else n.get("ipv6")
+            if not host or host == "-":
+                continue
+            info = NodeInfo.parse(f"{host}:{n['port']}:{n['public_key']}")
+            tcp = [p for p in n.get("tcp_ports") or [] if isinstance(p, int)]
+            nodes.append(NodeInfo(info.host, info.port, info.public_key, tcp[0] if tcp else None))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, ConfigError) as exc:
+        raise ConfigError(f"cannot read the nodes file {path}: {exc}") from None
+    if not nodes:
+        raise ConfigError(f"the nodes file {path} lists no node")
+    return nodes
+
+
+def node_parser() -> argparse.ArgumentParser:
+    """The node's flags. Each long flag is also a config-file key (see ``option_table``)."""
+    p = OneLineParser(prog="toxbridge", usage="toxbridge (--listen | --peer ID | --config FILE) [options]",
+                      description="Run a toxbridge node.",
+                      epilog=f"Without --bootstrap/--nodes a node uses the bundled public nodes list "
+                             f"(of {BUNDLED_DATE}); a fresher one: {NODES_SOURCE}, saved and given "
+                             f"with --nodes FILE. Commands: toxbridge --help.")
+    p.add_argument("--config", type=Path, metavar="FILE",
+                   help="read options from this TOML file (toxbridge config example); flags win")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--listen", action="store_true", help="wait for peers; print our Tox ID")
+    mode.add_argument("--peer", metavar="ID", type=tox_id_arg, help="the listener's Tox ID (76 hex digits)")
+    p.add_argument("--secret", help="shared secret carried in the friend request "
+                   "(or the TOXBRIDGE_SECRET environment variable)")
+    p.add_argument("--allow", action="append", default=[], metavar="KEY", type=public_key_arg,
+                   help="a public key allowed to connect to a listener (repeatable)")
+    p.add_argument("--allow-file", metavar="FILE", type=Path, help="allowed public keys, one per line")
+    p.add_argument("--accept-anyone", action="store_true",
+                   help="DANGEROUS: a listener accepts any friend request")
+    p.add_argument("--profile", type=Path, help="the profile file (default: under the user data dir)")
+    p.add_argument("--passphrase-env", metavar="VAR",
+                   help="encrypt the profile with the passphrase in this environment variable")
+    p.add_argument("--bootstrap", action="append", default=[], metavar="HOST:PORT:KEY", type=node_arg,
+                   help="a DHT node to bootstrap from (repeatable)")
+    p.add_argument("--nodes", metavar="FILE", type=Path,
+                   help=f"bootstrap nodes from a nodes.json file (as {NODES_SOURCE} serves it)")
+    p.add_argument("--tcp-relay", action="append", default=[], metavar="HOST:PORT:KEY", type=node_arg,
+                   help="a TCP relay (repeatable)")
+    p.add_argument("--no-udp", action="store_true", help="TCP relays only")
+    p.add_argument("--ipv6", action="store_true", help="enable IPv6 (off by default)")
+    p.add_argument("--lan-discovery", action="store_true",
+                   help="enable LAN discovery (off by default: it broadcasts on your networks)")
+    p.add_argument("--bridge-port", type=port_arg, default=0, help="local port for the app (default: free)")
+    p.add_argument("--bridge-host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    p.add_argument("--public-bind", action="store_true",
+                   help="allow --bridge-host other than loopback (anyone who reaches it can use the link)")
+    p.add_argument("--id-file", type=Path, help="also write our Tox ID to this file")
+    p.add_argument("--raw", action="store_true",
+                   help="serve only the framed channel on the bridge port (no JSON app server)")
+    p.add_argument("--app-port", type=port_arg, default=0, help="the JSON app server's port (default: free)")
+    p.add_argument("--app-host", default="127.0.0.1",
+                   help="address the app server binds (default 127.0.0.1; others need --public-bind)")
+    p.add_argument("--data-dir", type=Path,
+                   help="bridge_local's data: history, queued messages, files "
+                        "(default: PROFILE_NAME.bridge next to the profile)")
+    p.add_argument("-v", "--verbose", action="count", default=0, help="more log lines")
+    return p
+
+
+def option_table(parser: argparse.ArgumentParser) -> dict[str, Option]:
+    """Config-file keys from the parser's flags: ``--bridge-port`` is ``bridge-port``.
+    A new flag is a new key with nothing to add here."""
+    table = {}
+    for action in parser._actions:  # argparse has no public list of its actions
+        longs = [s for s in action.option_strings if s.startswith("--")]
+        if not longs or action.dest in ("help", "config"):
+            continue
+        if isinstance(action, argparse._CountAction):
+            kind, convert = "int", None
+        elif action.nargs == 0:
+            kind, convert = "bool", None
+        elif isinstance(action, argparse._AppendAction):
+            kind, convert = "list", action.type
+        elif action.type is int or isinstance(action.default, int):
+            kind, convert = "int", action.type
+        else:
+            kind, convert = "str", action.type
+        table[longs[0][2:]] = Option(action.dest, kind, convert)
+    return table
+
+
+def parse_node_args(argv: list[str]) -> argparse.Namespace:
+    """Flags, over the ``--config`` file if one is given. Bad flags exit 2 (argparse);
+    a bad file raises ConfigError."""
+    parser = node_parser()
+    args = parser.parse_args(argv)
+    if args.config is not None:
+        path = args.config
+        try:
+            text = path.read_text()
+            mode = path.stat().st_mode
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"cannot read the config file {path}: {getattr(exc, 'strerror', None) or exc}") from None
+        data = parse_config(text, str(path))
+        values = load_config(data, option_table(parser), str(path), path.parent.absolute())
+        if "secret" in values and mode & (stat.S_IRWXG | stat.S_IRWXO):
+            log.warning("the config file %s holds the secret and others may read it: chmod 600 %s",
+                        path, path)
+        twin = node_parser()  # the same flags without defaults: which ones did argv give?
+        for action in twin._actions:  # (set_defaults would store SUPPRESS as a value)
+            action.default = argparse.SUPPRESS
+        given = set(vars(twin.parse_args(argv)))
+        if given & set(MODE_DESTS):  # --listen/--peer on the command line replaces the file's mode
+            given |= set(MODE_DESTS)
+        for dest, value in values.items():
+            if dest not in given:
+                setattr(args, dest, value)
+    if args.listen and args.peer:  # only a file can say both: argparse refuses the two flags
+        raise ConfigError(f"config file {args.config}: keys 'listen' and 'peer': keep one")
+    if not (args.listen or args.peer):
+        where = " (or listen = true / peer = \"ID\" in the config file)" if args.config else ""
+        raise ConfigError(f"say --listen or --peer ID{where} (toxbridge --help)")
+    return args
+
+
+def build_config(args: argparse.Namespace):
+    from .config import Config
+    from .tox import PUBLIC_KEY_SIZE, parse_key
+
+    allow = list(args.allow)
+    if args.allow_file:
+        try:
+            lines = Path(args.allow_file).read_text().splitlines()
+        except OSError as exc:
+            raise ConfigError(f"cannot read the allow file {args.allow_file}: {exc.strerror}") from None
+        for number, line in enumerate(lines, 1):
+            key = line.split("#", 1)[0].strip()  # a comment may name the peer
+            if key:
+                try:
+                    allow.append(parse_key(key, PUBLIC_KEY_SIZE, "public key"))
+                except ValueError as exc:
+                    raise ConfigError(f"{args.allow_file} line {number}: {exc}") from None
+    secret = args.secret if args.secret is not None else os.environ.get("TOXBRIDGE_SECRET")
+    if args.listen and not (secret or allow or args.accept_anyone):
+        raise ConfigError("a listener needs --secret, --allow or --allow-file "
+                          "(or --accept-anyone, which lets anyone in)")
+    if args.accept_anyone:
+        log.warning("--accept-anyone: ANY Tox user who knows our ID can use this bridge")
+    host = args.bridge_host
+    if host not in LOOPBACK_HOSTS and not args.public_bind:
+        raise ConfigError(f"--bridge-host {host} is not loopback; add --public-bind if you mean it")
+    if args.public_bind and host not in LOOPBACK_HOSTS:
+        log.warning("the bridge port is bound to %s: anyone who reaches it can use the link", host)
+    bootstrap = list(args.bootstrap)
+    if args.nodes:
+        bootstrap += read_nodes(args.nodes)
+    if not bootstrap:
+        # Real users only: tests, benchmarks and the demo always pass their private node.
+        bootstrap = read_nodes(BUNDLED_NODES)
+        log.warning("bootstrapping from the bundled public nodes list (%d nodes, of %s); "
+                    "for a fresher one: --nodes FILE from %s", len(bootstrap), BUNDLED_DATE, NODES_SOURCE)
+    passphrase = None
+    if args.passphrase_env:
+        passphrase = os.environ.get(args.passphrase_env)
+        if not passphrase:
+            raise ConfigError(f"the environment variable {args.passphrase_env} is empty or unset")
+    return Config(
+        mode="listen" if args.listen else "peer",
+        profile=args.profile or default_profile(),
+        peer_id=args.peer,
+        secret=secret.encode() if secret else None,
+        allow=frozenset(allow),
+        accept_anyone=args.accept_anyone,
+        passphrase=passphrase,
+        bootstrap=tuple(bootstrap),
+        tcp_relays=tuple(args.tcp_relay),
+        udp=not args.no_udp,
+        ipv6=args.ipv6,
+        lan_discovery=args.lan_discovery,
+        bridge_host=host,
+        bridge_port=args.bridge_port,
+        id_file=args.id_file,
+    )
+
+
+def build_app_config(args: argparse.Namespace, config):
+    """bridge_local's configuration for a node that runs it in-process."""
+    from bridge_local.server import BridgeConfig
+
+    if args.app_host not in LOOPBACK_HOSTS and not args.public_bind:
+        raise ConfigError(f"--app-host {args.app_host} is not loopback; add --public-bind if you mean it")
+    data_dir = args.data_dir or config.profile.with_name(config.profile.stem + ".bridge")
+    return BridgeConfig(app_host=args.app_host, app_port=args.app_port, data_dir=data_dir)
