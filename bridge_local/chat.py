@@ -16,7 +16,6 @@ goes on; ``/quit`` stops them (``/get`` again resumes a download).
 
 from __future__ import annotations
 
-import argparse
 import shlex
 import sys
 import time
@@ -26,6 +25,9 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import trio
+
+from toxbridge.clierrors import USER_ERROR, OneLineParser
+from toxbridge.nodeargs import port_arg
 
 from .client import BridgeError, Client, open_client
 from .files import ProgressBar, TransferFailed, download, new_progress, send_file
@@ -266,10 +268,9 @@ async def _input_loop(client: Client, reader: Callable[[], str], directory: _Dir
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bridge_local.chat",
-                                     description="Chat through a toxbridge node.")
+    parser = OneLineParser(prog="toxbridge chat", description="Chat through a toxbridge node.")
     parser.add_argument("--name", required=True)
-    parser.add_argument("--app-port", type=int, required=True)
+    parser.add_argument("--app-port", type=port_arg, required=True)
     parser.add_argument("--host", default="127.0.0.1")
     args = parser.parse_args(argv)
     try:
@@ -277,8 +278,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     except OSError as exc:
-        print(f"cannot reach the bridge at {args.host}:{args.app_port}: {exc}", file=sys.stderr)
-        return 1
+        print(f"toxbridge chat: cannot reach the bridge at {args.host}:{args.app_port}: {exc}",
+              file=sys.stderr)
+        return USER_ERROR
 
 
 if __name__ == "__main__":

@@ -37,6 +37,9 @@ from typing import Any, TextIO
 
 import trio
 
+from toxbridge.clierrors import USER_ERROR, OneLineParser
+from toxbridge.nodeargs import port_arg
+
 from .client import BridgeError, Client, open_client
 from .fileservice import drive
 from .filestore import FileStore, StoreError, display_name
@@ -414,12 +417,12 @@ async def _get_cmd(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bridge_local.files",
-                                     description="Send or fetch a file through a toxbridge node.")
+    parser = OneLineParser(prog="python -m bridge_local.files",
+                           description="Send or fetch a file through a toxbridge node.")
     sub = parser.add_subparsers(dest="action", required=True)
     for name in ("send", "get"):
-        p = sub.add_parser(name)
-        p.add_argument("--app-port", type=int, required=True)
+        p = sub.add_parser(name, prog=f"toxbridge {name}-file")  # as the toxbridge command runs it
+        p.add_argument("--app-port", type=port_arg, required=True)
         p.add_argument("--host", default="127.0.0.1")
         p.add_argument("--name", required=True, help="log in as this user")
         p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -437,9 +440,9 @@ def main(argv: list[str] | None = None) -> int:
     except (TransferFailed, BridgeError) as exc:
         print(str(exc), file=sys.stderr)
         return 1
-    except OSError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+    except OSError as exc:  # no bridge on that port, no such file, no room: the user's to fix
+        print(f"toxbridge {args.action}-file: {exc}", file=sys.stderr)
+        return USER_ERROR
 
 
 if __name__ == "__main__":

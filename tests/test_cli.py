@@ -61,6 +61,9 @@ def one_error_line(err: str) -> str:
         (["stauts"], "unknown command 'stauts' (did you mean status?"),
         (["id", "--profile"], "toxbridge id: argument --profile: expected one argument"),
         (["bootstrap-node", "--port", "x"], "toxbridge bootstrap-node: argument --port"),
+        (["chat", "--name", "a"], "toxbridge chat: the following arguments are required: --app-port"),
+        (["send-file", "--app-port", "1"], "toxbridge send-file: the following arguments are required"),
+        (["get-file", "--app-port", "x"], "toxbridge get-file: argument --app-port"),
     ],
 )
 def test_user_errors_are_one_line_and_exit_2(argv, message, capsys, monkeypatch):
@@ -69,6 +72,17 @@ def test_user_errors_are_one_line_and_exit_2(argv, message, capsys, monkeypatch)
     assert run(argv) == 2
     line = one_error_line(capsys.readouterr().err)
     assert message in line, line
+
+
+@pytest.mark.parametrize("argv", [["chat", "--name", "a"], ["send-file", "--name", "a", "--to", "b", __file__],
+                                  ["get-file", "--name", "a", "F" * 32]])
+def test_a_client_with_no_bridge_on_its_port_is_one_line(argv, capsys):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))  # bound, not listening: nothing answers there
+        port = s.getsockname()[1]
+        assert run([*argv, "--app-port", str(port)]) == 2
+    line = one_error_line(capsys.readouterr().err)
+    assert line.startswith(f"toxbridge {argv[0]}: ") and str(port) in line, line
 
 
 def test_a_bad_config_file_is_one_line_naming_file_and_key(tmp_path, capsys):
