@@ -7,19 +7,24 @@ bootstrap in this file, and none from the bundled list: test_bootstrap.py covers
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from toxbridge.cli import COMMANDS, main
+from toxbridge.clierrors import user_message
+from toxbridge.errors import ConfigError, RemoteProtocolError, ToxbridgeError
 from toxbridge.network import loopback_options
 from toxbridge.nodeargs import BUNDLED_DATE, BUNDLED_NODES, read_nodes
-from toxbridge.tox import Tox, save_profile
+from toxbridge.tox import DecryptionError, FriendAddError, Tox, ToxNewError, save_profile
+from toxbridge.tox.profile import ProfileError
 
 NODE = "127.0.0.1:33445:" + "AB" * 32
 PEER_ID = "CD" * 38
@@ -201,3 +206,32 @@ def test_the_bundled_public_nodes_list_parses():
     assert all(len(n.public_key) == 32 and n.port for n in nodes)
     assert sum(1 for n in nodes if n.tcp_port) >= 20
     assert not any(n.host.startswith(("127.", "10.", "192.168.", "localhost")) for n in nodes)
+
+
+def _os_error(code: int, name: str | None = None) -> OSError:
+    return OSError(code, os.strerror(code), *([name] if name else []))
+
+
+@pytest.mark.parametrize("exc, expected", [
+    (ConfigError("bad thing"), "bad thing"),
+    (ExceptionGroup("trio", [ExceptionGroup("inner", [ConfigError("deep")])]), "deep"),
+    (ProfileError("load_profile", "PROFILE_ENCRYPTED"), "the profile /p.tox is encrypted"),
+    (DecryptionError("tox_pass_decrypt", "DECRYPTION_FAILED"), "cannot decrypt the profile /p.tox"),
+    (ToxNewError("tox_new", "NEW_LOAD_BAD_FORMAT"), "the profile /p.tox is not a Tox profile"),
+    (ToxNewError("tox_new", "NEW_PORT_ALLOC"), "toxcore found no free UDP port"),
+    (FriendAddError("tox_friend_add", "FRIEND_ADD_OWN_KEY"), "--peer is this node's own Tox ID"),
+    (_os_error(errno.EADDRINUSE), "cannot listen on --app-port 5000: address already in use"),
+    (_os_error(errno.EACCES, "/var/lib/x"), "cannot use /var/lib/x: permission denied"),
+    (ToxbridgeError("tox-bootstrapd not found (run native/toxcore-build.sh)"), "tox-bootstrapd not found"),
+    # Bugs keep their traceback:
+    (RuntimeError("oops"), None),
+    (RemoteProtocolError("bad frame"), None),
+    (FriendAddError("tox_friend_add", "FRIEND_ADD_NULL"), None),
+    (_os_error(errno.ECONNRESET), None),
+])
+def test_which_errors_are_the_users_and_their_line(exc, expected):
+    message = user_message(exc, Path("/p.tox"), "PASS", {"--bridge-port": 0, "--app-port": 5000})
+    if expected is None:
+        assert message is None
+    else:
+        assert message is not None and message.startswith(expected) and "\n" not in message, message

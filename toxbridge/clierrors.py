@@ -72,6 +72,8 @@ def _explain(exc: BaseException, profile: Path | None, passphrase_env: str | Non
                     "stop it, or run with --no-udp")
     if isinstance(exc, FriendAddError) and exc.error == "FRIEND_ADD_OWN_KEY":
         return "--peer is this node's own Tox ID: give the listener's"
+    if isinstance(exc, OSError) and exc.filename and exc.strerror:  # a profile, data dir, ...
+        return f"cannot use {exc.filename}: {exc.strerror.lower()}"
     if isinstance(exc, OSError) and exc.errno in (errno.EADDRINUSE, errno.EACCES, errno.EADDRNOTAVAIL):
         chosen = " or ".join(f"{flag} {port}" for flag, port in ports.items() if port)
         on = f" on {chosen}" if chosen else ""
