@@ -31,7 +31,7 @@ class Config:
     bridge_host: str = "127.0.0.1"
     bridge_port: int = 0
     id_file: Path | None = None
-    window: int = DEFAULT_WINDOW  # see toxbridge/link.py for these three
+    window: int = DEFAULT_WINDOW  # see toxbridge/link/wire.py for these three
     in_flight: int = DEFAULT_IN_FLIGHT
     backlog: int = DEFAULT_BACKLOG
     queue_frames: int = 64  # each of the two queues between the threads (short: latency)
