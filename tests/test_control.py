@@ -232,3 +232,30 @@ def test_status_without_a_node_is_one_line_and_exit_2(tmp_path, capsys):
         status_main(["--profile", str(tmp_path / "p.tox")])  # -> p.bridge/control.sock
     assert exc.value.code == 2
     assert str(tmp_path / "p.bridge") in capsys.readouterr().err
+
+
+# -- bridge_local's part of a status reply ---------------------------------------------------
+
+
+def test_the_file_service_lists_an_upload_in_flight_with_its_progress(tmp_path):
+    import base64
+    import hashlib
+
+    from bridge_local.fileservice import FileService, FilesConfig
+
+    service = FileService(tmp_path, FilesConfig(chunk_size=1024))
+    data = os.urandom(4096)
+    md5 = hashlib.md5(data).hexdigest()
+    assert service.in_flight() == []
+    service.client_command(1, 4001, {"command": 4001, "fileid": "f1", "taskid": 1, "type": 1}, 0.0)
+    service.client_command(1, 7000, {"command": 7000, "taskid": 1, "filename": "a.bin",
+                                     "filesize": 4096, "md5": md5, "session": 1, "fileid": "f1"}, 0.0)
+    service.client_command(1, 7001, {"command": 7001, "taskid": 1, "session": 1, "chunk_size": 1024,
+                                     "range": [0, 1024], "data": base64.b64encode(data[:1024]).decode()},
+                           0.1)
+    assert service.in_flight() == [{"hop": "upload", "fileid": "f1", "filename": "a.bin",
+                                    "filesize": 4096, "done_bytes": 1024, "state": "receiving",
+                                    "paused": False}]
+    service.client_gone(1)
+    assert service.in_flight() == []
+    service.close()

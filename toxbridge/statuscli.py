@@ -32,50 +32,60 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _size(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if abs(n) < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+    """Bytes, short: 512B, 1.5K, 20.0M (powers of 1024)."""
+    for unit in ("B", "K", "M", "G"):
+        if abs(n) < 1024 or unit == "G":
+            return f"{n:.0f}{unit}" if unit == "B" else f"{n:.1f}{unit}"
         n /= 1024
     raise AssertionError
 
 
 def _ms(v: float | None) -> str:
-    return "-" if v is None else f"{v:.1f} ms"
+    return "-" if v is None else f"{v:.1f}ms"
 
 
-def render(status: dict[str, Any]):
-    """The human view of a status reply: rich renderables, in order."""
+def _table(title: str, columns: tuple[str, ...]):
     from rich.table import Table
 
-    node = Table.grid(padding=(0, 2))
-    node.add_row("Tox ID", status["tox_id"])
-    node.add_row("mode", status["mode"])
-    node.add_row("DHT", status["dht"])
-    node.add_row("uptime", f"{status['uptime_s']:.0f} s")
-    out = [node]
-    peers = Table(title="peers", title_justify="left")
-    for col in ("peer", "online", "link", "rtt", "sent", "received", "rate out", "rate in",
-                "queues out/in", "in flight", "backlog", "reconnects"):
-        peers.add_column(col)
-    for p in status["peers"]:
-        q = p["queues"]
-        peers.add_row(
-            p["public_key"][:16] + "…", "yes" if p["online"] else "no", p["link"], _ms(p["rtt_ms"]),
-            _size(p["bytes_sent"]), _size(p["bytes_received"]),
-            _size(p["rate_sent"]) + "/s", _size(p["rate_received"]) + "/s",
-            f"{q['outbound_frames']}/{q['outbound_max']} {q['inbound_runs']}/{q['inbound_max']}",
-            _size(q["link_in_flight_bytes"]), _size(q["link_backlog_bytes"]), str(p["reconnects"]))
-    out.append(peers if status["peers"] else "peers: none yet")
+    table = Table(title=title, title_justify="left", box=None, header_style="bold", pad_edge=False)
+    for col in columns:
+        table.add_column(col, no_wrap=True)
+    return table
+
+
+def render(status: dict[str, Any]) -> list:
+    """The human view of a status reply: lines and rich tables, in order."""
+    out: list = [f"Tox ID {status['tox_id']}",
+                 f"mode {status['mode']}, DHT {status['dht']}, up {status['uptime_s']:.0f} s"]
+    if not status["peers"]:
+        out.append("peers: none yet")
+    else:
+        peers = _table("peers", ("peer", "link", "rtt", "sent", "out/s", "received", "in/s",
+                                 "reconnects"))
+        queues = _table("queues", ("peer", "app->peer", "peer->app", "in flight", "backlog",
+                                   "unread"))
+        for p in status["peers"]:
+            q, key = p["queues"], p["public_key"][:12]
+            link = p["link"] if p["online"] else "offline"
+            peers.add_row(key, link, _ms(p["rtt_ms"]), _size(p["bytes_sent"]),
+                          _size(p["rate_sent"]), _size(p["bytes_received"]),
+                          _size(p["rate_received"]), str(p["reconnects"]))
+            queues.add_row(key, f"{q['outbound_frames']}/{q['outbound_max']} frames",
+                           f"{q['inbound_runs']}/{q['inbound_max']} runs",
+                           _size(q["link_in_flight_bytes"]), _size(q["link_backlog_bytes"]),
+                           _size(q["link_received_bytes"]))
+        out += [peers, queues]
     if "transfers" in status:
-        transfers = Table(title="transfers in flight", title_justify="left")
-        for col in ("hop", "file", "done", "size", "state"):
-            transfers.add_column(col)
-        for t in status["transfers"]:
-            done = f"{100 * t['done_bytes'] / t['filesize']:.0f} %" if t["filesize"] else "-"
-            state = t["state"] + (" (paused)" if t["paused"] else "")
-            transfers.add_row(t["hop"], t["filename"] or str(t["fileid"]), done,
-                              _size(t["filesize"]), state)
-        out.append(transfers if status["transfers"] else "transfers in flight: none")
+        if not status["transfers"]:
+            out.append("transfers in flight: none")
+        else:
+            transfers = _table("transfers in flight", ("hop", "file", "done", "size", "state"))
+            for t in status["transfers"]:
+                done = f"{100 * t['done_bytes'] / t['filesize']:.0f}%" if t["filesize"] else "-"
+                state = t["state"] + (" (paused)" if t["paused"] else "")
+                transfers.add_row(t["hop"], t["filename"] or str(t["fileid"]), done,
+                                  _size(t["filesize"]), state)
+            out.append(transfers)
     return out
 
 
@@ -98,7 +108,7 @@ def main(argv: list[str]) -> int:
         return 0
     from rich.console import Console
 
-    console = Console()
+    console = Console(highlight=False)
     for part in render(status):
-        console.print(part)
+        console.print(part, soft_wrap=isinstance(part, str))
     return 0
