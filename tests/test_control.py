@@ -259,3 +259,25 @@ def test_the_file_service_lists_an_upload_in_flight_with_its_progress(tmp_path):
     service.client_gone(1)
     assert service.in_flight() == []
     service.close()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to run a client as another user")
+async def test_another_user_cannot_connect_even_where_the_directory_is_open(tmp_path):
+    import subprocess
+    import sys
+
+    open_dir = tmp_path / "open"
+    open_dir.mkdir()
+    os.chmod(tmp_path, 0o755)
+    os.chmod(open_dir, 0o755)  # only the socket's own mode keeps others out
+    path = open_dir / "control.sock"
+    probe = ("import socket, sys\n"
+             "s = socket.socket(socket.AF_UNIX)\n"
+             "try:\n    s.connect(sys.argv[1])\nexcept PermissionError:\n    sys.exit(13)\n")
+    async with trio.open_nursery() as nursery:
+        await _serving(path, {"status": lambda args: {}}, nursery)
+        done = await trio.to_thread.run_sync(lambda: subprocess.run(
+            ["/usr/bin/python3", "-c", probe, str(path)], user=65534, group=65534,
+            capture_output=True, timeout=30))
+        assert done.returncode == 13, done.stderr
+        nursery.cancel_scope.cancel()
