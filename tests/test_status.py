@@ -119,3 +119,32 @@ def test_after_kill_9_the_stale_socket_is_replaced_by_the_restarted_node(tox_net
         assert again.tox_id == first.tox_id
         assert status_json(tmp_path / "k.bridge")["tox_id"] == again.tox_id
     assert not sock.exists()  # a clean stop removes it
+
+
+def test_a_node_as_the_system_unit_runs_it_passphrase_file_and_journal(tox_network, tmp_path):
+    """The unit's ExecStart: --passphrase-file from a credentials dir, logs to a journal
+    stream (no timestamps of our own); the profile is encrypted with that passphrase."""
+    from toxbridge.tox import is_encrypted, load_profile
+
+    creds = tmp_path / "credentials"
+    creds.mkdir(mode=0o700)
+    (creds / "passphrase").write_text("from a credential\n")
+    state = tmp_path / "state"
+    env = {**os.environ, "JOURNAL_STREAM": "8:12345"}
+    cmd = [sys.executable, "-m", "toxbridge", "--listen", "--secret", "s", "--raw",
+           "--profile", str(state / "profile.tox"), "--data-dir", str(state / "profile.bridge"),
+           "--passphrase-file", str(creds / "passphrase"), "--bootstrap", str(tox_network)]
+    process = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        tox_id = process.stdout.readline().split()[1]
+        process.stdout.readline()  # bridge ...
+        assert status_json(state / "profile.bridge")["tox_id"] == tox_id
+    finally:
+        process.terminate()
+        _, err = process.communicate(timeout=30)
+    assert process.returncode == 0, err
+    assert err and all(line.startswith("toxbridge") for line in err.splitlines())  # no time stamps
+    data = (state / "profile.tox").read_bytes()
+    assert is_encrypted(data)
+    assert load_profile(state / "profile.tox", "from a credential") is not None
+    assert not (state / "profile.bridge" / "control.sock").exists()

@@ -122,8 +122,8 @@ def node_parser() -> argparse.ArgumentParser:
     p.add_argument("--app-host", default="127.0.0.1",
                    help="address the app server binds (default 127.0.0.1; others need --public-bind)")
     p.add_argument("--data-dir", type=Path,
-                   help="bridge_local's data: history, queued messages, files "
-                        "(default: PROFILE_NAME.bridge next to the profile)")
+                   help="the node's data: its control socket; bridge_local's history, queued "
+                        "messages, files (default: PROFILE_NAME.bridge next to the profile)")
     p.add_argument("-v", "--verbose", action="count", default=0, help="more log lines")
     return p
 

@@ -1,4 +1,5 @@
-"""The local-socket side of the daemon (trio): the bridge port and the app connection.
+"""The local-socket side of the daemon (trio): the bridge port and the app connection,
+and the control socket (`toxbridge.controlsock`; ``status`` reads the tox thread's snapshot).
 
 A thin shell: framing is `toxbridge.framing`, the reliable link and Tox are in the tox
 thread (`toxbridge.toxloop`). One app connection at a time; a second one gets an error
