@@ -4,6 +4,7 @@ No Tox network here (test_status.py asks live nodes)."""
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import stat
@@ -186,7 +187,7 @@ async def test_bounds_long_line_connections_and_a_failing_handler(tmp_path):
         with trio.fail_after(5):
             while got.count(b"\n") < 2:
                 got += await stream.receive_some(4096)
-        first, second = (parse_request_reply(x) for x in got.splitlines())
+        first, second = (json.loads(x) for x in got.splitlines())
         assert first["error"] == "internal" and first["id"] == 1
         assert second["ok"] and second["id"] == 2
         # A line over the limit: an error reply, then the connection closes.
@@ -195,7 +196,7 @@ async def test_bounds_long_line_connections_and_a_failing_handler(tmp_path):
             rest = b""
             while chunk := await stream.receive_some(4096):
                 rest += chunk
-        assert parse_request_reply(rest)["error"] == "too_long"
+        assert json.loads(rest)["error"] == "too_long"
         await stream.aclose()
         # More connections than allowed: the extra one is told "busy".
         held = []
@@ -210,11 +211,6 @@ async def test_bounds_long_line_connections_and_a_failing_handler(tmp_path):
         for c in held:
             c.close()
         nursery.cancel_scope.cancel()
-
-
-def parse_request_reply(line: bytes) -> dict:
-    import json
-    return json.loads(line)
 
 
 def test_request_without_a_node_is_node_not_running(tmp_path):
