@@ -25,6 +25,12 @@ PEER_ID = "CD" * 38
         (["--listen", "--secret", "s", "--nodes", "/nonexistent/nodes.json"], "cannot read the nodes file"),
         (["--listen", "--secret", "s", "--bootstrap", NODE, "--passphrase-env", "TOXBRIDGE_TEST_UNSET"],
          "TOXBRIDGE_TEST_UNSET"),
+        (["--listen", "--secret", "s", "--bootstrap", NODE, "--passphrase-file", "/nonexistent/pw"],
+         "cannot read the passphrase file /nonexistent/pw"),
+        (["--listen", "--secret", "s", "--bootstrap", NODE, "--passphrase-file", "/dev/null"],
+         "the passphrase file /dev/null is empty"),
+        (["--listen", "--secret", "s", "--bootstrap", NODE, "--passphrase-file", "/dev/null",
+          "--passphrase-env", "X"], "not both"),
     ],
 )
 def test_bad_arguments_exit_2_with_one_line(argv, message, capsys, monkeypatch):
@@ -64,3 +70,14 @@ def test_the_bundled_public_nodes_list_parses():
     assert len(nodes) >= 8
     assert all(len(n.public_key) == 32 and n.port and n.tcp_port for n in nodes)
     assert not any(n.host.startswith("127.") for n in nodes)
+
+
+def test_id_reads_the_passphrase_from_a_file_like_a_systemd_credential(tmp_path, capsys):
+    profile, secret = tmp_path / "p.tox", tmp_path / "credentials" / "passphrase"
+    secret.parent.mkdir()
+    secret.write_text("correct horse\n")  # the newline is not part of it
+    with Tox(loopback_options()) as tox:
+        save_profile(profile, tox.savedata(), "correct horse")
+        address = tox.address.hex().upper()
+    assert main(["id", "--profile", str(profile), "--passphrase-file", str(secret)]) == 0
+    assert capsys.readouterr().out.strip() == address

@@ -46,9 +46,13 @@ LAYER_OF = {  # longest prefix wins; the two root packages are "root", bridge_lo
     "toxbridge.fragment": "channel",
     "toxbridge.crawl": "channel",
     "toxbridge.network": "channel",
+    "toxbridge.control": "channel",  # the control protocol's codec (pure)
+    "toxbridge.status": "channel",  # the status snapshot and its meters (pure)
     "toxbridge.config": "config",
     "toxbridge.toxloop": "toxthread",
     "toxbridge.daemon": "daemon",
+    "toxbridge.controlsock": "daemon",  # the control socket's trio shell
+    "toxbridge.statuscli": "node",
     "toxbridge.testing": "testing",
 }
 # Inside bridge_local: a module may import only modules of a lower or equal rank.

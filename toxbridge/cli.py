@@ -3,6 +3,7 @@
     toxbridge --listen [--secret S | --allow KEY]   wait for a peer; prints our Tox ID
     toxbridge --peer ID [--secret S]                connect to a listener
     toxbridge id [--profile P]                      print the profile's Tox ID
+    toxbridge status [--json] [--profile P | --data-dir D]   how a running node is
     toxbridge bootstrap-node                        a DHT bootstrap node on 127.0.0.1
     toxbridge demo                                  the demo on a private loopback network
     toxbridge chat --name NAME --app-port N         the terminal chat client
@@ -13,6 +14,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
@@ -54,13 +56,13 @@ def _demo(args: argparse.Namespace) -> int:
     return run_demo(mb=args.mb)
 
 
-SUBCOMMANDS = ("bootstrap-node", "demo", "id", "chat", "send-file", "get-file")
+SUBCOMMANDS = ("bootstrap-node", "demo", "id", "chat", "send-file", "get-file", "status")
 
 
 def default_profile() -> Path:
-    import platformdirs
+    from .config import default_profile  # lazily: it loads libtoxcore, --help must not
 
-    return Path(platformdirs.user_data_dir("toxbridge")) / "profile.tox"
+    return default_profile()
 
 
 def _read_nodes(path: str) -> list:
@@ -98,6 +100,8 @@ def node_parser() -> argparse.ArgumentParser:
     p.add_argument("--profile", type=Path, help="the profile file (default: under the user data dir)")
     p.add_argument("--passphrase-env", metavar="VAR",
                    help="encrypt the profile with the passphrase in this environment variable")
+    p.add_argument("--passphrase-file", metavar="FILE",
+                   help="... or in this file (its first line), e.g. a systemd credential")
     p.add_argument("--bootstrap", action="append", default=[], metavar="HOST:PORT:KEY",
                    help="a DHT node to bootstrap from (repeatable)")
     p.add_argument("--nodes", metavar="FILE", help="bootstrap nodes from a nodes.json file")
@@ -118,8 +122,8 @@ def node_parser() -> argparse.ArgumentParser:
     p.add_argument("--app-host", default="127.0.0.1",
                    help="address the app server binds (default 127.0.0.1; others need --public-bind)")
     p.add_argument("--data-dir", type=Path,
-                   help="bridge_local's data: history, queued messages, files "
-                        "(default: PROFILE_NAME.bridge next to the profile)")
+                   help="the node's data: its control socket; bridge_local's history, queued "
+                        "messages, files (default: PROFILE_NAME.bridge next to the profile)")
     p.add_argument("-v", "--verbose", action="count", default=0, help="more log lines")
     return p
 
@@ -156,11 +160,7 @@ def build_config(args: argparse.Namespace):
         bootstrap = _read_nodes(str(BUNDLED_NODES))
         log.warning("bootstrapping from the bundled public nodes list (%d nodes, scanned 2020-03); "
                     "for a fresh one: --nodes FILE from https://nodes.tox.chat/json", len(bootstrap))
-    passphrase = None
-    if args.passphrase_env:
-        passphrase = os.environ.get(args.passphrase_env)
-        if not passphrase:
-            raise ConfigError(f"the environment variable {args.passphrase_env} is empty or unset")
+    passphrase = read_passphrase(args.passphrase_env, args.passphrase_file)
     return Config(
         mode="listen" if args.listen else "peer",
         profile=args.profile or default_profile(),
@@ -180,11 +180,33 @@ def build_config(args: argparse.Namespace):
     )
 
 
+def read_passphrase(env: str | None, file: str | None) -> str | None:
+    """The profile's passphrase from ``--passphrase-env`` or ``--passphrase-file`` (its
+    first line; a systemd credential is such a file), or None."""
+    if env and file:
+        raise ConfigError("give --passphrase-env or --passphrase-file, not both")
+    if env:
+        passphrase = os.environ.get(env)
+        if not passphrase:
+            raise ConfigError(f"the environment variable {env} is empty or unset")
+        return passphrase
+    if file:
+        try:
+            lines = Path(file).read_text().splitlines()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"cannot read the passphrase file {file}: "
+                              f"{getattr(exc, 'strerror', None) or exc}") from None
+        if not lines or not lines[0]:
+            raise ConfigError(f"the passphrase file {file} is empty")
+        return lines[0]
+    return None
+
+
 def _id(args: argparse.Namespace) -> int:
     from .tox import Tox, ToxOptions, load_profile
 
     path = args.profile or default_profile()
-    passphrase = os.environ.get(args.passphrase_env) if args.passphrase_env else None
+    passphrase = read_passphrase(args.passphrase_env, args.passphrase_file)
     savedata = load_profile(path, passphrase)
     if savedata is None:
         raise ConfigError(f"no profile at {path} (run toxbridge --listen once to create it)")
@@ -194,9 +216,11 @@ def _id(args: argparse.Namespace) -> int:
 
 
 def _setup_logging(verbose: int) -> None:
+    # Under systemd stderr is the journal, which stamps each line itself.
+    stamp = "" if os.environ.get("JOURNAL_STREAM") else "%(asctime)s "
     logging.basicConfig(
         level=logging.WARNING - 10 * min(verbose + 1, 2),
-        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+        format=stamp + "%(name)s %(levelname)s %(message)s",
     )
 
 
@@ -204,14 +228,18 @@ def run_node(argv: list[str]) -> int:
     parser = node_parser()
     args = parser.parse_args(argv)
     _setup_logging(args.verbose)
+    from .controlsock import control_path, node_data_dir
+
     try:
         config = build_config(args)
+        config = dataclasses.replace(config, control_socket=control_path(
+            node_data_dir(config.profile, args.data_dir)))
         app_config = None if args.raw else build_app_config(args, config)
+        from .node import run_node_process
+
+        run_node_process(config, app_config)
     except ConfigError as exc:
         parser.exit(2, f"toxbridge: {exc}\n")
-    from .node import run_node_process
-
-    run_node_process(config, app_config)
     return 0
 
 
@@ -219,9 +247,11 @@ def build_app_config(args: argparse.Namespace, config):
     """bridge_local's configuration for a node that runs it in-process."""
     from bridge_local.server import BridgeConfig
 
+    from .controlsock import node_data_dir
+
     if args.app_host not in LOOPBACK_HOSTS and not args.public_bind:
         raise ConfigError(f"--app-host {args.app_host} is not loopback; add --public-bind if you mean it")
-    data_dir = args.data_dir or config.profile.with_name(config.profile.stem + ".bridge")
+    data_dir = node_data_dir(config.profile, args.data_dir)
     return BridgeConfig(app_host=args.app_host, app_port=args.app_port, data_dir=data_dir)
 
 
@@ -242,6 +272,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("id", help="print the Tox ID of a profile")
     p.add_argument("--profile", type=Path, help="the profile file (default: under the user data dir)")
     p.add_argument("--passphrase-env", metavar="VAR", help="the profile's passphrase is in this variable")
+    p.add_argument("--passphrase-file", metavar="FILE", help="... or in this file (its first line)")
     p.set_defaults(func=_id)
 
     p = sub.add_parser("demo", help="run the demo on a private loopback Tox network")
@@ -256,6 +287,10 @@ def main(argv: list[str] | None = None) -> int:
         from bridge_local.chat import main as chat_main
 
         return chat_main(argv[1:])
+    if argv[:1] == ["status"]:
+        from .statuscli import main as status_main
+
+        return status_main(argv[1:])
     if argv[:1] in (["send-file"], ["get-file"]):
         from bridge_local.files import main as files_main
 
