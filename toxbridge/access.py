@@ -1,0 +1,205 @@
+"""Who may use a node's local ports: the app port (bridge_local) and the bridge port.
+
+By default only processes of the node's own uid: on accept the server asks the kernel who
+owns the other end, through ``SO_PEERCRED`` on a Unix socket, or for loopback TCP through
+the socket table (``/proc/net/tcp``, matched on both ends' address and port; parsing in
+:mod:`toxbridge.procnet`). With an app token (``--app-token-file``) other uids may use the
+app port if their ``1000`` login carries it (``bridge_local.apptoken``); the bridge port
+has no login, so it stays same-uid. ``--app-open`` turns the check off.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hmac
+import logging
+import os
+import socket
+import stat
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+import trio
+
+from .errors import ConfigError
+from .procnet import find_owner, parse_table
+
+__all__ = ["ADMIT", "NEED_TOKEN", "REFUSE", "AccessPolicy", "add_access_arguments", "check",
+           "open_unix_listener", "peer_uid", "read_token_file", "token_matches",
+           "unlink_unix_listener"]
+
+log = logging.getLogger(__name__)
+
+ADMIT, NEED_TOKEN, REFUSE = "admit", "token", "refuse"
+# The calling thread's view: a node run inside a network namespace sees that namespace's.
+PROC_TABLES = ("/proc/thread-self/net/tcp", "/proc/thread-self/net/tcp6")
+MIN_TOKEN_LENGTH = 16
+_UCRED = struct.Struct("3i")  # pid, uid, gid
+
+
+@dataclass(frozen=True)
+class AccessPolicy:
+    owner_uid: int  # the node's own (effective) uid
+    open: bool = False  # --app-open: everyone is admitted
+    token: bytes | None = None  # app port: another uid is admitted if its login carries this
+
+    def verdict(self, uid: int | None, tokens: bool) -> str:
+        """ADMIT, NEED_TOKEN (the login must carry the token) or REFUSE a connection whose
+        other end belongs to ``uid`` (None: unknown). ``tokens``: the port has a login."""
+        if self.open or uid == self.owner_uid:
+            return ADMIT
+        if tokens and self.token is not None:
+            return NEED_TOKEN
+        return REFUSE
+
+    def refusal(self, uid: int | None) -> str:
+        who = f"uid {uid}" if uid is not None else "a process whose uid could not be found"
+        return (f"this port admits only processes of uid {self.owner_uid} (the node's user); "
+                f"this connection comes from {who}")
+
+
+def token_matches(expected: bytes, given: object) -> bool:
+    """Constant time in the token's content."""
+    if not isinstance(given, str):
+        return False
+    try:
+        return hmac.compare_digest(given.encode("utf-8"), expected)
+    except UnicodeEncodeError:  # a lone surrogate
+        return False
+
+
+def read_token_file(path: Path) -> bytes:
+    """The token in ``path`` (surrounding whitespace dropped). Raises ConfigError."""
+    try:
+        token = path.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read the app token file {path}: {exc}") from None
+    if len(token) < MIN_TOKEN_LENGTH or any(c.isspace() for c in token):
+        raise ConfigError(f"the app token file {path} must hold one token of at least "
+                          f"{MIN_TOKEN_LENGTH} characters, without spaces")
+    return token.encode("utf-8")
+
+
+# -- who is on the other end ---------------------------------------------------------------
+
+def tcp_owner_uid(peer: tuple, ours: tuple, tables: tuple[str, ...] = PROC_TABLES) -> int | None:
+    """The uid owning the local socket at ``peer`` that is connected to ``ours``, from the
+    kernel's socket tables; None if it is not there (not a local process, or gone)."""
+    for path in tables:
+        try:
+            with open(path, encoding="ascii") as f:
+                text = f.read()
+        except OSError:
+            continue  # no IPv6, or no /proc: then nobody is found, and nobody is admitted
+        try:
+            uid = find_owner(parse_table(text), peer, ours)
+        except ValueError as exc:
+            log.warning("%s: %s", path, exc)
+            continue
+        if uid is not None:
+            return uid
+    return None
+
+
+def unix_peer_uid(sock: socket.socket) -> int:
+    """The uid of the process that connected to a Unix socket (SO_PEERCRED)."""
+    _pid, uid, _gid = _UCRED.unpack(
+        sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size))
+    return uid
+
+
+async def peer_uid(stream: trio.SocketStream, attempts: int = 5, delay: float = 0.01,
+                   tables: tuple[str, ...] = PROC_TABLES) -> int | None:
+    """The uid on the other end of an accepted connection, or None.
+
+    The connecting socket is in the table before its connection can be accepted; the
+    retries are for a kernel that has not published it yet, bounded by ``attempts``."""
+    sock = stream.socket
+    if sock.family == socket.AF_UNIX:
+        return unix_peer_uid(sock)
+    try:
+        peer, ours = sock.getpeername()[:2], sock.getsockname()[:2]
+    except OSError:  # already reset
+        return None
+    for attempt in range(attempts):
+        uid = tcp_owner_uid(peer, ours, tables)
+        if uid is not None:
+            return uid
+        if attempt + 1 < attempts:
+            await trio.sleep(delay)
+    return None
+
+
+async def check(stream: trio.SocketStream, policy: AccessPolicy, tokens: bool
+                ) -> tuple[str, int | None]:
+    """(verdict, uid) for an accepted connection; the lookup is skipped when open."""
+    if policy.open:
+        return ADMIT, None
+    uid = await peer_uid(stream)
+    return policy.verdict(uid, tokens), uid
+
+
+# -- a Unix-socket listener ----------------------------------------------------------------
+
+async def open_unix_listener(path: Path, backlog: int = 128
+                             ) -> tuple[trio.SocketListener, tuple[int, int]]:
+    """Listen on a Unix socket at ``path``, mode 0600 before it accepts anything (a connect
+    before ``listen()`` is refused). A stale socket file is replaced; a live one is an error.
+    Returns the listener and the file's identity, for :func:`unlink_unix_listener`.
+
+    Raises ConfigError.
+    """
+    if path.is_symlink() or path.exists():
+        if not stat.S_ISSOCK(path.lstat().st_mode):
+            raise ConfigError(f"--app-socket {path} exists and is not a socket")
+        probe = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            await probe.connect(str(path))
+        except OSError:
+            path.unlink()  # nobody listens: left by a node that died
+        else:
+            raise ConfigError(f"--app-socket {path} is in use by a running process")
+        finally:
+            probe.close()
+    sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        await sock.bind(str(path))
+        os.chmod(path, 0o600)
+        st = path.lstat()
+        sock.listen(backlog)
+    except OSError as exc:
+        sock.close()
+        raise ConfigError(f"cannot listen on --app-socket {path}: {exc}") from None
+    return trio.SocketListener(sock), (st.st_dev, st.st_ino)
+
+
+def unlink_unix_listener(path: Path, identity: tuple[int, int]) -> None:
+    """Remove the socket file if it is still ours (a successor may have replaced it)."""
+    try:
+        st = path.lstat()
+        if (st.st_dev, st.st_ino) == identity:
+            path.unlink()
+    except OSError:
+        pass
+
+
+# -- the command line ----------------------------------------------------------------------
+
+def add_access_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--app-socket", type=Path, metavar="PATH",
+                        help="also serve the app protocol on a Unix socket (mode 0600)")
+    parser.add_argument("--app-token-file", type=Path, metavar="FILE",
+                        help="other accounts may use the app port if their login carries "
+                             "the token in FILE (the bridge port stays same-user)")
+    parser.add_argument("--app-open", action="store_true",
+                        help="DANGEROUS: any local account may use the app and bridge ports")
+
+
+def access_options(args: argparse.Namespace) -> dict:
+    """BridgeConfig's access fields from the arguments; warns about --app-open."""
+    if args.app_open:
+        log.warning("--app-open: any local account can use this node's app port and bridge "
+                    "port, as any user")
+    token = read_token_file(args.app_token_file) if args.app_token_file else None
+    return {"app_socket": args.app_socket, "app_token": token, "app_open": args.app_open}
