@@ -25,9 +25,9 @@ import trio
 from .errors import ConfigError
 from .procnet import find_owner, parse_table
 
-__all__ = ["ADMIT", "NEED_TOKEN", "REFUSE", "AccessPolicy", "add_access_arguments", "check",
-           "open_unix_listener", "peer_uid", "read_token_file", "token_matches",
-           "unlink_unix_listener"]
+__all__ = ["ADMIT", "NEED_TOKEN", "REFUSE", "AccessPolicy", "access_options",
+           "add_access_arguments", "check", "open_unix_listener", "peer_uid", "read_token_file", "refuse", "token_matches",
+           "unlink_unix_listener", "warn_if_open"]
 
 log = logging.getLogger(__name__)
 
@@ -196,10 +196,30 @@ def add_access_arguments(parser: argparse.ArgumentParser) -> None:
                         help="DANGEROUS: any local account may use the app and bridge ports")
 
 
-def access_options(args: argparse.Namespace) -> dict:
-    """BridgeConfig's access fields from the arguments; warns about --app-open."""
+def warn_if_open(args: argparse.Namespace) -> None:
     if args.app_open:
-        log.warning("--app-open: any local account can use this node's app port and bridge "
-                    "port, as any user")
+        log.warning("--app-open: any local account can use this node's app and bridge ports "
+                    "(and log in as any user)")
+
+
+def access_options(args: argparse.Namespace) -> dict:
+    """BridgeConfig's access fields from the arguments. Raises ConfigError."""
     token = read_token_file(args.app_token_file) if args.app_token_file else None
     return {"app_socket": args.app_socket, "app_token": token, "app_open": args.app_open}
+
+
+async def refuse(stream: trio.abc.HalfCloseableStream, message: bytes, grace: float = 1.0,
+                 limit: int = 256 * 1024) -> None:
+    """Send one error message and close. What the client already sent is read and dropped
+    first (bounded in time and bytes): closing on unread data sends a reset, which can make
+    the client's kernel drop our message before the client reads it."""
+    with trio.move_on_after(grace):
+        try:
+            await stream.send_all(message)
+            await stream.send_eof()
+            seen = 0
+            while seen < limit and (data := await stream.receive_some(64 * 1024)):
+                seen += len(data)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+    await stream.aclose()

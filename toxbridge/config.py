@@ -31,6 +31,7 @@ class Config:
     bridge_host: str = "127.0.0.1"
     bridge_port: int = 0
     id_file: Path | None = None
+    app_open: bool = False  # --app-open: processes of any uid may use the bridge port
     window: int = DEFAULT_WINDOW  # see toxbridge/link.py for these three
     in_flight: int = DEFAULT_IN_FLIGHT
     backlog: int = DEFAULT_BACKLOG

@@ -17,6 +17,7 @@ from typing import Callable
 
 import trio
 
+from . import access
 from .config import Config
 from .errors import RemoteProtocolError
 from .framing import DATA, FrameDecoder, encode_event
@@ -48,6 +49,7 @@ class Daemon:
         self._token: trio.lowlevel.TrioToken | None = None
         self._finished = trio.Event()
         self._scope: trio.CancelScope | None = None
+        self._access = access.AccessPolicy(os.geteuid(), open=config.app_open)
 
     # Called from the tox thread.
     def _notify(self, event: dict | None) -> None:
@@ -104,6 +106,14 @@ class Daemon:
     # -- the app connection -----------------------------------------------------------
 
     async def _handle_app(self, stream: trio.SocketStream) -> None:
+        # Before anything else (a stranger does not even learn that the port is busy).
+        verdict, uid = await access.check(stream, self._access, tokens=False)
+        if verdict != access.ADMIT:
+            message = self._access.refusal(uid)
+            log.warning("refused a bridge port connection: %s", message)
+            await access.refuse(stream, encode_event(
+                {"event": "error", "code": "forbidden", "message": message}))
+            return
         if self.app is not None:
             log.warning("refused a second app connection")
             await self._close_with(stream, {"event": "error", "code": "busy",
