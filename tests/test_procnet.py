@@ -123,3 +123,11 @@ def test_read_token_file_strips_whitespace_and_refuses_short_or_spaced_tokens(tm
             read_token_file(path)
     with pytest.raises(ConfigError, match="cannot read the app token file"):
         read_token_file(tmp_path / "missing")
+
+
+def test_parse_table_with_ports_keeps_only_the_lines_of_that_port_pair() -> None:
+    entries = parse_table(TCP, "little", ports=(41652, 8080))
+    assert [e.inode for e in entries] == [4711]
+    assert find_owner(entries, ("127.0.0.1", 41652), ("127.0.0.1", 8080)) == 1001
+    assert [e.inode for e in parse_table(TCP6, "little", ports=(50000, 8080))] == [5101]
+    assert parse_table(TCP, "little", ports=(8080, 41653)) == []

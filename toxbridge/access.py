@@ -17,6 +17,7 @@ import os
 import socket
 import stat
 import struct
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,8 +33,8 @@ __all__ = ["ADMIT", "NEED_TOKEN", "REFUSE", "AccessPolicy", "access_options",
 log = logging.getLogger(__name__)
 
 ADMIT, NEED_TOKEN, REFUSE = "admit", "token", "refuse"
-# The calling thread's view: a node run inside a network namespace sees that namespace's.
-PROC_TABLES = ("/proc/thread-self/net/tcp", "/proc/thread-self/net/tcp6")
+# The tables of one thread's network namespace ({tid}: the trio thread's, read from a worker).
+PROC_TABLES = ("/proc/self/task/{tid}/net/tcp", "/proc/self/task/{tid}/net/tcp6")
 MIN_TOKEN_LENGTH = 16
 _UCRED = struct.Struct("3i")  # pid, uid, gid
 
@@ -83,9 +84,12 @@ def read_token_file(path: Path) -> bytes:
 
 # -- who is on the other end ---------------------------------------------------------------
 
-def tcp_owner_uid(peer: tuple, ours: tuple, tables: tuple[str, ...] = PROC_TABLES) -> int | None:
+def tcp_owner_uid(peer: tuple, ours: tuple, tables: tuple[str, ...] | None = None) -> int | None:
     """The uid owning the local socket at ``peer`` that is connected to ``ours``, from the
-    kernel's socket tables; None if it is not there (not a local process, or gone)."""
+    kernel's socket tables (default: those of the calling thread's network namespace);
+    None if it is not there (not a local process, or gone)."""
+    if tables is None:
+        tables = tuple(t.format(tid=threading.get_native_id()) for t in PROC_TABLES)
     for path in tables:
         try:
             with open(path, encoding="ascii") as f:
@@ -93,7 +97,7 @@ def tcp_owner_uid(peer: tuple, ours: tuple, tables: tuple[str, ...] = PROC_TABLE
         except OSError:
             continue  # no IPv6, or no /proc: then nobody is found, and nobody is admitted
         try:
-            uid = find_owner(parse_table(text), peer, ours)
+            uid = find_owner(parse_table(text, ports=(peer[1], ours[1])), peer, ours)
         except ValueError as exc:
             log.warning("%s: %s", path, exc)
             continue
@@ -114,7 +118,9 @@ async def peer_uid(stream: trio.SocketStream, attempts: int = 5, delay: float = 
     """The uid on the other end of an accepted connection, or None.
 
     The connecting socket is in the table before its connection can be accepted; the
-    retries are for a kernel that has not published it yet, bounded by ``attempts``."""
+    retries are for a kernel that has not published it yet, bounded by ``attempts``.
+    The tables are read in a worker thread: the kernel walks its whole socket hash to
+    print them (2-5 ms here, far more on a busy host), which must not stall the loop."""
     sock = stream.socket
     if sock.family == socket.AF_UNIX:
         return unix_peer_uid(sock)
@@ -122,8 +128,9 @@ async def peer_uid(stream: trio.SocketStream, attempts: int = 5, delay: float = 
         peer, ours = sock.getpeername()[:2], sock.getsockname()[:2]
     except OSError:  # already reset
         return None
+    tables = tuple(t.format(tid=threading.get_native_id()) for t in tables)
     for attempt in range(attempts):
-        uid = tcp_owner_uid(peer, ours, tables)
+        uid = await trio.to_thread.run_sync(tcp_owner_uid, peer, ours, tables)
         if uid is not None:
             return uid
         if attempt + 1 < attempts:

@@ -48,16 +48,25 @@ def _endpoint(text: str, byteorder: str) -> Endpoint:
     return _address(address, byteorder), int(port, 16)
 
 
-def parse_table(text: str, byteorder: str = sys.byteorder) -> list[SocketEntry]:
-    """The entries of one ``/proc/net/tcp`` or ``tcp6`` text.
+def parse_table(text: str, byteorder: str = sys.byteorder,
+                ports: tuple[int, int] | None = None) -> list[SocketEntry]:
+    """The entries of one ``/proc/net/tcp`` or ``tcp6`` text; with ``ports`` (local,
+    remote), only the lines of those ports (a busy host's table has thousands of lines,
+    and parsing addresses is what costs).
 
     Raises ValueError, naming the line, for a line that is not in the kernel's format.
     """
+    if ports is not None:
+        local_port, remote_port = (f":{p:04X}" for p in ports)
     entries = []
     for number, line in enumerate(text.splitlines(), 1):
-        fields = line.split()
+        fields = line.split(maxsplit=3)
         if not fields or fields[0] == "sl":
             continue
+        if ports is not None and len(fields) > 2 and not (
+                fields[1].endswith(local_port) and fields[2].endswith(remote_port)):
+            continue
+        fields = line.split()
         try:
             if len(fields) < 10 or not fields[0].endswith(":"):
                 raise ValueError(f"{len(fields)} fields")
