@@ -278,3 +278,35 @@ def test_app_open_admits_another_uid_on_both_ports_and_warns(opened, nobody_pyth
     [event] = events_of(run_client(nobody_python, "tcp", f"127.0.0.1:{opened.port}", b""))
     assert event["code"] == "busy"
     wait_log(opened, "--app-open: any local account")
+
+
+# -- user errors ---------------------------------------------------------------------------
+
+def node_error(tox_network, tmp_path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "toxbridge", "--listen", "--secret", "s",
+                           "--profile", str(tmp_path / "e.tox"), "--bootstrap", str(tox_network),
+                           *args], capture_output=True, text=True, timeout=60,
+                          stdin=subprocess.DEVNULL)
+
+
+def test_an_app_socket_in_use_is_one_line_and_exit_2(locked, tox_network, tmp_path):
+    _, sock = locked
+    r = node_error(tox_network, tmp_path, "--app-socket", str(sock))
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.strip().splitlines() == [f"toxbridge: --app-socket {sock} is in use by a "
+                                             "running process"]
+
+
+@pytest.mark.parametrize("setup, expected", [
+    ("file", "--app-socket {p} exists and is not a socket"),
+    ("short-token", "the app token file {p} must hold one token of at least 16 characters, "
+                    "without spaces"),
+    ("raw", "--app-socket and --app-token-file are for the app server: drop --raw"),
+])
+def test_access_option_errors_are_one_line_and_exit_2(tox_network, tmp_path, setup, expected):
+    p = tmp_path / "x"
+    p.write_text("short")
+    args = {"file": ["--app-socket", str(p)], "short-token": ["--app-token-file", str(p)],
+            "raw": ["--raw", "--app-socket", str(p)]}[setup]
+    r = node_error(tox_network, tmp_path, *args)
+    assert (r.returncode, r.stderr.strip().splitlines()) == (2, ["toxbridge: " + expected.format(p=p)])

@@ -27,7 +27,7 @@ from .errors import ConfigError
 from .procnet import find_owner, parse_table
 
 __all__ = ["ADMIT", "NEED_TOKEN", "REFUSE", "AccessPolicy", "access_options",
-           "add_access_arguments", "check", "open_unix_listener", "peer_uid", "read_token_file", "refuse", "token_matches",
+           "add_access_arguments", "check", "check_unix_path", "open_unix_listener", "peer_uid", "read_token_file", "refuse", "token_matches",
            "unlink_unix_listener", "warn_if_open"]
 
 log = logging.getLogger(__name__)
@@ -157,18 +157,7 @@ async def open_unix_listener(path: Path, backlog: int = 128
 
     Raises ConfigError.
     """
-    if path.is_symlink() or path.exists():
-        if not stat.S_ISSOCK(path.lstat().st_mode):
-            raise ConfigError(f"--app-socket {path} exists and is not a socket")
-        probe = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            await probe.connect(str(path))
-        except OSError:
-            path.unlink()  # nobody listens: left by a node that died
-        else:
-            raise ConfigError(f"--app-socket {path} is in use by a running process")
-        finally:
-            probe.close()
+    check_unix_path(path, remove_stale=True)
     sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         await sock.bind(str(path))
@@ -179,6 +168,28 @@ async def open_unix_listener(path: Path, backlog: int = 128
         sock.close()
         raise ConfigError(f"cannot listen on --app-socket {path}: {exc}") from None
     return trio.SocketListener(sock), (st.st_dev, st.st_ino)
+
+
+def check_unix_path(path: Path, remove_stale: bool = False) -> None:
+    """Can we listen at ``path``? A socket nobody listens on is stale (left by a node that
+    died): removed if ``remove_stale``. Raises ConfigError."""
+    if not path.parent.is_dir():
+        raise ConfigError(f"--app-socket {path}: the directory {path.parent} does not exist")
+    try:
+        mode = path.lstat().st_mode
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(mode):
+        raise ConfigError(f"--app-socket {path} exists and is not a socket")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        probe.settimeout(1)
+        try:
+            probe.connect(str(path))
+        except OSError:
+            if remove_stale:
+                path.unlink(missing_ok=True)
+            return
+    raise ConfigError(f"--app-socket {path} is in use by a running process")
 
 
 def unlink_unix_listener(path: Path, identity: tuple[int, int]) -> None:
@@ -211,6 +222,8 @@ def warn_if_open(args: argparse.Namespace) -> None:
 
 def access_options(args: argparse.Namespace) -> dict:
     """BridgeConfig's access fields from the arguments. Raises ConfigError."""
+    if args.app_socket is not None:
+        check_unix_path(args.app_socket)  # before anything starts; again when listening
     token = read_token_file(args.app_token_file) if args.app_token_file else None
     return {"app_socket": args.app_socket, "app_token": token, "app_open": args.app_open}
 

@@ -217,7 +217,13 @@ def run_node(argv: list[str]) -> int:
         parser.exit(2, f"toxbridge: {exc}\n")
     from .node import run_node_process
 
-    run_node_process(config, app_config)
+    try:
+        run_node_process(config, app_config)
+    except* ConfigError as group:  # found only once running (an --app-socket taken since)
+        exc: BaseException = group
+        while isinstance(exc, BaseExceptionGroup):
+            exc = exc.exceptions[0]
+        parser.exit(2, f"toxbridge: {exc}\n")
     return 0
 
 
