@@ -260,7 +260,6 @@ def test_the_file_service_lists_an_upload_in_flight_with_its_progress(tmp_path):
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to run a client as another user")
 async def test_another_user_cannot_connect_even_where_the_directory_is_open(tmp_path):
     import subprocess
-    import sys
 
     open_dir = tmp_path / "open"
     open_dir.mkdir()

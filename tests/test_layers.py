@@ -28,12 +28,14 @@ ALLOWED: dict[str, set[str]] = {
     "errors": set(),
     "tox": {"errors"},
     "channel": {"errors", "tox"},
+    "access": {"errors"},  # who may use the local ports: peer uids, /proc/net/tcp, app tokens
     "config": {"errors", "tox", "channel"},
     "toxthread": {"errors", "tox", "channel", "config"},
-    "daemon": {"errors", "tox", "channel", "config", "toxthread"},
-    "bridge_local": {"errors", "channel"},
-    "node": {"errors", "tox", "channel", "config", "toxthread", "daemon", "bridge_local"},
-    "testing": {"errors", "tox", "channel", "config", "toxthread", "daemon", "bridge_local", "node"},
+    "daemon": {"errors", "tox", "channel", "access", "config", "toxthread"},
+    "bridge_local": {"errors", "channel", "access"},
+    "node": {"errors", "tox", "channel", "access", "config", "toxthread", "daemon", "bridge_local"},
+    "testing": {"errors", "tox", "channel", "access", "config", "toxthread", "daemon", "bridge_local",
+                "node"},
 }
 LAYER_OF = {  # longest prefix wins; the two root packages are "root", bridge_local.* "bridge_local"
     "toxbridge.__main__": "node",
@@ -48,6 +50,8 @@ LAYER_OF = {  # longest prefix wins; the two root packages are "root", bridge_lo
     "toxbridge.network": "channel",
     "toxbridge.control": "channel",  # the control protocol's codec (pure)
     "toxbridge.status": "channel",  # the status snapshot and its meters (pure)
+    "toxbridge.access": "access",
+    "toxbridge.procnet": "access",
     "toxbridge.config": "config",
     "toxbridge.toxloop": "toxthread",
     "toxbridge.daemon": "daemon",
@@ -64,6 +68,7 @@ BRIDGE_LOCAL_RANK = {
     "bridge_local.store": 3,
     "bridge_local.filenotices": 3,
     "bridge_local.client": 3,
+    "bridge_local.apptoken": 3,
     "bridge_local.fileservice": 4,
     "bridge_local.core": 5,
     "bridge_local.server": 6,

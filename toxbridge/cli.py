@@ -23,6 +23,7 @@ import sys
 import threading
 from pathlib import Path
 
+from .access import access_options, add_access_arguments, warn_if_open
 from .errors import ConfigError, ToxbridgeError
 
 log = logging.getLogger("toxbridge")
@@ -121,6 +122,7 @@ def node_parser() -> argparse.ArgumentParser:
     p.add_argument("--app-port", type=int, default=0, help="the JSON app server's port (default: free)")
     p.add_argument("--app-host", default="127.0.0.1",
                    help="address the app server binds (default 127.0.0.1; others need --public-bind)")
+    add_access_arguments(p)
     p.add_argument("--data-dir", type=Path,
                    help="the node's data: its control socket; bridge_local's history, queued "
                         "messages, files (default: PROFILE_NAME.bridge next to the profile)")
@@ -147,6 +149,9 @@ def build_config(args: argparse.Namespace):
                           "(or --accept-anyone, which lets anyone in)")
     if args.accept_anyone:
         log.warning("--accept-anyone: ANY Tox user who knows our ID can use this bridge")
+    warn_if_open(args)
+    if args.raw and (args.app_socket or args.app_token_file):
+        raise ConfigError("--app-socket and --app-token-file are for the app server: drop --raw")
     host = args.bridge_host
     if host not in LOOPBACK_HOSTS and not args.public_bind:
         raise ConfigError(f"--bridge-host {host} is not loopback; add --public-bind if you mean it")
@@ -177,6 +182,7 @@ def build_config(args: argparse.Namespace):
         bridge_host=host,
         bridge_port=args.bridge_port,
         id_file=args.id_file,
+        app_open=args.app_open,
     )
 
 
@@ -252,7 +258,8 @@ def build_app_config(args: argparse.Namespace, config):
     if args.app_host not in LOOPBACK_HOSTS and not args.public_bind:
         raise ConfigError(f"--app-host {args.app_host} is not loopback; add --public-bind if you mean it")
     data_dir = node_data_dir(config.profile, args.data_dir)
-    return BridgeConfig(app_host=args.app_host, app_port=args.app_port, data_dir=data_dir)
+    return BridgeConfig(app_host=args.app_host, app_port=args.app_port, data_dir=data_dir,
+                        **access_options(args))
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -39,6 +39,7 @@ class Config:
     bridge_port: int = 0
     id_file: Path | None = None
     control_socket: Path | None = None  # the control socket (toxbridge.controlsock); None: none
+    app_open: bool = False  # --app-open: processes of any uid may use the bridge port
     window: int = DEFAULT_WINDOW  # see toxbridge/link/wire.py for these three
     in_flight: int = DEFAULT_IN_FLIGHT
     backlog: int = DEFAULT_BACKLOG

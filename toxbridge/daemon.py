@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 import socket
-import sys
 from typing import Callable
 
 import trio
 
+from . import access
 from .config import Config
 from .control import ControlError
 from .controlsock import ControlServer, bind_control_socket
@@ -56,6 +55,7 @@ class Daemon:
         # transfers): each gets the reply dict and fills in its part.
         self.control_commands = {"status": self._status}
         self.status_sections: list[Callable[[dict], None]] = []
+        self._access = access.AccessPolicy(os.geteuid(), open=config.app_open)
 
     # Called from the tox thread.
     def _notify(self, event: dict | None) -> None:
@@ -141,6 +141,14 @@ class Daemon:
     # -- the app connection -----------------------------------------------------------
 
     async def _handle_app(self, stream: trio.SocketStream) -> None:
+        # Before anything else (a stranger does not even learn that the port is busy).
+        verdict, uid = await access.check(stream, self._access, tokens=False)
+        if verdict != access.ADMIT:
+            message = self._access.refusal(uid)
+            log.warning("refused a bridge port connection: %s", message)
+            await access.refuse(stream, encode_event(
+                {"event": "error", "code": "forbidden", "message": message}))
+            return
         if self.app is not None:
             log.warning("refused a second app connection")
             await self._close_with(stream, {"event": "error", "code": "busy",

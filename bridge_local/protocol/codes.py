@@ -80,6 +80,9 @@ class ErrorCode(enum.IntEnum):
     ALREADY_LOGGED_IN = 9010
     NOT_IMPLEMENTED = 9011  # a reserved command this server does not serve yet
     INTERNAL_ERROR = 9012  # the server failed; the request may be retried
+    FORBIDDEN = 9013  # another account's process, and this port takes no app token; closed
+    APP_TOKEN_MISSING = 9014  # another account's login without "apptoken"; closed
+    APP_TOKEN_WRONG = 9015  # ... with a wrong one; closed
 
 
 class MessageType(enum.IntEnum):
