@@ -1,6 +1,6 @@
 """A terminal chat client on :mod:`bridge_local.client`.
 
-``python -m bridge_local.chat --name alice --app-port N``. Type a line to send it to the
+``python -m bridge_local.chat --name alice --app-port N`` (or ``--app-socket PATH``). Type a line to send it to the
 current target; incoming messages and users coming and going are shown as they arrive.
 
 Commands: ``/to NAME`` (choose the target), ``/users``, ``/history NAME [LIMIT]``,
@@ -21,15 +21,15 @@ import sys
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any, TextIO
 
 import trio
 
-from toxbridge.clierrors import USER_ERROR, OneLineParser
-from toxbridge.nodeargs import port_arg
+from toxbridge.usage import USER_ERROR, OneLineParser
 
-from .client import BridgeError, Client, open_client
+from .client import BridgeError, Client, add_app_arguments, app_options, describe, open_client
 from .files import ProgressBar, TransferFailed, download, new_progress, send_file
 
 __all__ = ["main", "run_chat"]
@@ -82,18 +82,20 @@ def _format_event(event: dict[str, Any], directory: _Directory) -> str:
     return f"* {event['name']} ({event['side']}) is {state}"
 
 
-async def run_chat(port: int, name: str, host: str = "127.0.0.1",
-                   read_line: Callable[[], str] | None = None, out: TextIO = sys.stdout) -> int:
-    """Chat until /quit or end of input; returns an exit status."""
+async def run_chat(port: int | None, name: str, host: str = "127.0.0.1",
+                   read_line: Callable[[], str] | None = None, out: TextIO = sys.stdout,
+                   path: str | None = None, apptoken: str | None = None) -> int:
+    """Chat until /quit or end of input; returns an exit status. ``path``: a Unix-socket
+    app port instead of ``host:port``; ``apptoken``: for a node of another account."""
 
     screen = _Screen(out)
     show = screen.show
 
     reader = read_line or sys.stdin.readline
     directory = _Directory()
-    async with open_client(port, host) as client:
+    async with open_client(port, host, path=path) as client:
         try:
-            me = await client.login(name)
+            me = await client.login(name, apptoken)
         except BridgeError as exc:
             show(f"login failed: {exc}")
             return 1
@@ -270,16 +272,16 @@ async def _input_loop(client: Client, reader: Callable[[], str], directory: _Dir
 def main(argv: list[str] | None = None) -> int:
     parser = OneLineParser(prog="toxbridge chat", description="Chat through a toxbridge node.")
     parser.add_argument("--name", required=True)
-    parser.add_argument("--app-port", type=port_arg, required=True)
-    parser.add_argument("--host", default="127.0.0.1")
+    add_app_arguments(parser)
     args = parser.parse_args(argv)
+    where = app_options(parser, args)
     try:
-        return trio.run(run_chat, args.app_port, args.name, args.host)
+        return trio.run(partial(run_chat, where["port"], args.name, where["host"],
+                                path=where["path"], apptoken=where["apptoken"]))
     except KeyboardInterrupt:
         return 130
     except OSError as exc:
-        print(f"toxbridge chat: cannot reach the bridge at {args.host}:{args.app_port}: {exc}",
-              file=sys.stderr)
+        print(f"toxbridge chat: cannot reach the bridge at {describe(where)}: {exc}", file=sys.stderr)
         return USER_ERROR
 
 

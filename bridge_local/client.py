@@ -2,7 +2,7 @@
 
 ::
 
-    async with open_client(port) as client:
+    async with open_client(port) as client:          # or open_client(path="/run/.../app.sock")
         me = await client.login("alice")
         for user in await client.users(): ...
         reply = await client.send(bob_token, "hi")          # {"command":2002,...}
@@ -11,21 +11,25 @@
 
 Requests are answered in order; events (``2003``, ``301``, ``302``) may arrive at any time
 and are queued (bounded) for the iterator. A ``9000`` error reply raises
-:class:`BridgeError`.
+:class:`BridgeError`. An app of another account than the node's logs in with the node's
+app token: ``open_client(port, name="carol", apptoken="…")`` (docs/protocol.md, section 2).
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import trio
 
 from .protocol import DEFAULT_MAX_LINE_LENGTH, LineDecoder, LineTooLong
 
-__all__ = ["BridgeError", "Client", "EVENT_COMMANDS", "TRANSFER_COMMANDS", "client_on", "open_client"]
+__all__ = ["BridgeError", "Client", "EVENT_COMMANDS", "TRANSFER_COMMANDS", "add_app_arguments",
+           "app_options", "client_on", "open_client"]
 
 EVENT_COMMANDS = frozenset({2003, 301, 302, 5003})
 TRANSFER_COMMANDS = frozenset({7000, 7001, 7010, 7070, 7080, 8000, 8001, 8010})
@@ -125,8 +129,12 @@ class Client:
 
     # -- commands ----------------------------------------------------------------------
 
-    async def login(self, name: str) -> dict[str, Any]:
-        reply = await self.request({"command": 1000, "name": name})
+    async def login(self, name: str, apptoken: str | None = None) -> dict[str, Any]:
+        """``apptoken``: the node's app token, for an app of another account than the node's."""
+        obj: dict[str, Any] = {"command": 1000, "name": name}
+        if apptoken is not None:
+            obj["apptoken"] = apptoken
+        reply = await self.request(obj)
         self.token, self.name = reply["token"], reply["name"]
         return reply
 
@@ -179,16 +187,24 @@ class Client:
 
 
 @asynccontextmanager
-async def open_client(port: int, host: str = "127.0.0.1",
-                      name: str | None = None) -> AsyncIterator[Client]:
-    """Connect to an app port (and log in as ``name`` if given); closed on exit."""
-    stream = await trio.open_tcp_stream(host, port)
-    async with client_on(stream, name) as client:
+async def open_client(port: int | None = None, host: str = "127.0.0.1", name: str | None = None,
+                      *, path: str | Path | None = None, apptoken: str | None = None
+                      ) -> AsyncIterator[Client]:
+    """Connect to an app port, TCP ``host:port`` or the Unix socket ``path`` (and log in as
+    ``name`` if given, with ``apptoken`` if given); closed on exit."""
+    if path is not None:
+        stream = await trio.open_unix_socket(str(path))
+    elif port is not None:
+        stream = await trio.open_tcp_stream(host, port)
+    else:
+        raise ValueError("open_client needs a port or a path")
+    async with client_on(stream, name, apptoken) as client:
         yield client
 
 
 @asynccontextmanager
-async def client_on(stream: trio.SocketStream, name: str | None = None) -> AsyncIterator[Client]:
+async def client_on(stream: trio.SocketStream, name: str | None = None,
+                    apptoken: str | None = None) -> AsyncIterator[Client]:
     """A client on a stream already connected to an app port (e.g. inside a network
     namespace); logs in as ``name`` if given; the stream is closed on exit."""
     client = Client(stream)
@@ -196,8 +212,41 @@ async def client_on(stream: trio.SocketStream, name: str | None = None) -> Async
         nursery.start_soon(client._reader)
         try:
             if name is not None:
-                await client.login(name)
+                await client.login(name, apptoken)
             yield client
         finally:
             nursery.cancel_scope.cancel()
             await stream.aclose()
+
+
+# -- the command-line clients' way to reach a node ----------------------------------------
+
+def add_app_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--app-port", type=int, help="the node's app port (TCP)")
+    parser.add_argument("--host", default="127.0.0.1", help="the app port's host (default 127.0.0.1)")
+    parser.add_argument("--app-socket", metavar="PATH", help="the node's Unix-socket app port")
+    parser.add_argument("--app-token-file", type=Path, metavar="FILE",
+                        help="the node's app token, for a node of another account")
+
+
+def app_options(parser: argparse.ArgumentParser, args: argparse.Namespace) -> dict[str, Any]:
+    """:func:`open_client`'s keywords from the arguments; a user error exits with one line
+    and status 2."""
+    from toxbridge.access import read_token_file
+    from toxbridge.errors import ConfigError
+
+    if (args.app_port is None) == (args.app_socket is None):
+        parser.exit(2, f"{parser.prog}: give one of --app-port N or --app-socket PATH\n")
+    apptoken = None
+    if args.app_token_file is not None:
+        try:
+            apptoken = read_token_file(args.app_token_file).decode("utf-8")
+        except ConfigError as exc:
+            parser.exit(2, f"{parser.prog}: {exc}\n")
+    return {"port": args.app_port, "host": args.host, "path": args.app_socket,
+            "apptoken": apptoken}
+
+
+def describe(options: dict[str, Any]) -> str:
+    """Where :func:`app_options` points, for error messages."""
+    return options["path"] or f"{options['host']}:{options['port']}"

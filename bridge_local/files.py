@@ -19,6 +19,7 @@ One-shot commands (``toxbridge send-file`` / ``get-file``)::
 
     python -m bridge_local.files send --app-port N --name ME --to NAME PATH
     python -m bridge_local.files get --app-port N --name ME [--dest DIR] FILEID
+    (--app-socket PATH instead of --app-port N; --app-token-file F for a node of another account)
 """
 
 from __future__ import annotations
@@ -37,10 +38,9 @@ from typing import Any, TextIO
 
 import trio
 
-from toxbridge.clierrors import USER_ERROR, OneLineParser
-from toxbridge.nodeargs import port_arg
+from toxbridge.usage import USER_ERROR, OneLineParser
 
-from .client import BridgeError, Client, open_client
+from .client import BridgeError, Client, add_app_arguments, app_options, open_client
 from .fileservice import drive
 from .filestore import FileStore, StoreError, display_name
 from .transfer import (
@@ -393,7 +393,7 @@ class ProgressBar:
 
 
 async def _send_cmd(args: argparse.Namespace) -> int:
-    async with open_client(args.app_port, args.host, name=args.name) as client:
+    async with open_client(name=args.name, **args.where) as client:
         target = next((u["token"] for u in await client.users()
                        if u["name"] == args.to), None)
         if target is None:
@@ -407,7 +407,7 @@ async def _send_cmd(args: argparse.Namespace) -> int:
 
 
 async def _get_cmd(args: argparse.Namespace) -> int:
-    async with open_client(args.app_port, args.host, name=args.name) as client:
+    async with open_client(name=args.name, **args.where) as client:
         with ProgressBar(f"download {args.fileid[:24]}", args.quiet) as bar:
             path = await download(client, args.fileid, args.dest, on_event=bar)
         if bar.first is not None and bar.first.done:  # the first event says where it started
@@ -422,8 +422,7 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="action", required=True)
     for name in ("send", "get"):
         p = sub.add_parser(name, prog=f"toxbridge {name}-file")  # as the toxbridge command runs it
-        p.add_argument("--app-port", type=port_arg, required=True)
-        p.add_argument("--host", default="127.0.0.1")
+        add_app_arguments(p)
         p.add_argument("--name", required=True, help="log in as this user")
         p.add_argument("--quiet", action="store_true", help="no progress bar")
         if name == "send":
@@ -433,6 +432,7 @@ def main(argv: list[str] | None = None) -> int:
             p.add_argument("--dest", default=".", help="directory to save into")
             p.add_argument("fileid")
     args = parser.parse_args(argv)
+    args.where = app_options(sub.choices[args.action], args)
     try:
         return trio.run(_send_cmd if args.action == "send" else _get_cmd, args)
     except KeyboardInterrupt:

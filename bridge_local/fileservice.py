@@ -553,6 +553,29 @@ class FileService:
             for t in table:
                 self._release(t)
 
+    def in_flight(self) -> list[dict[str, Any]]:
+        """The transfers not finished, for ``toxbridge status``: ``hop`` is ``to_peer`` /
+        ``from_peer`` (bridge to bridge), ``upload`` (a client to us) or ``download``."""
+        tables = [("to_peer", None, self.peer_out), ("from_peer", None, self.peer_in),
+                  *(("client", cid, table) for cid, table in self.clients.items())]
+        out = []
+        for where, cid, table in tables:
+            for t in table:
+                if t.finished:
+                    continue
+                offer = getattr(t, "offer", None)  # a Sender's; a Receiver has its own fields
+                if where != "client":
+                    hop, fileid = where, t.taskid  # on the peer hop the taskid is the fileid
+                else:
+                    hop = "download" if isinstance(t, Sender) else "upload"
+                    fileid = self._inits.get(cid, {}).get((type(t.taskid), t.taskid))
+                fileid = fileid or getattr(offer or t, "fileid", None)
+                out.append({"hop": hop, "fileid": fileid,
+                            "filename": getattr(offer or t, "filename", None),
+                            "filesize": t.filesize, "done_bytes": t.done_bytes,
+                            "state": t.state.value, "paused": t.paused})
+        return out
+
     def statistics(self) -> dict[str, Any]:
         return {"peer_out": len(self.peer_out), "peer_in": len(self.peer_in),
                 "client_transfers": sum(len(t) for t in self.clients.values()),

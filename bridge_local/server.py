@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import socket
 import sys
@@ -23,9 +24,11 @@ from pathlib import Path
 
 import trio
 
-from toxbridge.errors import RemoteProtocolError
+from toxbridge import access
+from toxbridge.errors import ConfigError, RemoteProtocolError
 from toxbridge.framing import DATA, EVENT, FrameDecoder, decode_event, encode_data
 
+from .apptoken import TokenGate
 from .core import BridgeCore, Limits
 from .fileservice import FilesConfig, FileService
 from .protocol import (
@@ -68,15 +71,21 @@ class BridgeConfig:
     max_clients: int = 1024
     reconnect_delay: float = 0.5
     tick: float = 1.0
+    # Who may connect (toxbridge/access.py): by default processes of our own uid only.
+    app_socket: Path | None = None  # also serve on this Unix socket (mode 0600)
+    app_token: bytes | None = None  # other uids are admitted if their login carries it
+    app_open: bool = False  # no check at all
 
 
 class _Conn:
-    __slots__ = ("event", "drained", "scope")
+    __slots__ = ("event", "drained", "scope", "gate", "refusal")
 
-    def __init__(self) -> None:
+    def __init__(self, gate: TokenGate | None) -> None:
         self.event = trio.Event()
         self.drained = trio.Event()
         self.scope = trio.CancelScope()
+        self.gate = gate  # another account's connection: its login must carry the token
+        self.refusal: dict | None = None  # the gate's error reply: sent last, then closed
 
 
 def _parse_tox_key(event: dict) -> bytes:
@@ -117,6 +126,8 @@ class BridgeServer:
         self._peer_state = False
         self._writing = False
         self._nursery: trio.Nursery | None = None
+        self._access = access.AccessPolicy(os.geteuid(), open=config.app_open,
+                                           token=config.app_token)
 
     # -- the daemon connection ---------------------------------------------------------
 
@@ -226,15 +237,25 @@ class BridgeServer:
     async def _handle_client(self, stream: trio.SocketStream) -> None:
         core = self.core
         assert core is not None
+        verdict, uid = await access.check(stream, self._access, tokens=True)
+        if verdict == access.REFUSE:
+            message = self._access.refusal(uid)
+            log.warning("refused an app connection: %s", message)
+            await access.refuse(stream, encode_reply(error_reply(ErrorCode.FORBIDDEN, message)))
+            return
         if len(self._conns) >= self.config.max_clients:
             with trio.move_on_after(1):
                 await stream.send_all(encode_reply(error_reply(
                     ErrorCode.INTERNAL_ERROR, "too many clients; try again later")))
             await stream.aclose()
             return
-        ip, port = stream.socket.getpeername()[:2]
+        if stream.socket.family == socket.AF_UNIX:
+            ip, port = "unix", 0
+        else:
+            ip, port = stream.socket.getpeername()[:2]
         cid = core.client_connected(ip, port)
-        conn = self._conns[cid] = _Conn()
+        gate = TokenGate(self._access.token) if verdict == access.NEED_TOKEN else None
+        conn = self._conns[cid] = _Conn(gate)
         async def read_then_flush() -> None:
             await self._client_reader(cid, stream, conn)
             with trio.move_on_after(5):  # the client closed its side: flush the replies
@@ -252,6 +273,9 @@ class BridgeServer:
             core.client_disconnected(cid, time.time())
             self._after()
             with trio.CancelScope(shield=True):
+                if conn.refusal is not None:
+                    log.warning("closing app client %d: %s", cid, conn.refusal["message"])
+                    await access.refuse(stream, encode_reply(conn.refusal))
                 await stream.aclose()
 
     async def _client_reader(self, cid: int, stream: trio.SocketStream, conn: _Conn) -> None:
@@ -262,6 +286,9 @@ class BridgeServer:
             data = await stream.receive_some(READ_SIZE)
             decoder.receive_data(data)
             while (line := decoder.next_line()) is not None:
+                if conn.gate is not None and (refusal := conn.gate.check(line)) is not None:
+                    conn.refusal = refusal  # after the replies already queued
+                    return
                 try:
                     core.client_line(cid, line, time.time())
                 except Exception:  # a bug: this client gets 9012, the others never notice
@@ -349,11 +376,15 @@ class BridgeServer:
         self.store_path = store_path(c.data_dir or default_data_dir(), self.public_key)
         store = Store(self.store_path)
         files: FileService | None = None
+        unix_id: tuple[int, int] | None = None
         try:
             files = FileService(self.store_path.with_suffix(".files"), c.files)
             self.core = BridgeCore(store, self.public_key, time.time(), c.limits, files)
             listeners = await trio.open_tcp_listeners(c.app_port, host=c.app_host)
             self.app_port = listeners[0].socket.getsockname()[1]
+            if c.app_socket is not None:
+                unix, unix_id = await access.open_unix_listener(c.app_socket)
+                listeners.append(unix)
             log.info("database %s", self.store_path)
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
@@ -361,8 +392,12 @@ class BridgeServer:
                 nursery.start_soon(self._ticker)
                 await nursery.start(trio.serve_listeners, self._handle_client, listeners)
                 self.announce(f"app {c.app_host}:{self.app_port}")
+                if c.app_socket is not None:
+                    self.announce(f"app-socket {c.app_socket}")
                 task_status.started(self)
         finally:
+            if unix_id is not None:
+                access.unlink_unix_listener(c.app_socket, unix_id)
             with trio.CancelScope(shield=True):
                 await first[0].aclose()
             if files is not None:
@@ -426,14 +461,21 @@ def main(argv: list[str] | None = None) -> int:
                         metavar="BYTES", help="total size of the file store (default 64 GiB)")
     parser.add_argument("--chunk-size", type=int, default=FilesConfig.chunk_size,
                         metavar="BYTES", help="file chunk size this bridge asks for")
+    access.add_access_arguments(parser)
     parser.add_argument("-v", "--verbose", action="count", default=0)
     args = parser.parse_args(argv)
     logging.basicConfig(level=[logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)],
                         format="%(asctime)s %(name)s %(levelname)s %(message)s", stream=sys.stderr)
+    access.warn_if_open(args)
+    try:
+        access_fields = access.access_options(args)
+    except ConfigError as exc:
+        parser.exit(2, f"{parser.prog}: {exc}\n")
     config = BridgeConfig(bridge_host=args.bridge[0], bridge_port=args.bridge[1],
                           app_host=args.app_host, app_port=args.app_port, data_dir=args.data_dir,
                           files=FilesConfig(max_file_size=args.max_file_size,
                                             max_total_size=args.store_quota,
-                                            chunk_size=args.chunk_size))
+                                            chunk_size=args.chunk_size),
+                          **access_fields)
     trio.run(run_until_signal, config)
     return 0

@@ -66,9 +66,15 @@ def one_error_line(err: str) -> str:
         (["stauts"], "unknown command 'stauts' (did you mean status?"),
         (["id", "--profile"], "toxbridge id: argument --profile: expected one argument"),
         (["bootstrap-node", "--port", "x"], "toxbridge bootstrap-node: argument --port"),
-        (["chat", "--name", "a"], "toxbridge chat: the following arguments are required: --app-port"),
+        (["chat", "--name", "a"], "toxbridge chat: give one of --app-port N or --app-socket PATH"),
         (["send-file", "--app-port", "1"], "toxbridge send-file: the following arguments are required"),
         (["get-file", "--app-port", "x"], "toxbridge get-file: argument --app-port"),
+        (["--listen", "--secret", "s", "--bootstrap", NODE, "--passphrase-file", "/nonexistent/pw"],
+         "cannot read the passphrase file /nonexistent/pw"),
+        (["--listen", "--secret", "s", "--bootstrap", NODE, "--passphrase-file", "/dev/null"],
+         "the passphrase file /dev/null is empty"),
+        (["--listen", "--secret", "s", "--bootstrap", NODE, "--passphrase-file", "/dev/null",
+          "--passphrase-env", "X"], "not both"),
     ],
 )
 def test_user_errors_are_one_line_and_exit_2(argv, message, capsys, monkeypatch):
@@ -235,3 +241,14 @@ def test_which_errors_are_the_users_and_their_line(exc, expected):
         assert message is None
     else:
         assert message is not None and message.startswith(expected) and "\n" not in message, message
+
+
+def test_id_reads_the_passphrase_from_a_file_like_a_systemd_credential(tmp_path, capsys):
+    profile, secret = tmp_path / "p.tox", tmp_path / "credentials" / "passphrase"
+    secret.parent.mkdir()
+    secret.write_text("correct horse\n")  # the newline is not part of it
+    with Tox(loopback_options()) as tox:
+        save_profile(profile, tox.savedata(), "correct horse")
+        address = tox.address.hex().upper()
+    assert main(["id", "--profile", str(profile), "--passphrase-file", str(secret)]) == 0
+    assert capsys.readouterr().out.strip() == address

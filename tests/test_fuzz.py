@@ -30,7 +30,6 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-import msgpack
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -46,7 +45,6 @@ from bridge_local.protocol import (
     ErrorCode,
     LineDecoder,
     LineTooLong,
-    User,
     decode_command,
     encode_reply,
     make_token,
@@ -56,14 +54,11 @@ from bridge_local.transfer import (
     Offer,
     Receiver,
     Sender,
-    TransferCode,
     TransferProtocolError,
     to_json,
 )
 from toxbridge.errors import RemoteProtocolError
 from toxbridge.fragment import (
-    FRAME_SIZE,
-    HEADER_SIZE,
     Fragmenter,
     FragmentError,
     Reassembler,
@@ -72,13 +67,10 @@ from toxbridge.fragment import (
 )
 from toxbridge.framing import (
     DATA,
-    EVENT,
     MAX_PAYLOAD,
     FrameDecoder,
     decode_event,
     encode_data,
-    encode_event,
-    encode_frame,
 )
 from toxbridge.link import MIN_WINDOW, Link, LinkState, VersionMismatch
 from toxbridge.tox import Tox, ToxOptions, load_profile, save_profile

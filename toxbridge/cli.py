@@ -8,6 +8,7 @@ the traceback. An error that is not a user's is a bug and keeps its traceback.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import difflib
 import logging
 import os
@@ -21,8 +22,9 @@ from typing import Callable
 
 from .clierrors import USER_ERROR, OneLineParser, user_message
 from .errors import ConfigError
-from .nodeargs import (BUNDLED_DATE, NODES_SOURCE, build_app_config, build_config, default_profile,
-                       parse_node_args, port_arg)
+from .nodeargs import (BUNDLED_DATE, NODES_SOURCE, build_app_config, build_config, parse_node_args,
+                       read_passphrase)
+from .usage import port_arg
 
 __all__ = ["main", "COMMANDS", "Command"]
 
@@ -42,7 +44,9 @@ class Command:
 def _setup_logging(verbose: int, node: bool = False) -> None:
     """A node says what it does (INFO) by default; a command only warns."""
     level = logging.WARNING - 10 * min(verbose + node, 2)
-    logging.basicConfig(level=level, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    # Under systemd stderr is the journal, which stamps each line itself.
+    stamp = "" if os.environ.get("JOURNAL_STREAM") else "%(asctime)s "
+    logging.basicConfig(level=level, format=stamp + "%(name)s %(levelname)s %(message)s")
     logging.getLogger().setLevel(level)
 
 
@@ -68,8 +72,14 @@ def _files(action: str) -> Callable[[list[str]], int]:
     return run
 
 
+def _status(argv: list[str]) -> int:
+    from .statuscli import main as status_main
+
+    return status_main(argv)
+
+
 def _not_yet(name: str) -> Callable[[list[str]], int]:
-    # status and peers come with the node's control socket (issue 17, part 2).
+    # For a command listed before it is built (peers: the peers issue).
     def run(argv: list[str]) -> int:
         print(f"toxbridge {name}: not available in this build yet", file=sys.stderr)
         return USER_ERROR
@@ -100,12 +110,14 @@ def _id(argv: list[str]) -> int:
     p = _parser("id", "Print the Tox ID of a profile.")
     p.add_argument("--profile", type=Path, help="the profile file (default: under the user data dir)")
     p.add_argument("--passphrase-env", metavar="VAR", help="the profile's passphrase is in this variable")
+    p.add_argument("--passphrase-file", metavar="FILE", help="... or in this file (its first line)")
     args = p.parse_args(argv)
     _setup_logging(args.verbose)
+    from .config import default_profile
     from .tox import Tox, ToxError, ToxOptions, load_profile
 
     path = args.profile or default_profile()
-    passphrase = os.environ.get(args.passphrase_env) if args.passphrase_env else None
+    passphrase = read_passphrase(args.passphrase_env, args.passphrase_file)
     try:
         savedata = load_profile(path, passphrase)
         if savedata is None:
@@ -161,7 +173,7 @@ COMMANDS: tuple[Command, ...] = (
     Command("chat", "the terminal chat client for a node's app port", _chat),
     Command("send-file", "send a file to a user (resumable, with a progress bar)", _files("send")),
     Command("get-file", "fetch a file sent to you (resumable, md5-verified)", _files("get")),
-    Command("status", "how a running node is: DHT, peers, links, rates, transfers", _not_yet("status")),
+    Command("status", "how a running node is: DHT, peer, link, round trip, rates, transfers", _status),
     Command("peers", "list and manage a running node's peers", _not_yet("peers")),
     Command("config", "config example: a commented config file; config check FILE", _config),
     Command("id", "print the Tox ID of a profile", _id),
@@ -207,6 +219,10 @@ def _run_node(argv: list[str], context: dict) -> int:
                    ports={"--bridge-port": args.bridge_port, "--app-port": args.app_port})
     config = build_config(args)
     context["profile"] = config.profile
+    from .controlsock import control_path, node_data_dir
+
+    config = dataclasses.replace(config, control_socket=control_path(
+        node_data_dir(config.profile, args.data_dir)))
     app_config = None if args.raw else build_app_config(args, config)
     from .node import run_node_process
 

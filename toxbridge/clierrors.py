@@ -1,5 +1,5 @@
-"""The one line a user is shown for an error, and an argparse parser whose errors are one
-line too.
+"""The one line a user is shown for an error (an argparse error is one line too:
+``toxbridge.usage``).
 
 ``user_message`` maps the exceptions a user can cause (a bad flag or config, a profile that
 is corrupt or has another passphrase, a port in use, no usable bootstrap node) to one line
@@ -9,23 +9,14 @@ traceback. Pure: the CLI prints, and exits with ``USER_ERROR``.
 
 from __future__ import annotations
 
-import argparse
 import errno
 from pathlib import Path
 from typing import Iterator, Mapping
 
 from .errors import ConfigError, ToxbridgeError
+from .usage import USER_ERROR, OneLineParser
 
 __all__ = ["USER_ERROR", "OneLineParser", "user_message", "leaves"]
-
-USER_ERROR = 2  # exit status of every user error, as argparse uses for bad flags
-
-
-class OneLineParser(argparse.ArgumentParser):
-    """argparse, but a usage error is one line (the usage is one ``--help`` away)."""
-
-    def error(self, message: str):
-        self.exit(USER_ERROR, f"{self.prog}: {message} (see {self.prog} --help)\n")
 
 
 def leaves(exc: BaseException) -> Iterator[BaseException]:

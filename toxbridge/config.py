@@ -9,9 +9,16 @@ from pathlib import Path
 from .link import DEFAULT_BACKLOG, DEFAULT_IN_FLIGHT, DEFAULT_WINDOW
 from .network import NodeInfo
 
-__all__ = ["Config", "request_message", "request_allowed"]
+__all__ = ["Config", "default_profile", "request_message", "request_allowed"]
 
 REQUEST_PREFIX = b"toxbridge/1 "
+
+
+def default_profile() -> Path:
+    """The profile (the node's identity) when none is given: in the user's data directory."""
+    import platformdirs
+
+    return Path(platformdirs.user_data_dir("toxbridge")) / "profile.tox"
 
 
 @dataclass(frozen=True)
@@ -31,7 +38,9 @@ class Config:
     bridge_host: str = "127.0.0.1"
     bridge_port: int = 0
     id_file: Path | None = None
-    window: int = DEFAULT_WINDOW  # see toxbridge/link.py for these three
+    control_socket: Path | None = None  # the control socket (toxbridge.controlsock); None: none
+    app_open: bool = False  # --app-open: processes of any uid may use the bridge port
+    window: int = DEFAULT_WINDOW  # see toxbridge/link/wire.py for these three
     in_flight: int = DEFAULT_IN_FLIGHT
     backlog: int = DEFAULT_BACKLOG
     queue_frames: int = 64  # each of the two queues between the threads (short: latency)

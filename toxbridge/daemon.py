@@ -1,4 +1,5 @@
-"""The local-socket side of the daemon (trio): the bridge port and the app connection.
+"""The local-socket side of the daemon (trio): the bridge port and the app connection,
+and the control socket (`toxbridge.controlsock`; ``status`` reads the tox thread's snapshot).
 
 A thin shell: framing is `toxbridge.framing`, the reliable link and Tox are in the tox
 thread (`toxbridge.toxloop`). One app connection at a time; a second one gets an error
@@ -10,14 +11,15 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 import socket
-import sys
 from typing import Callable
 
 import trio
 
+from . import access
 from .config import Config
+from .control import ControlError
+from .controlsock import ControlServer, bind_control_socket
 from .errors import RemoteProtocolError
 from .framing import DATA, FrameDecoder, encode_event
 from .toxloop import ToxLoop
@@ -48,6 +50,12 @@ class Daemon:
         self._token: trio.lowlevel.TrioToken | None = None
         self._finished = trio.Event()
         self._scope: trio.CancelScope | None = None
+        # The control socket's commands (name -> handler of the request's arguments), and
+        # what others running in this process add to a status reply (bridge_local's
+        # transfers): each gets the reply dict and fills in its part.
+        self.control_commands = {"status": self._status}
+        self.status_sections: list[Callable[[dict], None]] = []
+        self._access = access.AccessPolicy(os.geteuid(), open=config.app_open)
 
     # Called from the tox thread.
     def _notify(self, event: dict | None) -> None:
@@ -69,11 +77,20 @@ class Daemon:
         business (`toxbridge.node`): it must catch them before this announces anything."""
         c = self.config
         self._token = trio.lowlevel.current_trio_token()
-        self.tox_loop = loop = ToxLoop(c, self._notify)
+        # First, before the profile is opened: a second node on the same data dir stops here.
+        control = None
+        if c.control_socket is not None:
+            control = ControlServer(bind_control_socket(c.control_socket), c.control_socket,
+                                    self.control_commands)
+        loop = None
         try:
+            self.tox_loop = loop = ToxLoop(c, self._notify)
             listeners = await trio.open_tcp_listeners(c.bridge_port, host=c.bridge_host)
         except BaseException:  # e.g. the port is in use: the tox thread never runs
-            loop.tox.close()
+            if loop is not None:
+                loop.tox.close()
+            if control is not None:
+                control.close()
             raise
         self.port = listeners[0].socket.getsockname()[1]
         tox_id = loop.address.hex().upper()
@@ -85,6 +102,8 @@ class Daemon:
                 self._scope = nursery.cancel_scope
                 nursery.start_soon(trio.serve_listeners, self._handle_app, listeners)
                 nursery.start_soon(self._watch_tox, nursery.cancel_scope)
+                if control is not None:
+                    await nursery.start(control.serve)
                 self.announce(f"tox-id {tox_id}")
                 self.announce(f"bridge {c.bridge_host}:{self.port}")
                 task_status.started(self)
@@ -101,6 +120,23 @@ class Daemon:
         if self._scope is not None:
             self._scope.cancel()
 
+    async def _status(self, args: dict) -> dict:
+        """``status``: the tox thread's snapshot (fresh: asked for, waited for up to
+        0.5 s), and the sections others add."""
+        loop = self.tox_loop
+        old = loop.snapshot
+        loop.request_snapshot()
+        with trio.move_on_after(0.5):
+            while loop.snapshot is old:
+                await trio.sleep(0.005)
+        if loop.snapshot is None:
+            raise ControlError("starting", "the node is starting; try again")
+        reply = loop.snapshot.to_dict()
+        reply["bridge_port"] = self.port
+        for section in self.status_sections:
+            section(reply)
+        return reply
+
     async def _watch_tox(self, scope: trio.CancelScope) -> None:
         await trio.to_thread.run_sync(self.tox_loop.join, abandon_on_cancel=True)
         scope.cancel()
@@ -108,6 +144,14 @@ class Daemon:
     # -- the app connection -----------------------------------------------------------
 
     async def _handle_app(self, stream: trio.SocketStream) -> None:
+        # Before anything else (a stranger does not even learn that the port is busy).
+        verdict, uid = await access.check(stream, self._access, tokens=False)
+        if verdict != access.ADMIT:
+            message = self._access.refusal(uid)
+            log.warning("refused a bridge port connection: %s", message)
+            await access.refuse(stream, encode_event(
+                {"event": "error", "code": "forbidden", "message": message}))
+            return
         if self.app is not None:
             log.warning("refused a second app connection")
             await self._close_with(stream, {"event": "error", "code": "busy",

@@ -16,6 +16,7 @@ import trio
 
 from .config import Config
 from .daemon import Daemon
+from .errors import ToxbridgeError
 
 __all__ = ["run_node_process"]
 
@@ -48,6 +49,7 @@ async def _node(config: Config, app_config, announce: Callable[[str], None]) -> 
                 app_config = dataclasses.replace(app_config, bridge_host=config.bridge_host,
                                                  bridge_port=running.port)
                 server = await nursery.start(partial(serve, app_config, announce=announce))
+                running.status_sections.append(partial(_transfers, server))
 
             async def on_signal() -> None:
                 async for sig in signals:
@@ -61,6 +63,25 @@ async def _node(config: Config, app_config, announce: Callable[[str], None]) -> 
             nursery.start_soon(on_signal)
 
 
+def _transfers(server, reply: dict) -> None:
+    """bridge_local's transfers in flight, for a status reply. Today the node has one
+    peer, so the bridge-to-bridge ones are that peer's."""
+    files = server.core.files if server.core is not None else None
+    transfers = files.in_flight() if files is not None else []
+    peer = reply["peers"][0]["public_key"] if reply.get("peers") else None
+    for t in transfers:
+        if t["hop"] in ("to_peer", "from_peer"):
+            t["peer"] = peer
+    reply["transfers"] = transfers
+
+
+def _only_error(exc: BaseException) -> BaseException:
+    """The one exception inside nested exception groups (trio's nurseries), else ``exc``."""
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc
+
+
 def run_node_process(config: Config, app_config=None, announce: Callable[[str], None] = _say) -> None:
     """Run until SIGINT/SIGTERM. ``app_config``: a ``bridge_local.server.BridgeConfig`` (its
     bridge address is filled in here), or None for ``--raw``."""
@@ -68,4 +89,10 @@ def run_node_process(config: Config, app_config=None, announce: Callable[[str], 
     # the default 5 ms GIL switch interval the tox thread waits that long whenever the trio
     # thread is busy.
     sys.setswitchinterval(float(os.environ.get("TOXBRIDGE_SWITCH_INTERVAL", "0.0005")))
-    trio.run(_node, config, app_config, announce)
+    try:
+        trio.run(_node, config, app_config, announce)
+    except BaseExceptionGroup as group:
+        error = _only_error(group)
+        if isinstance(error, ToxbridgeError):  # the caller prints it as one line
+            raise error from None
+        raise

@@ -16,12 +16,13 @@ import os
 import stat
 from pathlib import Path
 
-from .clierrors import OneLineParser
+from .access import access_options, add_access_arguments, warn_if_open
 from .configfile import Option, load_config, parse_config
 from .errors import ConfigError
+from .usage import OneLineParser, port_arg
 
 __all__ = ["node_parser", "parse_node_args", "option_table", "build_config", "build_app_config",
-           "read_nodes", "default_profile", "BUNDLED_NODES", "BUNDLED_DATE", "NODES_SOURCE"]
+           "read_nodes", "read_passphrase", "BUNDLED_NODES", "BUNDLED_DATE", "NODES_SOURCE"]
 
 log = logging.getLogger("toxbridge")
 
@@ -65,18 +66,26 @@ def tox_id_arg(text: str) -> bytes:
     return parse_key(text, ADDRESS_SIZE, "Tox ID")
 
 
-@_checked
-def port_arg(value) -> int:
-    port = int(value)
-    if not 0 <= port < 65536:
-        raise ValueError(f"port {port} out of range (0-65535; 0: a free one)")
-    return port
-
-
-def default_profile() -> Path:
-    import platformdirs
-
-    return Path(platformdirs.user_data_dir("toxbridge")) / "profile.tox"
+def read_passphrase(env: str | None, file: str | os.PathLike | None) -> str | None:
+    """The profile's passphrase from ``--passphrase-env`` or ``--passphrase-file`` (its
+    first line; a systemd credential is such a file), or None."""
+    if env and file:
+        raise ConfigError("give --passphrase-env or --passphrase-file, not both")
+    if env:
+        passphrase = os.environ.get(env)
+        if not passphrase:
+            raise ConfigError(f"the environment variable {env} is empty or unset")
+        return passphrase
+    if file:
+        try:
+            lines = Path(file).read_text().splitlines()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"cannot read the passphrase file {file}: "
+                              f"{getattr(exc, 'strerror', None) or exc}") from None
+        if not lines or not lines[0]:
+            raise ConfigError(f"the passphrase file {file} is empty")
+        return lines[0]
+    return None
 
 
 def read_nodes(path: str | os.PathLike) -> list:
@@ -123,6 +132,8 @@ def node_parser() -> argparse.ArgumentParser:
     p.add_argument("--profile", type=Path, help="the profile file (default: under the user data dir)")
     p.add_argument("--passphrase-env", metavar="VAR",
                    help="encrypt the profile with the passphrase in this environment variable")
+    p.add_argument("--passphrase-file", metavar="FILE", type=Path,
+                   help="... or in this file (its first line), e.g. a systemd credential")
     p.add_argument("--bootstrap", action="append", default=[], metavar="HOST:PORT:KEY", type=node_arg,
                    help="a DHT node to bootstrap from (repeatable)")
     p.add_argument("--nodes", metavar="FILE", type=Path,
@@ -143,9 +154,10 @@ def node_parser() -> argparse.ArgumentParser:
     p.add_argument("--app-port", type=port_arg, default=0, help="the JSON app server's port (default: free)")
     p.add_argument("--app-host", default="127.0.0.1",
                    help="address the app server binds (default 127.0.0.1; others need --public-bind)")
+    add_access_arguments(p)
     p.add_argument("--data-dir", type=Path,
-                   help="bridge_local's data: history, queued messages, files "
-                        "(default: PROFILE_NAME.bridge next to the profile)")
+                   help="the node's data: its control socket; bridge_local's history, queued "
+                        "messages, files (default: PROFILE_NAME.bridge next to the profile)")
     p.add_argument("-v", "--verbose", action="count", default=0, help="more log lines")
     return p
 
@@ -207,7 +219,7 @@ def parse_node_args(argv: list[str]) -> argparse.Namespace:
 
 
 def build_config(args: argparse.Namespace):
-    from .config import Config
+    from .config import Config, default_profile  # lazily: it loads libtoxcore, --help must not
     from .tox import PUBLIC_KEY_SIZE, parse_key
 
     allow = list(args.allow)
@@ -229,6 +241,9 @@ def build_config(args: argparse.Namespace):
                           "(or --accept-anyone, which lets anyone in)")
     if args.accept_anyone:
         log.warning("--accept-anyone: ANY Tox user who knows our ID can use this bridge")
+    warn_if_open(args)
+    if args.raw and (args.app_socket or args.app_token_file):
+        raise ConfigError("--app-socket and --app-token-file are for the app server: drop --raw")
     host = args.bridge_host
     if host not in LOOPBACK_HOSTS and not args.public_bind:
         raise ConfigError(f"--bridge-host {host} is not loopback; add --public-bind if you mean it")
@@ -242,11 +257,7 @@ def build_config(args: argparse.Namespace):
         bootstrap = read_nodes(BUNDLED_NODES)
         log.warning("bootstrapping from the bundled public nodes list (%d nodes, of %s); "
                     "for a fresher one: --nodes FILE from %s", len(bootstrap), BUNDLED_DATE, NODES_SOURCE)
-    passphrase = None
-    if args.passphrase_env:
-        passphrase = os.environ.get(args.passphrase_env)
-        if not passphrase:
-            raise ConfigError(f"the environment variable {args.passphrase_env} is empty or unset")
+    passphrase = read_passphrase(args.passphrase_env, args.passphrase_file)
     return Config(
         mode="listen" if args.listen else "peer",
         profile=args.profile or default_profile(),
@@ -263,6 +274,7 @@ def build_config(args: argparse.Namespace):
         bridge_host=host,
         bridge_port=args.bridge_port,
         id_file=args.id_file,
+        app_open=args.app_open,
     )
 
 
@@ -270,7 +282,10 @@ def build_app_config(args: argparse.Namespace, config):
     """bridge_local's configuration for a node that runs it in-process."""
     from bridge_local.server import BridgeConfig
 
+    from .controlsock import node_data_dir
+
     if args.app_host not in LOOPBACK_HOSTS and not args.public_bind:
         raise ConfigError(f"--app-host {args.app_host} is not loopback; add --public-bind if you mean it")
-    data_dir = args.data_dir or config.profile.with_name(config.profile.stem + ".bridge")
-    return BridgeConfig(app_host=args.app_host, app_port=args.app_port, data_dir=data_dir)
+    data_dir = node_data_dir(config.profile, args.data_dir)
+    return BridgeConfig(app_host=args.app_host, app_port=args.app_port, data_dir=data_dir,
+                        **access_options(args))

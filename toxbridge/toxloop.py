@@ -32,6 +32,7 @@ from .framing import DATA
 from .link import ChannelOpen, Link, LinkState, PeerHello, VersionMismatch
 from .network import loopback_options
 from .errors import ConfigError, ProtocolError
+from .status import NodeSnapshot, PeerSnapshot, RateMeter, RttMeter
 from .tox import Connection, FriendAddError, Tox, ToxOptions, load_profile, save_profile
 
 __all__ = ["FrameQueue", "ToxLoop", "PeerState"]
@@ -42,6 +43,7 @@ _DATA_HEAD = struct.Struct(">BH")  # an app frame's kind and length (see framing
 
 BLOB_FRAMES = 64  # frames per item of the inbound queue
 BUSY_AFTER_TRAFFIC = 1.0  # seconds of fast looping after the last packet either way
+SNAPSHOT_PERIOD = 0.5  # seconds between status snapshots (see toxbridge.status)
 
 
 class FrameQueue:
@@ -86,6 +88,7 @@ class PeerState:
         self.online = False
         self.link = "none"  # "UDP", "TCP" or "none"
         self.public_key: bytes | None = None
+        self.connections = 0  # friend connections that came up
 
 
 class ToxLoop(threading.Thread):
@@ -115,11 +118,19 @@ class ToxLoop(threading.Thread):
         self._hold_data_until = 0.0  # see _on_friend_connection
         self._accepted = False  # --peer: has our friend request been accepted (101 sent)?
         self._crawl = CrawlWatch()  # toxcore's rate stuck at its floor? (see crawl.py)
+        # Status (toxbridge.status): published by this thread, read by trio as a whole.
+        self.snapshot: NodeSnapshot | None = None
+        self._snapshot_wanted = threading.Event()
+        self._snapshot_seq = 0
+        self._started_at = time.monotonic()
+        self._rates = RateMeter()
 
     # -- set-up -----------------------------------------------------------------------
 
     def _new_link(self) -> Link:
         c = self.config
+        self._queued = 0  # stream bytes given to this Link: offsets for the RttMeter
+        self._rtt = RttMeter()
         return Link(os.urandom(16), window=c.window, in_flight=c.in_flight, backlog=c.backlog)
 
     def _open_tox(self) -> Tox:
@@ -218,6 +229,7 @@ class ToxLoop(threading.Thread):
                 self._hold_data_until = 0.0
             if was == "none":
                 log.info("friend connection up (%s); handshaking", status.name)
+                self.peer.connections += 1
                 if self.config.mode == "peer" and not self._accepted:
                     self._accepted = True  # our request was accepted
                     self.notify({"event": "friend", "code": 101, "peer": self.peer.public_key.hex().upper()})
@@ -258,6 +270,7 @@ class ToxLoop(threading.Thread):
             return
         log.info("friend connection down")
         self.link.connection_lost()
+        self._rtt.lost()
         self.peer.link = "none"
         if self.peer.online:
             self.peer.online = False
@@ -322,7 +335,7 @@ class ToxLoop(threading.Thread):
 
     def _run(self) -> None:
         tox, link, outbound, inbound = self.tox, self.link, self.outbound, self.inbound
-        next_report = 0.0
+        next_report = next_snapshot = 0.0
         while not self._stopping.is_set():
             if log.isEnabledFor(logging.DEBUG) and time.monotonic() > next_report:
                 next_report = time.monotonic() + 5
@@ -333,8 +346,14 @@ class ToxLoop(threading.Thread):
             self._bootstrap_again()
             moved = self._pump(link, outbound, inbound)
             tox.iterate()
+            if self._received:
+                self._rtt.acked(self._queued - link.unacked_bytes, time.monotonic())
             moved |= self._pump(link, outbound, inbound)
             now = time.monotonic()
+            if now >= next_snapshot or self._snapshot_wanted.is_set():
+                self._snapshot_wanted.clear()
+                self._publish(now)
+                next_snapshot = now + SNAPSHOT_PERIOD
             if self.friend is not None and self.peer.online and self._crawl.stuck(now):
                 self._reset_connection()
             if moved:
@@ -374,6 +393,7 @@ class ToxLoop(threading.Thread):
                 break
             link.send_frame(frame)
             outbound.pop()
+            self._queued += 2 + len(frame)  # the frame's length prefix on the Link
             freed = moved = True
         # Link -> app, while the inbound queue has room (else: no ack, the peer waits).
         delivered = False
@@ -412,8 +432,47 @@ class ToxLoop(threading.Thread):
                 packet = link.next_packet(flush=flush, data=data)
             if accepted:
                 moved = True
-                self._crawl.accepted(time.monotonic(), accepted)
+                now = time.monotonic()
+                self._crawl.accepted(now, accepted)
+                self._rtt.sent(self._queued - link.unsent_bytes, now)
         return moved
+
+    # -- status (toxbridge.status) -----------------------------------------------------
+
+    def request_snapshot(self) -> None:
+        """Any thread: publish a fresh snapshot on the next loop turn."""
+        self._snapshot_wanted.set()
+        self.wake.set()
+
+    def _publish(self, now: float) -> None:
+        peers = []
+        if self.peer.public_key is not None:
+            link, s = self.link, self.link.statistics()
+            rate_sent, rate_received = self._rates.sample(now, s.bytes_sent, s.bytes_received)
+            rtt = self._rtt
+            queues = {
+                "outbound_frames": len(self.outbound), "outbound_max": self.outbound.space() + len(self.outbound),
+                "inbound_runs": len(self.inbound), "inbound_max": self.inbound.space() + len(self.inbound),
+                "link_in_flight_bytes": link.unacked_bytes - link.unsent_bytes,
+                "link_backlog_bytes": link.unsent_bytes,
+                "link_received_bytes": link.buffered_bytes,
+            }
+            peers.append(PeerSnapshot(
+                public_key=self.peer.public_key.hex().upper(), online=self.peer.online,
+                link=self.peer.link, state=link.state.value,
+                rtt_ms=None if rtt.srtt is None else round(rtt.srtt * 1000, 2),
+                rtt_min_ms=None if rtt.min is None else round(rtt.min * 1000, 2),
+                bytes_sent=s.bytes_sent, bytes_received=s.bytes_received,
+                bytes_resent=s.bytes_resent, rate_sent=round(rate_sent, 1),
+                rate_received=round(rate_received, 1), frames_sent=s.frames_sent,
+                frames_received=s.frames_received,
+                reconnects=max(0, self.peer.connections - 1), peer_restarts=s.peer_restarts,
+                queues=queues))
+        self._snapshot_seq += 1
+        self.snapshot = NodeSnapshot(
+            seq=self._snapshot_seq, time=time.time(), uptime_s=round(now - self._started_at, 1),
+            tox_id=self.address.hex().upper(), mode=self.config.mode,
+            dht=self.tox.connection_status.name, peers=tuple(peers))
 
     def statistics(self) -> dict:
         s = self.link.statistics()

@@ -13,15 +13,11 @@ from typing import Any
 
 from ..transfer.chunkmap import ChunkMap, chunk_count
 from .errors import (
-    ChecksumMismatch,
     FileBusy,
     FileConflict,
     FileNotFound,
     FileTooLarge,
-    InvalidFileId,
-    StoreError,
     StoreFull,
-    StoreIOError,
     _os_error,
 )
 from .journal import (

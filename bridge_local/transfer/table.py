@@ -7,7 +7,7 @@ from typing import Any
 
 from .base import _Transfer
 from .codec import task_of
-from .types import TransferCode, TransferProtocolError, TransferUsageError, UnknownTask
+from .types import TransferCode, TransferUsageError, UnknownTask
 
 __all__ = ["TransferTable"]
 

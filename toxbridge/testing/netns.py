@@ -32,7 +32,6 @@ import subprocess
 import sys
 import tempfile
 import threading
-import time
 from pathlib import Path
 
 from ..network import NodeInfo, die_with_parent, write_bootstrapd_config

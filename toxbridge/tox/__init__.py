@@ -1,7 +1,9 @@
 """toxbridge's own toxcore binding (cffi over libtoxcore.so.2).
 
-Only this package touches cffi; the rest of toxbridge sees ``Tox`` with Python types
-and exceptions that name toxcore's errors.
+Only this package touches cffi (``_cdefs`` the curated header, ``_lib`` loading it, ``_tox``
+the ``Tox`` class, ``errors`` toxcore's error enums as exceptions, ``profile`` save files and
+toxencryptsave); the rest of toxbridge sees ``Tox`` with Python types and exceptions that
+name toxcore's errors. It may import ``toxbridge.errors`` only: it is the bottom layer.
 """
 
 from ._lib import ADDRESS_SIZE, MAX_CUSTOM_PACKET_SIZE, MAX_MESSAGE_LENGTH, PUBLIC_KEY_SIZE

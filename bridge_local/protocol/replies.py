@@ -1,0 +1,163 @@
+"""What the server sends: user and message records, the reply and event builders, and the
+line encoder."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from .codes import MAX_TOKEN_LENGTH, CommandId, ResultCode
+from .commands import SendMessage
+from .fields import _GOAL, _IP, _NAME, _PORT, _TOKEN, _check_file_fields, _Field, _record_values
+
+_USER_FIELDS = (_TOKEN, _NAME, _IP, _PORT, _Field("side", "str", False, check="side"))
+_MESSAGE_FIELDS = (
+    _Field("srctoken", "str", lo=1, hi=MAX_TOKEN_LENGTH),
+    _GOAL,
+    _NAME,
+    _Field("time", "number", hi=2**53),
+    _IP,
+    _PORT,
+    *SendMessage.FIELDS[2:],  # type, msg and the file fields, as sent
+)
+
+
+@dataclass(frozen=True, slots=True)
+class User:
+    """A user online on one of the two bridges."""
+
+    token: str
+    name: str
+    ip: str
+    port: int
+    side: str = "local"  # "local" (this bridge) or "peer"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "token": self.token,
+            "name": self.name,
+            "ip": self.ip,
+            "port": self.port,
+            "side": self.side,
+        }
+
+    @classmethod
+    def from_dict(cls, obj: Any) -> User:
+        """Validate a user record (from a ``2001``/``2000`` or the peer bridge).
+
+        Raises :class:`CommandError`."""
+        return cls(**_record_values(_USER_FIELDS, obj, CommandId.USERS_REPLY))
+
+
+@dataclass(frozen=True, slots=True)
+class ChatMessage:
+    """A message as delivered (``2003``) and listed in history (``2004``)."""
+
+    srctoken: str
+    goaltoken: str
+    name: str  # the sender's name
+    time: float  # Unix time, seconds
+    ip: str
+    port: int
+    type: int
+    msg: str
+    filename: str | None = None
+    filesize: int | None = None
+    md5: str | None = None
+    fileid: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The wire fields; absent file fields are left out."""
+        # Spelled out rather than through dataclasses.fields(): this runs several times per
+        # message (store, wire, 2003 event) and fields() dominated the profile.
+        d = {"srctoken": self.srctoken, "goaltoken": self.goaltoken, "name": self.name,
+             "time": self.time, "ip": self.ip, "port": self.port, "type": self.type,
+             "msg": self.msg}
+        if self.filename is not None:
+            d["filename"] = self.filename
+        if self.filesize is not None:
+            d["filesize"] = self.filesize
+        if self.md5 is not None:
+            d["md5"] = self.md5
+        if self.fileid is not None:
+            d["fileid"] = self.fileid
+        return d
+
+    @classmethod
+    def from_dict(cls, obj: Any) -> ChatMessage:
+        """Validate a message record (a ``2003`` or an entry of ``2004``; other keys ignored).
+
+        Raises :class:`CommandError`."""
+        values = _record_values(_MESSAGE_FIELDS, obj, CommandId.MESSAGE)
+        _check_file_fields(values, CommandId.MESSAGE)
+        return cls(**values)
+
+
+def login_reply(user: User) -> dict[str, Any]:
+    return {"command": CommandId.LOGIN_REPLY.value, **user.to_dict()}
+
+
+def users_reply(users: Iterable[User]) -> dict[str, Any]:
+    return {"command": CommandId.USERS_REPLY.value, "users": [u.to_dict() for u in users]}
+
+
+def send_reply(code: ResultCode, reason: str | None = None) -> dict[str, Any]:
+    """``2002``: ``result`` is true when the message was accepted (201 delivered, 204 stored
+    for a user who is offline); ``reason`` is required with 203."""
+    if code not in (
+        ResultCode.DELIVERED,
+        ResultCode.UNKNOWN_TARGET,
+        ResultCode.SEND_FAILED,
+        ResultCode.TARGET_OFFLINE,
+    ):
+        raise ValueError(f"{code!r} is not a send result")
+    if code == ResultCode.SEND_FAILED and not reason:
+        raise ValueError("a 203 reply says why")
+    reply: dict[str, Any] = {
+        "command": CommandId.SEND_REPLY.value,
+        "result": code in (ResultCode.DELIVERED, ResultCode.TARGET_OFFLINE),
+        "code": int(code),
+    }
+    if reason:
+        reply["reason"] = reason
+    return reply
+
+
+def message_event(message: ChatMessage) -> dict[str, Any]:
+    """``2003``: a message delivered to its target."""
+    return {"command": CommandId.MESSAGE.value, **message.to_dict()}
+
+
+def history_reply(messages: Iterable[ChatMessage]) -> dict[str, Any]:
+    return {"command": CommandId.HISTORY_REPLY.value, "messages": [m.to_dict() for m in messages]}
+
+
+def status_event(
+    code: ResultCode, side: str, token: str | None = None, name: str | None = None
+) -> dict[str, Any]:
+    """``301``/``302``: a user (token and name given) or, without them, the peer bridge itself
+    came online or went offline."""
+    if code not in (ResultCode.ONLINE, ResultCode.OFFLINE):
+        raise ValueError(f"{code!r} is not a status code")
+    if side not in ("local", "peer"):
+        raise ValueError(f"side must be 'local' or 'peer', not {side!r}")
+    event: dict[str, Any] = {"command": int(code), "side": side}
+    if token is not None:
+        event["token"] = token
+    if name is not None:
+        event["name"] = name
+    return event
+
+
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+
+
+def encode_reply(reply: Mapping[str, Any]) -> bytes:
+    """One reply line: compact JSON, UTF-8, ``\\n``-terminated.
+
+    Raises ValueError/TypeError for what JSON cannot carry (a bug in the caller): NaN,
+    bytes, lone surrogates.
+    """
+    return (_ENCODER.encode(reply) + "\n").encode("utf-8")

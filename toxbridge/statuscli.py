@@ -1,0 +1,114 @@
+"""``toxbridge status``: ask a running node over its control socket how it is.
+
+    toxbridge status [--json] [--profile P | --data-dir D]
+
+The node is found by its data dir (``--data-dir``, else PROFILE_NAME.bridge next to the
+profile, as when it was started). No node there: one line, exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from .errors import ToxbridgeError
+
+__all__ = ["main", "render"]
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="toxbridge status",
+                                description="How a running node is: its Tox ID, the DHT, "
+                                "each peer's link, round trip, traffic, queues and transfers.")
+    p.add_argument("--json", action="store_true", help="the control socket's reply, as JSON")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--profile", type=Path, help="the node's profile (default: under the user data dir)")
+    where.add_argument("--data-dir", type=Path, help="the node's data dir (default: PROFILE_NAME.bridge)")
+    p.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the node")
+    return p
+
+
+def _size(n: float) -> str:
+    """Bytes, short: 512B, 1.5K, 20.0M (powers of 1024)."""
+    for unit in ("B", "K", "M", "G"):
+        if abs(n) < 1024 or unit == "G":
+            return f"{n:.0f}{unit}" if unit == "B" else f"{n:.1f}{unit}"
+        n /= 1024
+    raise AssertionError
+
+
+def _ms(v: float | None) -> str:
+    return "-" if v is None else f"{v:.1f}ms"
+
+
+def _table(title: str, columns: tuple[str, ...]):
+    from rich.table import Table
+
+    table = Table(title=title, title_justify="left", box=None, header_style="bold", pad_edge=False)
+    for col in columns:
+        table.add_column(col, no_wrap=True)
+    return table
+
+
+def render(status: dict[str, Any]) -> list:
+    """The human view of a status reply: lines and rich tables, in order."""
+    out: list = [f"Tox ID {status['tox_id']}",
+                 f"mode {status['mode']}, DHT {status['dht']}, up {status['uptime_s']:.0f} s"]
+    if not status["peers"]:
+        out.append("peers: none yet")
+    else:
+        peers = _table("peers", ("peer", "link", "rtt", "sent", "out/s", "received", "in/s",
+                                 "reconnects"))
+        queues = _table("queues", ("peer", "app->peer", "peer->app", "in flight", "backlog",
+                                   "unread"))
+        for p in status["peers"]:
+            q, key = p["queues"], p["public_key"][:12]
+            link = p["link"] if p["online"] else "offline"
+            peers.add_row(key, link, _ms(p["rtt_ms"]), _size(p["bytes_sent"]),
+                          _size(p["rate_sent"]), _size(p["bytes_received"]),
+                          _size(p["rate_received"]), str(p["reconnects"]))
+            queues.add_row(key, f"{q['outbound_frames']}/{q['outbound_max']} frames",
+                           f"{q['inbound_runs']}/{q['inbound_max']} runs",
+                           _size(q["link_in_flight_bytes"]), _size(q["link_backlog_bytes"]),
+                           _size(q["link_received_bytes"]))
+        out += [peers, queues]
+    if "transfers" in status:
+        if not status["transfers"]:
+            out.append("transfers in flight: none")
+        else:
+            transfers = _table("transfers in flight", ("hop", "file", "done", "size", "state"))
+            for t in status["transfers"]:
+                done = f"{100 * t['done_bytes'] / t['filesize']:.0f}%" if t["filesize"] else "-"
+                state = t["state"] + (" (paused)" if t["paused"] else "")
+                transfers.add_row(t["hop"], t["filename"] or str(t["fileid"]), done,
+                                  _size(t["filesize"]), state)
+            out.append(transfers)
+    return out
+
+
+def main(argv: list[str]) -> int:
+    from .config import default_profile
+    from .controlsock import control_path, node_data_dir, request
+
+    parser = _parser()
+    args = parser.parse_args(argv)
+    data_dir = node_data_dir(args.profile or default_profile(), args.data_dir)
+    try:
+        status = request(control_path(data_dir), "status", timeout=args.timeout)
+    except ToxbridgeError as exc:
+        parser.exit(2, f"toxbridge status: {exc}\n")
+    for key in ("v", "ok"):
+        status.pop(key, None)
+    if args.json:
+        json.dump(status, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+        return 0
+    from rich.console import Console
+
+    console = Console(highlight=False)
+    for part in render(status):
+        console.print(part, soft_wrap=isinstance(part, str))
+    return 0
