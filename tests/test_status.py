@@ -30,6 +30,11 @@ def status_json(data_dir) -> dict:
     return json.loads(done.stdout)
 
 
+def peers(data_dir, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "toxbridge", "peers", *args, "--data-dir",
+                           str(data_dir)], capture_output=True, text=True, timeout=30)
+
+
 @pytest.fixture(scope="module")
 def pair(tox_network, tmp_path_factory):
     d = tmp_path_factory.mktemp("st")
@@ -80,6 +85,17 @@ async def test_status_json_shows_the_peer_online_and_counters_growing(pair):
     human = await trio.to_thread.run_sync(status, ld)
     assert human.returncode == 0, human.stderr
     assert listener.tox_id in human.stdout and "peers" in human.stdout
+
+    listed = await trio.to_thread.run_sync(peers, ld, "list", "--json")
+    assert listed.returncode == 0, listed.stderr
+    [s] = json.loads(listed.stdout)
+    assert s["public_key"] == peer.tox_id[:64] and s["online"] and s["frames_sent"] >= 200
+    shown = await trio.to_thread.run_sync(peers, ld, "list")
+    assert shown.returncode == 0 and peer.tox_id[:12] in shown.stdout
+    for verb in ("add", "remove"):
+        refused = await trio.to_thread.run_sync(peers, ld, verb, "ABCD")
+        assert refused.returncode == 2 and refused.stderr.count("\n") == 1
+        assert "exactly one peer" in refused.stderr
     await a.aclose()
     await b.aclose()
 

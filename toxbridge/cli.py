@@ -78,12 +78,10 @@ def _status(argv: list[str]) -> int:
     return status_main(argv)
 
 
-def _not_yet(name: str) -> Callable[[list[str]], int]:
-    # For a command listed before it is built (peers: the peers issue).
-    def run(argv: list[str]) -> int:
-        print(f"toxbridge {name}: not available in this build yet", file=sys.stderr)
-        return USER_ERROR
-    return run
+def _peers(argv: list[str]) -> int:
+    from .statuscli import peers_main
+
+    return peers_main(argv)
 
 
 def _config(argv: list[str]) -> int:
@@ -174,7 +172,7 @@ COMMANDS: tuple[Command, ...] = (
     Command("send-file", "send a file to a user (resumable, with a progress bar)", _files("send")),
     Command("get-file", "fetch a file sent to you (resumable, md5-verified)", _files("get")),
     Command("status", "how a running node is: DHT, peer, link, round trip, rates, transfers", _status),
-    Command("peers", "list and manage a running node's peers", _not_yet("peers")),
+    Command("peers", "list a running node's peers (peers list [--json])", _peers),
     Command("config", "config example: a commented config file; config check FILE", _config),
     Command("id", "print the Tox ID of a profile", _id),
     Command("bootstrap-node", "run a private DHT bootstrap node on 127.0.0.1", _bootstrap_node),

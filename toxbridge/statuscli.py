@@ -1,6 +1,7 @@
-"""``toxbridge status``: ask a running node over its control socket how it is.
+"""``toxbridge status`` and ``toxbridge peers``: ask a running node over its control socket.
 
     toxbridge status [--json] [--profile P | --data-dir D]
+    toxbridge peers list [--json] [--profile P | --data-dir D]
 
 The node is found by its data dir (``--data-dir``, else PROFILE_NAME.bridge next to the
 profile, as when it was started). No node there: one line, exit code 2.
@@ -16,13 +17,18 @@ from typing import Any
 
 from .errors import ToxbridgeError
 
-__all__ = ["main", "render"]
+__all__ = ["main", "peers_main", "render"]
+
+# A node serves one peer in this version: its peer is chosen at start (--peer ID, or the first
+# allowed friend request of --listen), so there is nothing to add or remove at run time yet.
+ONE_PEER = ("this node has exactly one peer, chosen when it starts (--peer ID, or the first "
+            "allowed request of --listen); restart it to change it")
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="toxbridge status",
-                                description="How a running node is: its Tox ID, the DHT, "
-                                "each peer's link, round trip, traffic, queues and transfers.")
+def _parser(prog: str = "toxbridge status",
+            description: str = "How a running node is: its Tox ID, the DHT, each peer's link, "
+            "round trip, traffic, queues and transfers.") -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=prog, description=description)
     p.add_argument("--json", action="store_true", help="the control socket's reply, as JSON")
     where = p.add_mutually_exclusive_group()
     where.add_argument("--profile", type=Path, help="the node's profile (default: under the user data dir)")
@@ -89,26 +95,49 @@ def render(status: dict[str, Any]) -> list:
     return out
 
 
-def main(argv: list[str]) -> int:
+def _ask(parser: argparse.ArgumentParser, args: argparse.Namespace) -> dict[str, Any]:
+    """The node's status reply; no node: one line, exit 2."""
     from .config import default_profile
     from .controlsock import control_path, node_data_dir, request
 
-    parser = _parser()
-    args = parser.parse_args(argv)
     data_dir = node_data_dir(args.profile or default_profile(), args.data_dir)
     try:
         status = request(control_path(data_dir), "status", timeout=args.timeout)
     except ToxbridgeError as exc:
-        parser.exit(2, f"toxbridge status: {exc}\n")
+        parser.exit(2, f"{parser.prog}: {exc}\n")
     for key in ("v", "ok"):
         status.pop(key, None)
-    if args.json:
-        json.dump(status, sys.stdout, indent=2)
+    return status
+
+
+def _show(obj: Any, parts: list, as_json: bool) -> int:
+    if as_json:
+        json.dump(obj, sys.stdout, indent=2)
         sys.stdout.write("\n")
         return 0
     from rich.console import Console
 
     console = Console(highlight=False)
-    for part in render(status):
+    for part in parts:
         console.print(part, soft_wrap=isinstance(part, str))
     return 0
+
+
+def main(argv: list[str]) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    status = _ask(parser, args)
+    return _show(status, render(status), args.json)
+
+
+def peers_main(argv: list[str]) -> int:
+    """``toxbridge peers list``: the peers part of the status; ``add``/``remove`` say why not."""
+    if argv and argv[0] in ("add", "remove"):
+        print(f"toxbridge peers {argv[0]}: {ONE_PEER}", file=sys.stderr)
+        return 2
+    parser = _parser("toxbridge peers list", "The peers of a running node: key, link, round "
+                     "trip, traffic. (add and remove: " + ONE_PEER + ".)")
+    args = parser.parse_args(argv[1:] if argv[:1] == ["list"] else argv)
+    status = _ask(parser, args)
+    return _show(status["peers"], render(status)[2:4] if status["peers"] else ["peers: none yet"],
+                 args.json)
