@@ -3,9 +3,13 @@ connections, lossless packets and messages. No mocks anywhere."""
 
 from __future__ import annotations
 
+import os
+import signal
+import time
+
 import pytest
 
-from toxbridge.testing.rawpeer import RawPeer
+from toxbridge.testing.rawpeer import STREAM_WINDOW, RawPeer
 from toxbridge.tox import Connection, MessageType
 
 from .conftest import iterate_until
@@ -17,15 +21,38 @@ def test_two_processes_exchange_10000_lossless_packets_both_ways_in_order(tox_ne
     n = 10_000
     with RawPeer(tox_network) as a, RawPeer(tox_network) as b:
         RawPeer.befriend(a, b)
-        a.send(("receive", n))
-        b.send(("receive", n))
-        a.send(("stream", n, 1373))  # both directions at once
-        b.send(("stream", n, 1373))
+        # Windowed (at most STREAM_WINDOW packets unacknowledged): unbounded, a receiver
+        # starved of CPU for ~0.6 s left toxcore crawling at 4 packets/s (rawpeer.py).
+        a.send(("receive", n, True))
+        b.send(("receive", n, True))
+        a.send(("stream", n, 1373, STREAM_WINDOW))  # both directions at once
+        b.send(("stream", n, 1373, STREAM_WINDOW))
         for peer in (a, b):
             report = peer.wait("stream_done", 120)[0]
             assert report.packets == n
             assert report.errors == 0  # every packet in order and byte-exact
             assert report.bytes == n * 1373
+
+
+def test_windowed_stream_recovers_at_once_after_its_receiver_stalls(tox_network):
+    # What a starved CPU does to a receiver, made certain: it stops for 1.5 s mid-stream.
+    # Unwindowed, the sender then kept toxcore's queue full of packets lost at the stopped
+    # receiver, and toxcore crawled at 4 packets/s for minutes (the first test's flake).
+    n = 10_000
+    with RawPeer(tox_network) as a, RawPeer(tox_network) as b:
+        RawPeer.befriend(a, b)
+        b.send(("receive", n, True))
+        a.send(("stream", n, 1373, STREAM_WINDOW))
+        time.sleep(3)  # into the slow start: ~1,000 packets/s
+        os.kill(b.process.pid, signal.SIGSTOP)
+        try:
+            time.sleep(1.5)
+        finally:
+            os.kill(b.process.pid, signal.SIGCONT)
+        resumed = time.monotonic()
+        report = b.wait("stream_done", 60)[0]  # ~8 s; a crawl would take minutes
+        assert report.last_s > resumed, "the stall must fall inside the stream"
+        assert (report.packets, report.errors) == (n, 0)
 
 
 def test_friend_connection_is_reported_both_ways(friends):

@@ -5,6 +5,15 @@ pipe. It runs the loop that measured best here (TOXCORE-FACTS.md): send from our
 own queue until SENDQ, ``iterate()``, sleep min(interval, 1 ms). Streams carry
 sequence-numbered, content-checked lossless packets so the receiver can prove
 order and integrity; pings measure round trips of a 64-byte packet.
+
+A stream may be *windowed*: the receiver acknowledges every ACK_EVERY packets and the
+sender keeps at most ``window`` packets of it unacknowledged (STREAM_WINDOW: the
+Link's in-flight cap). Without a window the sender feeds toxcore as fast as its rate
+allows, which measures toxcore's own pace but is fragile: if the receiver stalls for
+more than ~0.6 s (a starved CPU) while the sender runs, thousands of packets pile up
+unacknowledged in toxcore's queue, most of them lost at the stalled receiver's socket,
+and net_crypto's throttle then keeps the connection at its floor of 4 packets/s while
+it resends them -- minutes (TOXCORE-FACTS.md).
 """
 
 from __future__ import annotations
@@ -22,9 +31,14 @@ from multiprocessing.connection import Connection as _Pipe
 from ..network import NodeInfo, loopback_options
 from ..tox import Connection, Tox
 
-__all__ = ["RawPeer", "StreamReport", "pattern", "STREAM_ID", "PING_ID", "PONG_ID"]
+__all__ = ["RawPeer", "StreamReport", "pattern", "STREAM_ID", "PING_ID", "PONG_ID", "ACK_ID",
+           "STREAM_WINDOW"]
 
-STREAM_ID, PING_ID, PONG_ID = 160, 161, 162
+STREAM_ID, PING_ID, PONG_ID, ACK_ID = 160, 161, 162, 163
+# Packets of a windowed stream unacknowledged at most: with our acks (one per ACK_EVERY)
+# toxcore's queue stays under the 64 packets its throttle needs (as toxbridge/link.py).
+STREAM_WINDOW = 56
+ACK_EVERY = 8
 _SEQ = struct.Struct(">BI")
 _PING = struct.Struct(">BId")
 LOOP_SLEEP = 0.001
@@ -65,7 +79,12 @@ class _Child:
         self.stream_left = 0  # packets of the current outgoing stream not yet queued
         self.stream_seq = 0
         self.stream_size = 1373
+        self.stream_window: int | None = None  # None: as fast as toxcore takes them
+        self.peer_acked = 0  # packets of our stream the peer acknowledged
         self.rx = _Receiver()
+        self.ack_stream = False  # acknowledge the stream we receive?
+        self.ack_sent = 0  # the last count we acknowledged (or tried to)
+        self.ack_due = False  # an ack toxcore refused (SENDQ): retry it next turn
         self.pings: dict[int, float] = {}
         self.rtts: list[float] = []
         self.ping_left = 0
@@ -87,6 +106,10 @@ class _Child:
         kind = data[0]
         if kind == STREAM_ID:
             self.rx.packet(data)
+            if self.ack_stream and self.rx.seq - self.ack_sent >= ACK_EVERY:
+                self._ack()
+        elif kind == ACK_ID:
+            self.peer_acked = max(self.peer_acked, _SEQ.unpack_from(data)[1])
         elif kind == PING_ID:
             self._send_now(bytes([PONG_ID]) + data[1:])
         elif kind == PONG_ID:
@@ -106,6 +129,12 @@ class _Child:
         self.pings[n] = time.monotonic()
         self._send_now(head + bytes(self.ping_size - len(head)))
 
+    def _ack(self) -> None:
+        # Cumulative, so only the latest matters: on SENDQ just remember to send one.
+        self.ack_sent = self.rx.seq
+        self.ack_due = not self.tox.try_send_lossless_packet(
+            self.friend, _SEQ.pack(ACK_ID, self.rx.seq))
+
     def _send_now(self, packet: bytes) -> None:
         # Send from inside the callback (toxcore allows it): a round trip then costs
         # one receive-loop period, not two. Queue it if the rate budget is used up.
@@ -113,6 +142,8 @@ class _Child:
             self.outq.append(packet)
 
     def command(self, cmd: tuple) -> bool:
+        # ("stream", count, size[, window]) sends; ("receive", count[, ack]) expects one. A
+        # windowed stream needs a receiver that acks, or it stops after `window` packets.
         name, *args = cmd
         if name == "address":
             self.conn.send(("address", self.tox.address))
@@ -121,10 +152,14 @@ class _Child:
         elif name == "befriend":
             self.friend = self.tox.friend_add(args[0], b"toxbridge raw peer")
         elif name == "stream":
-            self.stream_left, self.stream_size = args
-            self.stream_seq = 0
+            self.stream_left, self.stream_size, *window = args
+            self.stream_window = window[0] if window else None
+            self.stream_seq = self.peer_acked = 0
         elif name == "receive":
             self.rx.reset(args[0])
+            self.ack_stream = len(args) > 1 and args[1]
+            self.ack_sent = 0
+            self.ack_due = False
         elif name == "ping":
             count, self.ping_size = args
             self.rtts = []
@@ -136,7 +171,9 @@ class _Child:
 
     def _fill(self) -> None:
         # Generate stream packets lazily: the queue stays small whatever the volume.
-        while self.stream_left and len(self.outq) < 64:
+        window = self.stream_window
+        while (self.stream_left and len(self.outq) < 64
+               and (window is None or self.stream_seq - self.peer_acked < window)):
             self.outq.append(pattern(self.stream_seq, self.stream_size))
             self.stream_seq += 1
             self.stream_left -= 1
@@ -153,7 +190,11 @@ class _Child:
                     outq.popleft()
                     if not outq:
                         self._fill()
+            seen = self.rx.seq
             tox.iterate()
+            # Flush the ack when a turn brought no more of the stream (or one was refused).
+            if self.ack_stream and (self.ack_due or self.rx.seq == seen > self.ack_sent):
+                self._ack()
             if self.rx.done_pending():
                 conn.send(("stream_done", self.rx.report()))
             time.sleep(min(tox.iteration_interval(), LOOP_SLEEP))
