@@ -2,7 +2,8 @@
 
 Sans-IO cores, bottom up: ``protocol`` (the JSON commands), ``transfer`` (the file transfer
 machine), ``filestore`` (files on disk), ``wire`` and ``store`` (bridge-to-bridge records,
-SQLite), ``fileservice`` and ``core`` (files and users, routing, delivery); the trio shells
+SQLite), ``fileservice``, ``peerout`` and ``core`` (files, what goes to the peer bridge,
+users, routing, delivery); the trio shells
 ``server``, ``client``, ``files`` and ``chat`` on top. From toxbridge it may import only the
 channel's pieces (errors, frames, fragments), never the daemon.
 """

@@ -25,23 +25,20 @@ Delivery rules
     * For a user of the peer bridge it goes into the peer outbox, is sent while the
       bridge-to-bridge session is up, resent at every new session, and leaves the outbox
       when the peer bridge acks it (after storing it). The receiver drops duplicates by id.
-    * Messages of one (sender, target) pair go out one after the other: the next one enters
-      the fragmenter only once the previous one's last fragment is out, so the peer
-      completes them in order. Other pairs interleave (round-robin fragments), so chat is
-      never stuck behind a large message of someone else.
+    * What goes to the peer bridge, and in which order (control, file transfers, chat one
+      message per (sender, target) pair at a time), is :class:`~bridge_local.peerout.PeerSender`'s.
 """
 
 from __future__ import annotations
 
 import os
-import struct
-from collections import Counter, deque
+from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from toxbridge.errors import RemoteProtocolError
-from toxbridge.fragment import Fragmenter, Reassembler
+from toxbridge.fragment import Reassembler
 
 from . import wire
 from .protocol import (
@@ -69,11 +66,10 @@ from .protocol import (
     users_reply,
 )
 from .fileservice import FileService
-from .store import OutgoingEntry, Store, StoreError
+from .peerout import PeerSender
+from .store import Store, StoreError
 
 __all__ = ["BridgeCore", "Limits"]
-
-_FRAG_HEADER = struct.Struct(">16sII")
 
 
 @dataclass(frozen=True)
@@ -133,6 +129,8 @@ class BridgeCore:
         self._last_tx = now
         self._last_hello = now
         self._now = now
+        self._out = PeerSender(store, inflight=limits.inflight, waiting=limits.waiting,
+                               control_max=limits.control_max)
         self._new_channel()
         self.stats = {"sent_local": 0, "sent_peer": 0, "received_peer": 0, "duplicates": 0,
                       "peer_errors": 0}
@@ -180,19 +178,7 @@ class BridgeCore:
         if not self.daemon_up:
             return []
         self.store.commit()
-        frames: list[bytes] = []
-        while len(frames) < limit:
-            self._pump()
-            frame = self._frag.next_frame()
-            if frame is None:
-                break
-            frames.append(frame)
-            uid, index, total = _FRAG_HEADER.unpack_from(frame)
-            if index + 1 == total:
-                done = self._flight.pop(uid, None)
-                if done is not None:
-                    self._inflight_ids.discard(done.id)
-                    self._busy.discard(done.pair)
+        frames = self._out.take_frames(limit, self.peer_up)
         if frames:
             self._last_tx = self._now
         return frames
@@ -200,8 +186,7 @@ class BridgeCore:
     def has_frames(self) -> bool:
         if not self.daemon_up:
             return False
-        return bool(self._frag or self._control or self._xfer or self._acks
-                    or self._may_pump())
+        return self._out.has_frames(self.peer_up)
 
     # ------------------------------------------------------------------ clients
 
@@ -330,7 +315,7 @@ class BridgeCore:
             self.store.add_peer(message_id, f"{message.srctoken} {goal}",
                                 wire.encode_msg(message_id, message))
             self._outbox_count += 1
-            self._drained = False
+            self._out.outbox_grew()
             online = self.peer_up and goal in self.peer_users
             if message.fileid is not None and self.files is not None:
                 self.files.file_message(message.fileid, now)
@@ -380,22 +365,8 @@ class BridgeCore:
     # ------------------------------------------------------------------ the daemon
 
     def _new_channel(self) -> None:
-        self._frag = Fragmenter(max_messages=self.limits.inflight + 32)
         self._reasm = Reassembler(max_partial=256, timeout=self.limits.partial_timeout)
-        self._control: deque[bytes] = deque()
-        self._xfer: deque[bytes] = deque()  # file transfer messages (bounded by the windows)
-        self._acks: list[bytes] = []
-        self._flight: dict[bytes, OutgoingEntry] = {}  # fragment uuid -> entry
-        self._inflight_ids: set[bytes] = set()
-        self._busy: set[str] = set()
-        self._restart_pump()
-
-    def _restart_pump(self) -> None:
-        self._cursor = 0
-        self._batch: deque[OutgoingEntry] = deque()
-        self._waiting: deque[OutgoingEntry] = deque()
-        self._waiting_pairs: Counter[str] = Counter()
-        self._drained = False  # the outbox had nothing after the cursor last time we looked
+        self._out.new_channel()
 
     def daemon_connected(self, now: float) -> None:
         self._now = now
@@ -474,12 +445,12 @@ class BridgeCore:
         self._control_add(wire.encode_hello(reply, self.session, self.public_key, local, known))
 
     def _control_add(self, packed: bytes) -> None:
-        if len(self._control) >= self.limits.control_max:
+        if self._out.control_full():
             # Fell far behind: what is queued is replaced by a complete state (a hello).
-            self._control.clear()
+            self._out.clear_control()
             self._notices.append("control queue overflow: resynchronising with a hello")
             self._send_hello(reply=False, now=self._now)
-        self._control.append(packed)
+        self._out.add_control(packed)
 
     def _handle_peer(self, command: wire.PeerCommand, now: float) -> None:
         if isinstance(command, wire.Msg):
@@ -530,7 +501,7 @@ class BridgeCore:
         except StoreError as exc:  # not acked: the peer bridge sends it again
             self._notices.append(f"could not store a message from the peer bridge: {exc}")
             return
-        self._acks.append(command.id)
+        self._out.ack(command.id)
 
     def _receive_hello(self, hello: wire.Hello, now: float) -> None:
         if not hello.reply:
@@ -566,9 +537,9 @@ class BridgeCore:
                     self.peer_users[token] = u
                     self._broadcast(status_event(ResultCode.ONLINE, "peer", token, u.name))
         if resend:
-            self._restart_pump()  # duplicates are dropped by the receiver
+            self._out.restart()  # duplicates are dropped by the receiver
             if self.files is not None:  # the channel is new: transfers resync
-                self._xfer.clear()
+                self._out.clear_xfer()
                 self.files.set_peer(True, now)
                 self._files_flush()
 
@@ -581,7 +552,7 @@ class BridgeCore:
             if c is not None:
                 self._push(c, obj)
         if self.peer_up:
-            self._xfer.extend(files.take_peer_output())
+            self._out.add_xfer(files.take_peer_output())
         else:
             files.take_peer_output()
         for token, event in files.take_available():  # offline users: told at their login
@@ -596,82 +567,13 @@ class BridgeCore:
     def _peer_down(self) -> None:
         if self.files is not None:
             self.files.set_peer(False, self._now)
-            self._xfer.clear()
+            self._out.clear_xfer()
         self.peer_up = False
         self._broadcast(status_event(ResultCode.OFFLINE, "peer"))
         for u in self.peer_users.values():
             self._broadcast(status_event(ResultCode.OFFLINE, "peer", u.token, u.name))
         self.peer_users = {}
-        self._restart_pump()
-
-    # ------------------------------------------------------------------ sending
-
-    def _may_pump(self) -> bool:
-        if not self.peer_up or len(self._flight) >= self.limits.inflight:
-            return False
-        if self._batch or not self._drained:
-            return True
-        return any(pair not in self._busy for pair in self._waiting_pairs)
-
-    def _pump(self) -> None:
-        if self._acks:
-            for i in range(0, len(self._acks), wire.MAX_ACKS):
-                self._control.append(wire.encode_ack(self._acks[i : i + wire.MAX_ACKS]))
-            self._acks = []
-        frag = self._frag
-        while self._control and frag.can_send(len(self._control[0])):
-            frag.send(self._control.popleft())
-        if not self.peer_up:
-            return
-        while self._xfer and frag.can_send(len(self._xfer[0])):
-            frag.send(self._xfer.popleft())
-        while len(self._flight) < self.limits.inflight:
-            entry = self._next_entry()
-            if entry is None:
-                return
-            if not frag.can_send(len(entry.payload)):
-                self._hold(entry, front=True)
-                return
-            fid = frag.send(entry.payload).bytes
-            self._flight[fid] = entry
-            self._inflight_ids.add(entry.id)
-            self._busy.add(entry.pair)
-
-    def _hold(self, entry: OutgoingEntry, front: bool = False) -> None:
-        if front:
-            self._waiting.appendleft(entry)
-        else:
-            self._waiting.append(entry)
-        self._waiting_pairs[entry.pair] += 1
-
-    def _next_entry(self) -> OutgoingEntry | None:
-        if any(pair not in self._busy for pair in self._waiting_pairs):
-            for i, entry in enumerate(self._waiting):
-                if entry.pair not in self._busy:
-                    del self._waiting[i]
-                    self._waiting_pairs[entry.pair] -= 1
-                    if not self._waiting_pairs[entry.pair]:
-                        del self._waiting_pairs[entry.pair]
-                    return entry
-        while len(self._waiting) < self.limits.waiting:
-            if not self._batch:
-                if self._drained:  # nothing was added since the outbox was found empty
-                    return None
-                batch = self.store.peer_after(self._cursor, 64)
-                if not batch:
-                    self._drained = True
-                    return None
-                self._drained = False
-                self._batch.extend(batch)
-            entry = self._batch.popleft()
-            self._cursor = entry.seq
-            if entry.id in self._inflight_ids:
-                continue
-            if entry.pair in self._busy or entry.pair in self._waiting_pairs:
-                self._hold(entry)
-                continue
-            return entry
-        return None
+        self._out.restart()
 
     # ------------------------------------------------------------------ introspection
 
@@ -686,6 +588,6 @@ class BridgeCore:
             "peer_users": len(self.peer_users),
             "peer_up": self.peer_up,
             "outbox": self._outbox_count,
-            "in_flight": len(self._flight),
+            "in_flight": self._out.in_flight,
             "reassembly": self._reasm.statistics(),
         }

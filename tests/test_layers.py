@@ -75,6 +75,7 @@ BRIDGE_LOCAL_RANK = {
     "bridge_local.client": 3,
     "bridge_local.apptoken": 3,
     "bridge_local.fileservice": 4,
+    "bridge_local.peerout": 4,
     "bridge_local.core": 5,
     "bridge_local.server": 6,
     "bridge_local.files": 7,
