@@ -41,8 +41,7 @@ import trio
 from toxbridge.usage import USER_ERROR, OneLineParser
 
 from .client import BridgeError, Client, add_app_arguments, app_options, open_client
-from .fileservice import drive
-from .filestore import FileStore, StoreError, display_name
+from .filestore import FileStore, StoreError, display_name, drive
 from .transfer import (
     Aborted,
     ChunksDiscarded,

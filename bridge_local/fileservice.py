@@ -33,19 +33,16 @@ from . import wire
 from .transfer.chunkmap import ChunkMap
 from .filenotices import PendingNotices
 from .filestore import (
-    ChecksumMismatch,
+    drive,
     FileReader,
     FileStore,
     PartialFile,
-    StoredFile,
     StoreError,
 )
 from .transfer import (
     DEFAULT_RTO,
     DEFAULT_WINDOW,
     Completed,
-    ChunkNeeded,
-    ChunkReceived,
     Failed,
     Aborted,
     FileState,
@@ -58,7 +55,6 @@ from .transfer import (
     TransferTable,
     TransferUsageError,
     UnknownTask,
-    VerifyNeeded,
     file_info_reply,
     parse_offer,
     refuse_offer,
@@ -66,7 +62,7 @@ from .transfer import (
     to_json,
 )
 
-__all__ = ["FilesConfig", "FileService", "drive"]
+__all__ = ["FilesConfig", "FileService"]
 
 _SENDER_COMMANDS = frozenset({7000, 7001, 7010})  # sent by a sender: for our receiver
 _RECEIVER_COMMANDS = frozenset({8000, 8001, 8010})
@@ -83,50 +79,6 @@ class FilesConfig:
     window: int = DEFAULT_WINDOW
     rto: float = DEFAULT_RTO
     max_transfers: int = 64  # per client connection, and per direction with the peer
-
-
-def drive(transfer: Any, resource: Any, now: float) -> list[Any]:
-    """Serve the I/O events of one machine with its ``resource`` (a :class:`PartialFile`,
-    a :class:`StoredFile` already complete, or anything with ``read(offset, length)``).
-    Returns the other events (Progress, Completed, Failed, Paused, ...), in order."""
-    others: list[Any] = []
-    while True:
-        event = transfer.next_event()
-        if event is None:
-            return others
-        if isinstance(event, ChunkNeeded):
-            try:
-                data = resource.read(event.offset, event.length)
-            except (StoreError, OSError, ValueError) as exc:
-                transfer.fail(TransferCode.IO_ERROR, f"reading the file: {exc}")
-                continue
-            transfer.send_chunk(event.index, data, now)
-        elif isinstance(event, ChunkReceived):
-            if not isinstance(resource, PartialFile):
-                transfer.chunk_not_stored(event.index)
-                continue
-            try:
-                bad = resource.write_chunk(event.index, event.data)
-            except StoreError as exc:
-                transfer.fail(exc.code, str(exc))
-                continue
-            transfer.chunk_stored(event.index)
-            if bad:
-                transfer.discard_chunks(bad)
-        elif isinstance(event, VerifyNeeded):
-            if isinstance(resource, StoredFile):
-                transfer.check_md5(resource.md5)
-                continue
-            try:
-                stored = resource.finish()
-            except ChecksumMismatch as exc:
-                transfer.check_md5(exc.actual, untrusted=exc.bad_chunks)
-            except StoreError as exc:
-                transfer.fail(exc.code, str(exc))
-            else:
-                transfer.check_md5(stored.md5)
-        else:
-            others.append(event)
 
 
 class FileService:

@@ -15,7 +15,8 @@ in the same fixed-shape paths. File names are kept for display only
 
 The modules: ``errors`` (the StoreError tree), ``journal`` (keys, records, the journal that
 makes partial files crash-safe), ``partial`` (PartialFile, FileReader), ``store`` (FileStore:
-index, quota, cleanup); every public name is importable from here. Sans-IO it is not: this is
+index, quota, cleanup), ``drive`` (a transfer machine's reads and writes served from them);
+every public name is importable from here. Sans-IO it is not: this is
 the one package of bridge_local that touches the disk for files. It may import
 ``bridge_local.transfer`` (codes, chunk maps) and ``toxbridge.errors``, nothing above.
 
@@ -36,6 +37,7 @@ from .errors import (
     StoreFull,
     StoreIOError,
 )
+from .drive import drive
 from .journal import StoredFile, display_name
 from .partial import FileReader, PartialFile
 from .store import DEFAULT_FSYNC_INTERVAL, DEFAULT_MAX_FILE_SIZE, DEFAULT_MAX_TOTAL_SIZE, FileStore
@@ -58,4 +60,5 @@ __all__ = [
     "StoreIOError",
     "StoredFile",
     "display_name",
+    "drive",
 ]
