@@ -172,9 +172,12 @@ async def sampler(procs: dict[str, DaemonProc], samples: list[dict[str, Any]], t
 async def stream_send(app: App, seq: Seq, side: int, stop: trio.Event, pace: float) -> None:
     while not stop.is_set():
         if seq.sent - seq.expected < MAX_AHEAD:
-            await app.stream.send_all(b"".join(encode_data(frame(k, side))
-                                               for k in range(seq.sent, seq.sent + 10)))
+            # Counted before the write: the drain must wait for a batch still being written
+            # when the traffic stops (counted after it, such a batch was never checked).
+            first = seq.sent
             seq.sent += 10
+            await app.stream.send_all(b"".join(encode_data(frame(k, side))
+                                               for k in range(first, first + 10)))
         await trio.sleep(pace)
 
 
@@ -197,10 +200,11 @@ async def chat_send(client: Client, goal: str, seq: Seq, tag: str, stop: trio.Ev
                     pace: float, report: Report) -> None:
     while not stop.is_set():
         if seq.sent - seq.expected < MAX_AHEAD:
-            reply = await client.send(goal, f"{tag}:{seq.sent}")
+            n = seq.sent
+            seq.sent += 1  # before the request, as for frames: the drain waits for it
+            reply = await client.send(goal, f"{tag}:{n}")
             if reply.get("code") not in (201, 204):  # delivered, or stored until the link is back
-                report.error(f"{tag}: message {seq.sent} answered {reply}")
-            seq.sent += 1
+                report.error(f"{tag}: message {n} answered {reply}")
         await trio.sleep(pace)
 
 

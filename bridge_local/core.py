@@ -440,6 +440,13 @@ class BridgeCore:
 
     def _send_hello(self, reply: bool, now: float) -> None:
         self._last_hello = now
+        if not reply:
+            # The peer starts its reassembly afresh at a request: whatever is half-sent
+            # would reach it as orphan fragments, and a chat message caught half-way would
+            # wait for the session after. Start clean: chat is resent from the outbox,
+            # unsent acks are answered by the peer's resend, transfers resync, and the
+            # hello itself carries the users.
+            self._out.new_channel()
         local = [u for u in self.users() if u.side == "local"]
         known = self.store.known_users("local", wire.MAX_KNOWN)
         self._control_add(wire.encode_hello(reply, self.session, self.public_key, local, known))

@@ -603,3 +603,23 @@ def test_user_on_beyond_the_cap_is_ignored_with_a_notice(net: Net, monkeypatch) 
     assert sorted(u.name for u in net.a.core.peer_users.values()) == ["b1", "b2"]
     assert any("more than 2 online users" in n for n in net.a.core.take_notices())
     assert [e["name"] for e in net.a.events(a1, 301) if "name" in e] == ["b1", "b2"]
+
+
+def test_a_message_cut_by_a_new_session_is_resent_whole_with_no_orphan_fragments(net: Net) -> None:
+    """A link drop in the middle of a 300-fragment message: the new session's hello resets
+    the peer's reassembly, so the fragments after it must not be the old message's tail
+    (they were 'missing-start' notices at the peer); the message is resent whole, once."""
+    a1, ta = net.a.login("alice")
+    b1, tb = net.b.login("bob")
+    net.run()
+    net.a.send(a1, ta, tb, "B" * 300_000)
+    for _ in range(100):  # a third of it crosses
+        [frame] = net.a.core.take_frames(1)
+        net.b.core.daemon_data(frame, net.now)
+    for code in (302, 301):  # the channel is full meanwhile: nothing moves until it is back
+        for n in (net.a, net.b):
+            n.core.daemon_event({"event": "peer", "code": code}, net.now)
+    net.run()
+    assert net.b.texts(b1) == ["B" * 300_000]
+    assert net.b.core.take_notices() == [] and net.b.core.stats["peer_errors"] == 0
+    assert net.a.store.statistics()["peer_outbox"] == 0
