@@ -87,7 +87,8 @@ async def _three_hops(listener: DaemonProc, peer: DaemonProc, src: Path, md5: st
             if ref.fileid not in available:  # the time limit: what reached bob's bridge
                 with trio.fail_after(60):
                     status = await bob.request({"command": 4002, "token": bob.token, "fileid": ref.fileid})
-                moved = int(status.get("held") or 0)
+                counters = status.get("counters") or {}
+                moved = max(int(status.get("held") or 0), int(counters.get("peer_bytes_received") or 0))
             nursery.cancel_scope.cancel()
         result["upload_MBps"] = round(size / (t1 - t0) / MB, 2)
         result["file_done"] = moved == size
