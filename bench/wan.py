@@ -181,6 +181,11 @@ async def _recovery(listener: DaemonProc, peer: DaemonProc, line: LineControl, w
         return None
 
     result: dict = {}
+    marks: dict = {}  # frames sent / received at each step: shows a sender that stalled
+
+    def mark(name: str) -> None:
+        marks[name] = [sent, tally.unique]
+
     async with trio.open_nursery() as nursery:
         nursery.start_soon(sender)
         nursery.start_soon(receiver)
@@ -188,22 +193,28 @@ async def _recovery(listener: DaemonProc, peer: DaemonProc, line: LineControl, w
         now = trio.current_time()
         baseline = tally.rate(now - 3, now)
         result["baseline_MBps"] = round(baseline / MB, 2)
+        mark("freeze")
 
         peer.signal(signal.SIGSTOP)
         await trio.sleep(FREEZE_S)
         peer.signal(signal.SIGCONT)
+        mark("thaw")
         result["freeze_recovery_s"] = await until_recovered(trio.current_time(), baseline)
+        mark("cut")
 
         await trio.to_thread.run_sync(line.cut, True)
         await trio.sleep(CUT_S)
         await trio.to_thread.run_sync(line.cut, False)
+        mark("mend")
         result["cut_recovery_s"] = await until_recovered(trio.current_time(), baseline)
+        mark("stop")
 
         stopping.set()
         with trio.move_on_after(60):  # what was sent still arrives
             while tally.unique < sent or not sent:
                 await trio.sleep(BIN_S)
         nursery.cancel_scope.cancel()
+    result["marks"] = marks
     result["frames_sent"] = sent
     result["frames_lost"] = sent - tally.unique
     result["frames_duplicated"] = tally.duplicated
