@@ -14,6 +14,8 @@ $(STAMP): pyproject.toml native/toxcore-build.sh
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check --upgrade pip
 	$(PY) -m pip install -q --disable-pip-version-check -e '.[test]'
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[test,wan]' \
+		|| echo "make: netfilterqueue did not build (libnetfilter-queue-dev?); the WAN tests and bench wan will skip" >&2
 	touch $(STAMP)
 
 test: setup

@@ -42,21 +42,24 @@ def peak_rss_mb(pid: int) -> float:
     return 0.0
 
 
-async def _stream(src: App, dst: App, frames_total: int) -> tuple[float, list[int]]:
-    """Send ``frames_total`` frames src → dst; return (seconds, bytes per second bins)."""
+async def _stream(src: App, dst: App, frames_total: int,
+                  time_limit: float | None = None) -> tuple[float, list[int], int]:
+    """Send ``frames_total`` frames src → dst; return (seconds, bytes per second bins,
+    frames received). With ``time_limit``, stop after that long: then fewer arrived."""
     frames = _frames()
     batch = b"".join(encode_data(f) for f in frames)  # one cycle per write
     cycles = frames_total // CYCLE
     bins: list[int] = []
+    received = 0
 
     async def send() -> None:
         for _ in range(cycles):
             await src.stream.send_all(batch)
 
-    async def receive() -> float:
+    async def receive() -> None:
+        nonlocal received
         decoder = FrameDecoder(allowed_kinds=(DATA, EVENT))
         n = 0
-        start = time.monotonic()
         while n < cycles * CYCLE:
             data = await dst.stream.receive_some(256 * 1024)
             if not data:
@@ -70,17 +73,20 @@ async def _stream(src: App, dst: App, frames_total: int) -> tuple[float, list[in
                 if frame.payload != frames[n % CYCLE]:
                     raise RuntimeError(f"frame {n} is wrong: lost, duplicated or out of order")
                 n += 1
+                received = n
                 got += len(frame.payload)
             second = int(time.monotonic() - start)
             while len(bins) <= second:
                 bins.append(0)
             bins[second] += got
-        return time.monotonic() - start
 
+    start = time.monotonic()
     async with trio.open_nursery() as nursery:
         nursery.start_soon(send)
-        elapsed = await receive()
-    return elapsed, bins
+        with trio.move_on_after(time_limit if time_limit is not None else float("inf")):
+            await receive()
+        nursery.cancel_scope.cancel()  # the sender, when the limit cut the receiver short
+    return time.monotonic() - start, bins, received
 
 
 async def _pings(a: App, b: App, count: int) -> list[float]:
@@ -101,14 +107,19 @@ async def _pings(a: App, b: App, count: int) -> list[float]:
     return rtts
 
 
-def measure_channel(network: NodeInfo, mb: float = 200, pings: int = 1000) -> dict:
-    """Two daemons (subprocesses) with an app on each bridge port; return the figures."""
+def measure_channel(network: NodeInfo, mb: float = 200, pings: int = 1000, *,
+                    time_limit: float | None = None, daemon_args: tuple[str, ...] = ()) -> dict:
+    """Two daemons (subprocesses) with an app on each bridge port; return the figures.
+
+    ``time_limit``: stop the stream after that long and report what it moved (``done``
+    false; no pings then). ``daemon_args``: more options for both daemons (``--no-udp``)."""
     frames_total = max(CYCLE, int(mb * MB) // FRAME // CYCLE * CYCLE)
     result: dict = {}
     with tempfile.TemporaryDirectory(prefix="toxbridge-bench-") as tmp:
         t0 = time.monotonic()
-        with DaemonProc(["--listen"], Path(tmp) / "l.tox", network, verbose=False) as listener, \
-                DaemonProc(["--peer", listener.tox_id], Path(tmp) / "p.tox", network, verbose=False) as peer:
+        with DaemonProc(["--listen", *daemon_args], Path(tmp) / "l.tox", network, verbose=False) as listener, \
+                DaemonProc(["--peer", listener.tox_id, *daemon_args], Path(tmp) / "p.tox", network,
+                           verbose=False) as peer:
 
             started = time.monotonic()
 
@@ -120,18 +131,21 @@ def measure_channel(network: NodeInfo, mb: float = 200, pings: int = 1000) -> di
                 result["connect_s"] = round(time.monotonic() - t0, 2)
                 result["connect_after_start_s"] = round(time.monotonic() - started, 2)
                 with trio.fail_after(900):
-                    elapsed, bins = await _stream(a, b, frames_total)
-                total = frames_total * FRAME
+                    elapsed, bins, received = await _stream(a, b, frames_total, time_limit)
+                done = received == frames_total
+                total = received * FRAME
+                result["done"] = done
                 result["MB"] = round(total / MB, 1)
                 result["s"] = round(elapsed, 2)
                 result["MBps"] = round(total / elapsed / MB, 2)
-                full = bins[:-1] or bins
-                result["peak_MBps"] = round(max(full) / MB, 2)
-                with trio.fail_after(300):
-                    rtts = await _pings(a, b, pings)
-                result["rtt_p50_ms"] = round(percentile(rtts, 0.50) * 1000, 3)
-                result["rtt_p99_ms"] = round(percentile(rtts, 0.99) * 1000, 3)
-                result["rtt_mean_ms"] = round(statistics.fmean(rtts) * 1000, 3)
+                full = (bins[:-1] or bins) if done else bins
+                result["peak_MBps"] = round(max(full, default=0) / MB, 2)
+                if done and pings:
+                    with trio.fail_after(300):
+                        rtts = await _pings(a, b, pings)
+                    result["rtt_p50_ms"] = round(percentile(rtts, 0.50) * 1000, 3)
+                    result["rtt_p99_ms"] = round(percentile(rtts, 0.99) * 1000, 3)
+                    result["rtt_mean_ms"] = round(statistics.fmean(rtts) * 1000, 3)
                 links = [e["link"] for e in a.events + b.events if e.get("link")]
                 result["link"] = links[-1] if links else None
                 result["daemon_rss_MB"] = round(max(peak_rss_mb(p.process.pid) for p in (listener, peer)), 1)

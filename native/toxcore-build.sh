@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Make libtoxcore (the shared library and headers) and tox-bootstrapd available, and
-# the network tools the NAT tests use (ip, iptables) where apt exists.
+# the network tools the NAT and WAN tests use (ip, iptables, libnetfilter-queue-dev) where apt exists.
 #
 #   Debian/Ubuntu:  installs libtoxcore-dev and toxcore-utils with apt when missing
 #                   (apt-get update only when a package cannot be found). Quiet and
@@ -8,6 +8,9 @@
 #                   when missing (tests/test_nat.py builds NAT routers in network
 #                   namespaces); if that is impossible (no root or sudo) it only warns:
 #                   those tests then skip.
+#                   Likewise libnetfilter-queue-dev and a C compiler, which the
+#                   `netfilterqueue` package (the WAN emulator, toxbridge/testing/wan.py)
+#                   builds against: without them the WAN tests and `bench wan` skip.
 #   Elsewhere:      TOXCORE_SRC=/path/to/c-toxcore native/toxcore-build.sh
 #                   builds it with cmake into native/prefix; then point the binding at it:
 #                   export TOXBRIDGE_LIBTOXCORE=native/prefix/lib/libtoxcore.so
@@ -28,16 +31,24 @@ have_cmd() {
     command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ] || [ -x "/sbin/$1" ]
 }
 
-# The NAT tests' tools: best effort (a warning, never a failure).
+# The NAT and WAN tests' tools: best effort (a warning, never a failure).
+have_pkg() {
+    dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'
+}
+
 install_net_tools() {
     local want=""
     have_cmd ip || want="$want iproute2"
     have_cmd iptables || want="$want iptables"
+    if command -v dpkg-query >/dev/null 2>&1; then
+        have_pkg libnetfilter-queue-dev || want="$want libnetfilter-queue-dev"
+        have_cmd cc || want="$want gcc libc6-dev"
+    fi
     [ -n "$want" ] || return 0
-    command -v apt-get >/dev/null 2>&1 || { echo "toxcore-build: no apt-get; install$want yourself for the NAT tests" >&2; return 0; }
+    command -v apt-get >/dev/null 2>&1 || { echo "toxcore-build: no apt-get; install$want yourself for the NAT and WAN tests" >&2; return 0; }
     local sudo=""
     if [ "$(id -u)" != 0 ]; then
-        command -v sudo >/dev/null 2>&1 || { echo "toxcore-build: need root (or sudo) to install$want; the NAT tests will skip" >&2; return 0; }
+        command -v sudo >/dev/null 2>&1 || { echo "toxcore-build: need root (or sudo) to install$want; the NAT and WAN tests will skip" >&2; return 0; }
         sudo="sudo"
     fi
     export DEBIAN_FRONTEND=noninteractive
@@ -46,7 +57,7 @@ install_net_tools() {
     fi
     echo "toxcore-build: apt-get install$want" >&2
     $sudo apt-get install -y -qq --no-install-recommends $want >/dev/null \
-        || echo "toxcore-build: apt-get install$want failed; the NAT tests will skip" >&2
+        || echo "toxcore-build: apt-get install$want failed; the NAT and WAN tests will skip" >&2
 }
 install_net_tools
 

@@ -30,6 +30,7 @@ from multiprocessing.connection import Connection as _Pipe
 
 from ..network import NodeInfo, loopback_options
 from ..tox import Connection, Tox
+from ..tox.errors import CustomPacketError
 
 __all__ = ["RawPeer", "StreamReport", "pattern", "STREAM_ID", "PING_ID", "PONG_ID", "ACK_ID",
            "STREAM_WINDOW"]
@@ -75,6 +76,8 @@ class _Child:
         self.expected_key: bytes | None = None
         self.friend: int | None = None
         self.connected_at: float | None = None
+        self.online = False
+        self.drops = 0  # times the friend connection went down
         self.outq: deque[bytes] = deque()
         self.stream_left = 0  # packets of the current outgoing stream not yet queued
         self.stream_seq = 0
@@ -98,6 +101,9 @@ class _Child:
             self.friend = self.tox.friend_add_norequest(key)
 
     def _on_connection(self, friend: int, status: Connection) -> None:
+        if self.online and status == Connection.NONE:
+            self.drops += 1
+        self.online = status != Connection.NONE
         if status != Connection.NONE and self.connected_at is None:
             self.connected_at = time.monotonic()
             self.conn.send(("connected", self.connected_at, int(status)))
@@ -165,6 +171,8 @@ class _Child:
             self.rtts = []
             self.ping_left = count
             self._ping()
+        elif name == "progress":  # what the current incoming stream moved so far
+            self.conn.send(("progress", self.rx.snapshot(), self.drops))
         elif name == "stop":
             return False
         return True
@@ -184,12 +192,18 @@ class _Child:
         while running:
             while conn.poll(0):
                 running = self.command(conn.recv())
-            if self.friend is not None and self.connected_at is not None:
+            if self.friend is not None and self.online:
                 self._fill()
-                while outq and tox.try_send_lossless_packet(self.friend, outq[0]):
-                    outq.popleft()
-                    if not outq:
-                        self._fill()
+                try:
+                    while outq and tox.try_send_lossless_packet(self.friend, outq[0]):
+                        outq.popleft()
+                        if not outq:
+                            self._fill()
+                except CustomPacketError as exc:
+                    if exc.code != 3:  # FRIEND_NOT_CONNECTED: it dropped just now; wait for it
+                        raise
+                    self.online = False
+                    self.drops += 1
             seen = self.rx.seq
             tox.iterate()
             # Flush the ack when a turn brought no more of the stream (or one was refused).
@@ -232,6 +246,9 @@ class _Receiver:
     def done_pending(self) -> bool:
         return not self.reported and self.seq >= self.expected
 
+    def snapshot(self) -> StreamReport:
+        return StreamReport(self.seq, self.bytes, self.errors, self.first, self.last, list(self.bins))
+
     def report(self) -> StreamReport:
         self.reported = True
         return StreamReport(self.seq, self.bytes, self.errors, self.first, self.last, self.bins)
@@ -248,14 +265,16 @@ def _child_main(argv: list[str]) -> None:
 class RawPeer:
     """A raw toxcore peer in a child process. Use as a context manager."""
 
-    def __init__(self, bootstrap: NodeInfo, *, use_relay: bool = False, **options) -> None:
-        """``use_relay``: also use the bootstrap node as TCP relay (it must be one)."""
+    def __init__(self, bootstrap: NodeInfo, *, use_relay: bool = False, wrap: list[str] | None = None,
+                 **options) -> None:
+        """``use_relay``: also use the bootstrap node as TCP relay (it must be one).
+        ``wrap``: a command prefix that execs the child, e.g. ``ip netns exec NAME``."""
         if use_relay:
             options["relay_tcp_port"] = bootstrap.tcp_port
         # A plain subprocess (not multiprocessing): works from any script or test runner.
         ours, theirs = socket.socketpair()
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "toxbridge.testing.rawpeer", str(theirs.fileno()), str(bootstrap),
+            [*(wrap or ()), sys.executable, "-m", "toxbridge.testing.rawpeer", str(theirs.fileno()), str(bootstrap),
              json.dumps(options)],
             pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL,
         )
