@@ -138,8 +138,13 @@ class _Child:
     def _ack(self) -> None:
         # Cumulative, so only the latest matters: on SENDQ just remember to send one.
         self.ack_sent = self.rx.seq
-        self.ack_due = not self.tox.try_send_lossless_packet(
-            self.friend, _SEQ.pack(ACK_ID, self.rx.seq))
+        try:
+            self.ack_due = not self.tox.try_send_lossless_packet(
+                self.friend, _SEQ.pack(ACK_ID, self.rx.seq))
+        except CustomPacketError as exc:
+            if exc.code != 3:  # FRIEND_NOT_CONNECTED: send it again once it is back
+                raise
+            self.ack_due = True
 
     def _send_now(self, packet: bytes) -> None:
         # Send from inside the callback (toxcore allows it): a round trip then costs
