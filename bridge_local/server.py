@@ -71,7 +71,7 @@ class BridgeConfig:
     max_clients: int = 1024
     reconnect_delay: float = 0.5
     tick: float = 1.0
-    # Who may connect (toxbridge/access.py): by default processes of our own uid only.
+    # Who may connect (toxbridge/access/): by default processes of our own uid only.
     app_socket: Path | None = None  # also serve on this Unix socket (mode 0600)
     app_token: bytes | None = None  # other uids are admitted if their login carries it
     app_open: bool = False  # no check at all

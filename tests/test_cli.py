@@ -19,10 +19,10 @@ from pathlib import Path
 import pytest
 
 from toxbridge.cli import COMMANDS, main
-from toxbridge.clierrors import user_message
+from toxbridge.cli.errors import user_message
 from toxbridge.errors import ConfigError, RemoteProtocolError, ToxbridgeError
 from toxbridge.network import loopback_options
-from toxbridge.nodeargs import BUNDLED_DATE, BUNDLED_NODES, read_nodes
+from toxbridge.cli.nodeargs import BUNDLED_DATE, BUNDLED_NODES, read_nodes
 from toxbridge.tox import DecryptionError, FriendAddError, Tox, ToxNewError, save_profile
 from toxbridge.tox.profile import ProfileError
 

@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 
 from toxbridge.cli import EXAMPLE_CONFIG, main
-from toxbridge.configfile import Option, load_config, parse_config
+from toxbridge.cli.configfile import Option, load_config, parse_config
 from toxbridge.errors import ConfigError
 from toxbridge.network import NodeInfo
-from toxbridge.nodeargs import build_config, node_parser, option_table, parse_node_args, port_arg
+from toxbridge.cli.nodeargs import build_config, node_parser, option_table, parse_node_args, port_arg
 
 KEY = "AB" * 32
 NODE = f"127.0.0.1:33445:{KEY}"

@@ -12,13 +12,13 @@ import stat
 import pytest
 import trio
 
-from toxbridge.control import (MAX_REQUEST, ControlError, LineBuffer, encode, error_reply,
+from toxbridge.control.protocol import (MAX_REQUEST, ControlError, LineBuffer, encode, error_reply,
                                ok_reply, parse_reply, parse_request)
-from toxbridge.controlsock import (MAX_CONNECTIONS, ControlServer, NodeNotRunning,
+from toxbridge.control.server import (MAX_CONNECTIONS, ControlServer, NodeNotRunning,
                                    bind_control_socket, request)
 from toxbridge.errors import ConfigError, RemoteProtocolError
-from toxbridge.status import RateMeter, RttMeter
-from toxbridge.statuscli import main as status_main
+from toxbridge.control.snapshot import RateMeter, RttMeter
+from toxbridge.cli.status import main as status_main
 
 # -- the codec ------------------------------------------------------------------------
 

@@ -43,9 +43,7 @@ LAYER_OF = {  # longest prefix wins; the two root packages are "root", bridge_lo
     "toxbridge.node": "node",
     "toxbridge.errors": "errors",
     "toxbridge.usage": "errors",  # one-line usage errors, for every command line
-    "toxbridge.clierrors": "node",
-    "toxbridge.nodeargs": "node",
-    "toxbridge.configfile": "config",  # TOML -> option values (pure)
+    "toxbridge.cli.configfile": "config",  # TOML -> option values (pure)
     "toxbridge.bootstrap": "channel",  # nodes handed to toxcore one by one; the retry schedule
     "toxbridge.tox": "tox",
     "toxbridge.link": "channel",
@@ -53,15 +51,14 @@ LAYER_OF = {  # longest prefix wins; the two root packages are "root", bridge_lo
     "toxbridge.fragment": "channel",
     "toxbridge.crawl": "channel",
     "toxbridge.network": "channel",
-    "toxbridge.control": "channel",  # the control protocol's codec (pure)
-    "toxbridge.status": "channel",  # the status snapshot and its meters (pure)
+    "toxbridge.control": "channel",  # the package's __init__: a docstring
+    "toxbridge.control.protocol": "channel",  # the control protocol's codec (pure)
+    "toxbridge.control.snapshot": "channel",  # the status snapshot and its meters (pure)
     "toxbridge.access": "access",
-    "toxbridge.procnet": "access",
     "toxbridge.config": "config",
     "toxbridge.toxloop": "toxthread",
     "toxbridge.daemon": "daemon",
-    "toxbridge.controlsock": "daemon",  # the control socket's trio shell
-    "toxbridge.statuscli": "node",
+    "toxbridge.control.server": "daemon",  # the control socket's trio shell
     "toxbridge.testing": "testing",
 }
 # Inside bridge_local: a module may import only modules of a lower or equal rank.
@@ -83,7 +80,8 @@ BRIDGE_LOCAL_RANK = {
     "bridge_local.__main__": 9,
 }
 # The one upward edge, on purpose: `toxbridge demo` runs the demo built from the testing tools.
-EXCEPTIONS = {("toxbridge.cli", "toxbridge.testing"), ("toxbridge.cli", "toxbridge.testing.demo")}
+EXCEPTIONS = {("toxbridge.cli.main", "toxbridge.testing"),
+              ("toxbridge.cli.main", "toxbridge.testing.demo")}
 
 
 def module_files(root: Path = ROOT) -> dict[str, Path]:

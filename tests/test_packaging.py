@@ -74,7 +74,7 @@ def test_the_wheel_installs_and_runs_in_a_fresh_venv(dist, tmp_path):
     assert out.startswith("usage: toxbridge") and "bootstrap-node" in out
     example = sh(venv / "bin" / "toxbridge", "config", "example", cwd=tmp_path)
     assert "listen = true" in example
-    sh(python, "-c", "from toxbridge.nodeargs import BUNDLED_NODES, read_nodes; assert len(read_nodes(BUNDLED_NODES)) >= 20",
+    sh(python, "-c", "from toxbridge.cli.nodeargs import BUNDLED_NODES, read_nodes; assert len(read_nodes(BUNDLED_NODES)) >= 20",
        cwd=tmp_path)
     # The binding loads libtoxcore from the installed package (a Tox on loopback, no bootstrap).
     sh(python, "-c", "from toxbridge.network import loopback_options; from toxbridge.tox import Tox; "

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import trio
 
-from toxbridge.access import peer_uid, tcp_owner_uid
+from toxbridge.access.policy import peer_uid, tcp_owner_uid
 
 
 def accepted_pair() -> tuple[socket.socket, socket.socket, socket.socket]:

@@ -8,7 +8,7 @@ import pytest
 
 from toxbridge.access import ADMIT, NEED_TOKEN, REFUSE, AccessPolicy, read_token_file, token_matches
 from toxbridge.errors import ConfigError
-from toxbridge.procnet import SocketEntry, find_owner, parse_table
+from toxbridge.access.procnet import SocketEntry, find_owner, parse_table
 
 V4 = ipaddress.IPv4Address
 V6 = ipaddress.IPv6Address

@@ -38,7 +38,7 @@ class Config:
     bridge_host: str = "127.0.0.1"
     bridge_port: int = 0
     id_file: Path | None = None
-    control_socket: Path | None = None  # the control socket (toxbridge.controlsock); None: none
+    control_socket: Path | None = None  # the control socket (toxbridge.control.server); None: none
     app_open: bool = False  # --app-open: processes of any uid may use the bridge port
     window: int = DEFAULT_WINDOW  # see toxbridge/link/wire.py for these three
     in_flight: int = DEFAULT_IN_FLIGHT

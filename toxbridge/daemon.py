@@ -1,5 +1,5 @@
 """The local-socket side of the daemon (trio): the bridge port and the app connection,
-and the control socket (`toxbridge.controlsock`; ``status`` reads the tox thread's snapshot).
+and the control socket (`toxbridge.control.server`; ``status`` reads the tox thread's snapshot).
 
 A thin shell: framing is `toxbridge.framing`, the reliable link and Tox are in the tox
 thread (`toxbridge.toxloop`). One app connection at a time; a second one gets an error
@@ -18,8 +18,8 @@ import trio
 
 from . import access
 from .config import Config
-from .control import ControlError
-from .controlsock import ControlServer, bind_control_socket
+from .control.protocol import ControlError
+from .control.server import ControlServer, bind_control_socket
 from .errors import RemoteProtocolError
 from .framing import DATA, FrameDecoder, encode_event
 from .toxloop import ToxLoop

@@ -32,7 +32,7 @@ from .framing import DATA
 from .link import ChannelOpen, Link, LinkState, PeerHello, VersionMismatch
 from .network import loopback_options
 from .errors import ConfigError, ProtocolError
-from .status import NodeSnapshot, PeerSnapshot, RateMeter, RttMeter
+from .control.snapshot import NodeSnapshot, PeerSnapshot, RateMeter, RttMeter
 from .tox import Connection, FriendAddError, Tox, ToxOptions, load_profile, save_profile
 
 __all__ = ["FrameQueue", "ToxLoop", "PeerState"]
@@ -43,7 +43,7 @@ _DATA_HEAD = struct.Struct(">BH")  # an app frame's kind and length (see framing
 
 BLOB_FRAMES = 64  # frames per item of the inbound queue
 BUSY_AFTER_TRAFFIC = 1.0  # seconds of fast looping after the last packet either way
-SNAPSHOT_PERIOD = 0.5  # seconds between status snapshots (see toxbridge.status)
+SNAPSHOT_PERIOD = 0.5  # seconds between status snapshots (see toxbridge.control.snapshot)
 
 
 class FrameQueue:
@@ -118,7 +118,7 @@ class ToxLoop(threading.Thread):
         self._hold_data_until = 0.0  # see _on_friend_connection
         self._accepted = False  # --peer: has our friend request been accepted (101 sent)?
         self._crawl = CrawlWatch()  # toxcore's rate stuck at its floor? (see crawl.py)
-        # Status (toxbridge.status): published by this thread, read by trio as a whole.
+        # Status (toxbridge.control.snapshot): published by this thread, read by trio as a whole.
         self.snapshot: NodeSnapshot | None = None
         self._snapshot_wanted = threading.Event()
         self._snapshot_seq = 0
@@ -437,7 +437,7 @@ class ToxLoop(threading.Thread):
                 self._rtt.sent(self._queued - link.unsent_bytes, now)
         return moved
 
-    # -- status (toxbridge.status) -----------------------------------------------------
+    # -- status (toxbridge.control.snapshot) -----------------------------------------------------
 
     def request_snapshot(self) -> None:
         """Any thread: publish a fresh snapshot on the next loop turn."""

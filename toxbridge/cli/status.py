@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .errors import ToxbridgeError
+from ..errors import ToxbridgeError
 
 __all__ = ["main", "peers_main", "render"]
 
@@ -97,8 +97,8 @@ def render(status: dict[str, Any]) -> list:
 
 def _ask(parser: argparse.ArgumentParser, args: argparse.Namespace) -> dict[str, Any]:
     """The node's status reply; no node: one line, exit 2."""
-    from .config import default_profile
-    from .controlsock import control_path, node_data_dir, request
+    from ..config import default_profile
+    from ..control.server import control_path, node_data_dir, request
 
     data_dir = node_data_dir(args.profile or default_profile(), args.data_dir)
     try:

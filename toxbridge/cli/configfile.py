@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 __all__ = ["Option", "parse_config", "load_config"]
 

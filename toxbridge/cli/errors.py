@@ -13,8 +13,8 @@ import errno
 from pathlib import Path
 from typing import Iterator, Mapping
 
-from .errors import ConfigError, ToxbridgeError
-from .usage import USER_ERROR, OneLineParser
+from ..errors import ConfigError, ToxbridgeError
+from ..usage import USER_ERROR, OneLineParser
 
 __all__ = ["USER_ERROR", "OneLineParser", "user_message", "leaves"]
 
@@ -42,8 +42,8 @@ def user_message(exc: BaseException, profile: Path | None = None, passphrase_env
 
 def _explain(exc: BaseException, profile: Path | None, passphrase_env: str | None,
              ports: Mapping[str, int]) -> str | None:
-    from .tox import DecryptionError, FriendAddError, ToxLibraryError, ToxNewError
-    from .tox.profile import ProfileError
+    from ..tox import DecryptionError, FriendAddError, ToxLibraryError, ToxNewError
+    from ..tox.profile import ProfileError
 
     where = f"the profile {profile}" if profile else "the profile"
     if isinstance(exc, ConfigError):

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import trio
 
-from .errors import ConfigError
+from ..errors import ConfigError
 from .procnet import find_owner, parse_table
 
 __all__ = ["ADMIT", "NEED_TOKEN", "REFUSE", "AccessPolicy", "access_options",

@@ -1,7 +1,7 @@
 """The ``toxbridge`` command: a node (``--listen``, ``--peer ID``, ``--config FILE``; its
 options are in ``nodeargs``) or one of the commands in ``COMMANDS``.
 
-Every user error is one line on stderr and exit status 2 (see ``clierrors``); ``-v`` adds
+Every user error is one line on stderr and exit status 2 (see ``errors``); ``-v`` adds
 the traceback. An error that is not a user's is a bug and keeps its traceback.
 """
 
@@ -20,17 +20,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from .clierrors import USER_ERROR, OneLineParser, user_message
-from .errors import ConfigError
+from .errors import USER_ERROR, OneLineParser, user_message
+from ..errors import ConfigError
 from .nodeargs import (BUNDLED_DATE, NODES_SOURCE, build_app_config, build_config, parse_node_args,
                        read_passphrase)
-from .usage import port_arg
+from ..usage import port_arg
 
 __all__ = ["main", "COMMANDS", "Command"]
 
 log = logging.getLogger("toxbridge")
 
-EXAMPLE_CONFIG = Path(__file__).parent / "data" / "config-example.toml"
+EXAMPLE_CONFIG = Path(__file__).parent.parent / "data" / "config-example.toml"
 VERBOSE_FLAGS = {"-v": 1, "-vv": 2, "--verbose": 1}
 
 
@@ -73,13 +73,13 @@ def _files(action: str) -> Callable[[list[str]], int]:
 
 
 def _status(argv: list[str]) -> int:
-    from .statuscli import main as status_main
+    from .status import main as status_main
 
     return status_main(argv)
 
 
 def _peers(argv: list[str]) -> int:
-    from .statuscli import peers_main
+    from .status import peers_main
 
     return peers_main(argv)
 
@@ -111,8 +111,8 @@ def _id(argv: list[str]) -> int:
     p.add_argument("--passphrase-file", metavar="FILE", help="... or in this file (its first line)")
     args = p.parse_args(argv)
     _setup_logging(args.verbose)
-    from .config import default_profile
-    from .tox import Tox, ToxError, ToxOptions, load_profile
+    from ..config import default_profile
+    from ..tox import Tox, ToxError, ToxOptions, load_profile
 
     path = args.profile or default_profile()
     passphrase = read_passphrase(args.passphrase_env, args.passphrase_file)
@@ -138,7 +138,7 @@ def _bootstrap_node(argv: list[str]) -> int:
                    help="use a Python Tox instance instead of tox-bootstrapd (no TCP relay unless --tcp-port)")
     args = p.parse_args(argv)
     _setup_logging(args.verbose)
-    from .network import BootstrapDaemon, BootstrapNode
+    from ..network import BootstrapDaemon, BootstrapNode
 
     node = (BootstrapNode(args.port, args.tcp_port) if args.python
             else BootstrapDaemon(args.port, args.tcp_port))
@@ -161,7 +161,7 @@ def _demo(argv: list[str]) -> int:
     p.add_argument("--mb", type=float, default=20, help="megabytes to stream each way, and the size of the file sent")
     args = p.parse_args(argv)
     _setup_logging(args.verbose)
-    from .testing.demo import run_demo
+    from ..testing.demo import run_demo
 
     return run_demo(mb=args.mb)
 
@@ -217,12 +217,12 @@ def _run_node(argv: list[str], context: dict) -> int:
                    ports={"--bridge-port": args.bridge_port, "--app-port": args.app_port})
     config = build_config(args)
     context["profile"] = config.profile
-    from .controlsock import control_path, node_data_dir
+    from ..control.server import control_path, node_data_dir
 
     config = dataclasses.replace(config, control_socket=control_path(
         node_data_dir(config.profile, args.data_dir)))
     app_config = None if args.raw else build_app_config(args, config)
-    from .node import run_node_process
+    from ..node import run_node_process
 
     run_node_process(config, app_config)
     return 0

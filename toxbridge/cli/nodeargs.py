@@ -16,17 +16,17 @@ import os
 import stat
 from pathlib import Path
 
-from .access import access_options, add_access_arguments, warn_if_open
+from ..access import access_options, add_access_arguments, warn_if_open
 from .configfile import Option, load_config, parse_config
-from .errors import ConfigError
-from .usage import OneLineParser, port_arg
+from ..errors import ConfigError
+from ..usage import OneLineParser, port_arg
 
 __all__ = ["node_parser", "parse_node_args", "option_table", "build_config", "build_app_config",
            "read_nodes", "read_passphrase", "BUNDLED_NODES", "BUNDLED_DATE", "NODES_SOURCE"]
 
 log = logging.getLogger("toxbridge")
 
-BUNDLED_NODES = Path(__file__).parent / "data" / "nodes.json"
+BUNDLED_NODES = Path(__file__).parent.parent / "data" / "nodes.json"
 BUNDLED_DATE = "2025-02-13"  # the "date" of BUNDLED_NODES
 NODES_SOURCE = "https://nodes.tox.chat/json"
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
@@ -47,21 +47,21 @@ def _checked(parse):
 
 @_checked
 def node_arg(text: str):
-    from .network import NodeInfo
+    from ..network import NodeInfo
 
     return NodeInfo.parse(text)
 
 
 @_checked
 def public_key_arg(text: str) -> bytes:
-    from .tox import PUBLIC_KEY_SIZE, parse_key
+    from ..tox import PUBLIC_KEY_SIZE, parse_key
 
     return parse_key(text, PUBLIC_KEY_SIZE, "public key")
 
 
 @_checked
 def tox_id_arg(text: str) -> bytes:
-    from .tox import ADDRESS_SIZE, parse_key
+    from ..tox import ADDRESS_SIZE, parse_key
 
     return parse_key(text, ADDRESS_SIZE, "Tox ID")
 
@@ -91,7 +91,7 @@ def read_passphrase(env: str | None, file: str | os.PathLike | None) -> str | No
 def read_nodes(path: str | os.PathLike) -> list:
     """Nodes from a ``nodes.json`` as Tox clients share it (``{"nodes": [{"ipv4", "ipv6",
     "port", "public_key", "tcp_ports"}, ...]}``), as from https://nodes.tox.chat/json."""
-    from .network import NodeInfo
+    from ..network import NodeInfo
 
     try:
         data = json.loads(Path(path).read_text())
@@ -219,8 +219,8 @@ def parse_node_args(argv: list[str]) -> argparse.Namespace:
 
 
 def build_config(args: argparse.Namespace):
-    from .config import Config, default_profile  # lazily: it loads libtoxcore, --help must not
-    from .tox import PUBLIC_KEY_SIZE, parse_key
+    from ..config import Config, default_profile  # lazily: it loads libtoxcore, --help must not
+    from ..tox import PUBLIC_KEY_SIZE, parse_key
 
     allow = list(args.allow)
     if args.allow_file:
@@ -282,7 +282,7 @@ def build_app_config(args: argparse.Namespace, config):
     """bridge_local's configuration for a node that runs it in-process."""
     from bridge_local.server import BridgeConfig
 
-    from .controlsock import node_data_dir
+    from ..control.server import node_data_dir
 
     if args.app_host not in LOOPBACK_HOSTS and not args.public_bind:
         raise ConfigError(f"--app-host {args.app_host} is not loopback; add --public-bind if you mean it")

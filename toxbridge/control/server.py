@@ -22,9 +22,9 @@ from typing import Any, Awaitable, Callable
 
 import trio
 
-from .control import (MAX_REPLY, MAX_REQUEST, ControlError, LineBuffer, encode, error_reply,
+from .protocol import (MAX_REPLY, MAX_REQUEST, ControlError, LineBuffer, encode, error_reply,
                       ok_reply, parse_reply, parse_request)
-from .errors import ConfigError, RemoteProtocolError
+from ..errors import ConfigError, RemoteProtocolError
 
 __all__ = ["SOCKET_NAME", "ControlServer", "NodeNotRunning", "bind_control_socket",
            "control_path", "node_data_dir", "request"]

@@ -7,7 +7,7 @@
 ``v`` may be left out of a request (it means 1); a request of a newer version gets the
 error ``version``, so a newer client sees at once that this node is too old. ``id`` is
 echoed when given (any JSON scalar). A command is one handler in the shell's table
-(`toxbridge.controlsock`); the codec knows no command names.
+(`toxbridge.control.server`); the codec knows no command names.
 
 Bounds: a request line is at most MAX_REQUEST bytes, a reply line MAX_REPLY (the client
 stops reading there). The shell closes a connection after a line that is too long: the
@@ -20,7 +20,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import ProtocolError, RemoteProtocolError
+from ..errors import ProtocolError, RemoteProtocolError
 
 __all__ = [
     "MAX_REPLY",
