@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-BENCHES = ["raw_tox", "channel", "messages", "files", "soak", "reliability", "wan"]
+BENCHES = ["raw_tox", "channel", "messages", "files", "soak", "reliability", "wan", "catchup"]
 
 
 def main() -> int:

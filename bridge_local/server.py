@@ -52,6 +52,24 @@ DAEMON_SOCKET_BUFFER = 64 * 1024
 CLIENT_HIGH_WATER = 1000  # replies waiting for a client: stop reading its requests
 
 
+async def _open_daemon_stream(host: str, port: int) -> trio.SocketStream:
+    """A TCP connection to the daemon with DAEMON_SOCKET_BUFFER set before connect(), so
+    that the window follows the buffer from the handshake on (set after it, the buffer
+    shrank below a window already offered, and the kernel dropped segments once we stopped
+    reading: retransmissions backing off for seconds; docs/benchmarks.md, catch-up)."""
+    (family, type_, proto, _, address), *_ = await trio.socket.getaddrinfo(
+        host, port, type=socket.SOCK_STREAM)
+    sock = trio.socket.socket(family, type_, proto)
+    try:
+        for option in (socket.SO_RCVBUF, socket.SO_SNDBUF):
+            sock.setsockopt(socket.SOL_SOCKET, option, DAEMON_SOCKET_BUFFER)
+        await sock.connect(address)
+    except BaseException:
+        sock.close()
+        raise
+    return trio.SocketStream(sock)
+
+
 class DaemonUnavailable(Exception):
     """The daemon's bridge port did not answer as a toxbridge daemon."""
 
@@ -134,10 +152,8 @@ class BridgeServer:
     async def _connect(self) -> tuple[trio.SocketStream, FrameDecoder, bytes]:
         """Connect to the daemon and read up to its ready event."""
         c = self.config
-        stream = await trio.open_tcp_stream(c.bridge_host, c.bridge_port)
+        stream = await _open_daemon_stream(c.bridge_host, c.bridge_port)
         try:
-            for option in (socket.SO_RCVBUF, socket.SO_SNDBUF):
-                stream.setsockopt(socket.SOL_SOCKET, option, DAEMON_SOCKET_BUFFER)
             decoder = FrameDecoder(allowed_kinds=(DATA, EVENT))
             with trio.fail_after(10):
                 while True:

@@ -31,6 +31,10 @@ log = logging.getLogger(__name__)
 READ_SIZE = 64 * 1024
 # The app socket's kernel buffers, each way. Left alone, loopback TCP grows them to
 # megabytes, and every byte queued there is latency for whatever the app sends next.
+# Set on the listening socket, so that the connection's window follows them from the
+# handshake on (man 7 tcp). Set after accept, they shrank the buffer below a window already
+# offered: when the daemon stopped reading (a freeze, a slow peer) the kernel dropped the
+# app's segments and its retransmissions backed off to 7+ s (docs/benchmarks.md, catch-up).
 SOCKET_BUFFER = 64 * 1024
 WRITE_BATCH = 8  # runs of up to 64 frames per write to the app
 
@@ -92,6 +96,9 @@ class Daemon:
             if control is not None:
                 control.close()
             raise
+        for listener in listeners:  # inherited by each accepted app connection
+            for option in (socket.SO_RCVBUF, socket.SO_SNDBUF):
+                listener.socket.setsockopt(socket.SOL_SOCKET, option, SOCKET_BUFFER)
         self.port = listeners[0].socket.getsockname()[1]
         tox_id = loop.address.hex().upper()
         if c.id_file:
@@ -159,8 +166,6 @@ class Daemon:
             return
         self.app = stream
         log.info("app connected")
-        for option in (socket.SO_RCVBUF, socket.SO_SNDBUF):
-            stream.setsockopt(socket.SOL_SOCKET, option, SOCKET_BUFFER)
         # It gets the current peer state below; older peer/link changes would only mislead.
         self._events = [e for e in self._events if e.get("event") not in ("peer", "link")]
         loop = self.tox_loop

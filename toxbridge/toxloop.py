@@ -118,6 +118,9 @@ class ToxLoop(threading.Thread):
         self._hold_data_until = 0.0  # see _on_friend_connection
         self._accepted = False  # --peer: has our friend request been accepted (101 sent)?
         self._crawl = CrawlWatch()  # toxcore's rate stuck at its floor? (see crawl.py)
+        # Packets toxcore accepted / refused (SENDQ) and packets received: totals, for the
+        # per-second debug line (-vv) that shows how a link recovers after a cut.
+        self._n_accepted = self._n_refused = self._n_received = 0
         # Status (toxbridge.control.snapshot): published by this thread, read by trio as a whole.
         self.snapshot: NodeSnapshot | None = None
         self._snapshot_wanted = threading.Event()
@@ -281,6 +284,7 @@ class ToxLoop(threading.Thread):
             return
         self._last_traffic = time.monotonic()
         self._received = True
+        self._n_received += 1
         try:
             events = self.link.receive_packet(data)
         except ProtocolError as exc:
@@ -335,12 +339,16 @@ class ToxLoop(threading.Thread):
 
     def _run(self) -> None:
         tox, link, outbound, inbound = self.tox, self.link, self.outbound, self.inbound
-        next_report = next_snapshot = 0.0
+        next_report = next_snapshot = next_tick = 0.0
+        tick = (0, 0, 0, 0, 0)
         while not self._stopping.is_set():
             if log.isEnabledFor(logging.DEBUG) and time.monotonic() > next_report:
                 next_report = time.monotonic() + 5
                 log.debug("state %s link=%s out=%d in=%d %s", self.link.state.name, self.peer.link,
                           len(outbound), len(inbound), self.statistics())
+            if log.isEnabledFor(logging.DEBUG) and time.monotonic() >= next_tick:
+                next_tick = time.monotonic() + 1
+                tick = self._log_tick(tick)
             link = self.link
             self._received = False
             self._bootstrap_again()
@@ -364,6 +372,23 @@ class ToxLoop(threading.Thread):
                 period = min(tox.iteration_interval(), self.config.idle_period)
             if self.wake.wait(period):
                 self.wake.clear()
+
+    def _log_tick(self, last: tuple[int, ...]) -> tuple[int, ...]:
+        """One debug line a second while a friend connection exists: what toxcore accepted
+        and refused, what arrived, and the Link's bytes in flight. Returns the totals."""
+        link = self.link
+        s = link.statistics()
+        now = (self._n_accepted, self._n_refused, self._n_received, s.bytes_received,
+               s.bytes_resent)
+        if self.peer.link != "none" or now != last:
+            d = [a - b for a, b in zip(now, last)]
+            log.debug("tick t=%.3f link=%s state=%s accepted=%d refused=%d received=%d "
+                      "rx_bytes=%d resent_bytes=%d in_flight=%d backlog=%d out=%d in=%d hold=%d",
+                      time.monotonic(), self.peer.link, link.state.name, *d,
+                      link.unacked_bytes - link.unsent_bytes, link.unsent_bytes,
+                      len(self.outbound), len(self.inbound),
+                      time.monotonic() < self._hold_data_until)
+        return now
 
     def _bootstrap_again(self) -> None:
         """While there is no DHT connection, hand toxcore the nodes again now and then:
@@ -427,10 +452,12 @@ class ToxLoop(threading.Thread):
                 if not send(self.friend, packet):
                     link.requeue(packet)  # SENDQ: toxcore's rate budget; retry next turn
                     self._crawl.refused(time.monotonic())
+                    self._n_refused += 1
                     break
                 accepted += 1
                 packet = link.next_packet(flush=flush, data=data)
             if accepted:
+                self._n_accepted += accepted
                 moved = True
                 now = time.monotonic()
                 self._crawl.accepted(now, accepted)
