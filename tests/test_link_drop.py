@@ -89,8 +89,11 @@ async def test_frames_survive_a_link_drop_longer_than_the_friend_timeout(tox_net
     a, b = await freeze_peer_mid_stream(tox_network, tmp_path, STOP_SECONDS)
     codes_a = [e["code"] for e in a.events if e.get("code") in (301, 302)]
     codes_b = [e["code"] for e in b.events if e.get("code") in (301, 302)]
-    assert codes_a == [302, 301], a.events
-    # The frozen side's toxcore times the link out when it wakes up, then reconnects.
+    # The listener sees the drop and the return. The frozen side's toxcore may time the
+    # friend out when it wakes, after the listener already saw it back (docs/benchmarks.md,
+    # flaps): then the listener sees a second drop and return. Never a drop left open.
+    assert codes_a[:2] == [302, 301] and codes_a == [302, 301] * (len(codes_a) // 2), a.events
+    assert len(codes_a) <= 4, a.events
     assert codes_b in ([302, 301], []), b.events
 
 
