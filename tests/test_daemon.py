@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import contextlib
 import random
+import socket
+import struct
 import time
 
 import pytest
@@ -78,6 +80,48 @@ async def test_second_app_is_refused_and_first_unaffected(pair):
     with trio.fail_after(30):
         await a.send(b"still here")
         assert await b.next_data() == b"still here"
+    await a.aclose()
+    await b.aclose()
+
+
+async def test_an_app_that_vanishes_while_the_daemon_writes_to_it_stops_only_itself(pair):
+    """kill -9 of an app that is being written to: its socket resets under the daemon's
+    writer and reader at once. Whichever sees it first, only that connection ends (it once
+    ended the daemon: trio's nursery wrapped the writer's BrokenResourceError in a group).
+    Four rounds, as which task wakes first is trio's (random) choice."""
+    listener, peer = pair
+    a, b = await open_apps(pair)
+    stop = False
+
+    async def produce() -> None:  # bounded in count and time; stops between two frames
+        deadline = trio.current_time() + 120
+        for _ in range(200_000):
+            if stop or trio.current_time() > deadline:
+                break
+            await a.send(bytes(1000))
+        await a.send(b"marker")
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(produce)
+        for round in range(4):
+            if round:
+                b = await connect_when_free(peer.port)
+                with trio.fail_after(60):
+                    await b.wait_event(code=301)
+            await trio.sleep(1.5)  # b reads nothing: the daemon's writer blocks on it
+            b.stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                                       struct.pack("ii", 1, 0))
+            await b.aclose()  # an RST, as after kill -9 with unread data
+            await trio.sleep(0.3)
+            assert peer.process.poll() is None, \
+                "the daemon died:\n" + "\n".join(peer.log[-30:])
+        b = await connect_when_free(peer.port)
+        stop = True
+        with trio.fail_after(60):
+            await b.wait_event(code=301)
+            assert len(await b.next_data()) == 1000  # the channel still flows,
+            while await b.next_data() != b"marker":  # and is left empty for the next test
+                pass
     await a.aclose()
     await b.aclose()
 

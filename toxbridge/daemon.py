@@ -179,10 +179,19 @@ class Daemon:
                     nonlocal error
                     error = await self._read_app(stream)
                     nursery.cancel_scope.cancel()
+
+                async def writer() -> None:
+                    # Caught here, inside the task: out of the nursery it would be an
+                    # exception group, which would end serve_listeners and the daemon.
+                    try:
+                        await self._write_app(stream)
+                    except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                        log.info("app connection lost: %s", exc)
+                    nursery.cancel_scope.cancel()
                 nursery.start_soon(reader)
-                nursery.start_soon(self._write_app, stream)
+                nursery.start_soon(writer)
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-            log.info("app connection lost: %s", exc)
+            log.info("app connection lost: %s", exc)  # while sending `ready`
         finally:
             self.app = None
             if error is not None:

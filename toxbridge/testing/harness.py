@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import queue
 import random
+import select
 import signal
 import subprocess
 import sys
@@ -112,17 +113,23 @@ class BridgeLocalProc:
     in the source notes, and so that a test can kill -9 it); stopped by its PID. ``log``:
     a file for its stderr (``-v``), else it is discarded."""
 
-    def __init__(self, bridge_port: int, data_dir: Path, log: Path | None = None) -> None:
+    def __init__(self, bridge_port: int, data_dir: Path, log: Path | None = None,
+                 start_timeout: float = 60) -> None:
         self._log = open(log, "a") if log is not None else None
         self.process = subprocess.Popen(
             [sys.executable, "-m", "bridge_local", "--bridge", f"127.0.0.1:{bridge_port}",
              "--app-port", "0", "--data-dir", str(data_dir), *(["-v"] if log else [])],
             stdout=subprocess.PIPE, stderr=self._log or subprocess.DEVNULL,
             stdin=subprocess.DEVNULL, text=True, preexec_fn=die_with_parent)
-        line = self.process.stdout.readline()
+        # Bounded: a bridge that cannot reach its daemon retries for ever without a word
+        # on stdout, and a blocking readline would hold a trio test past its own timeout.
+        ready, _, _ = select.select([self.process.stdout], [], [], start_timeout)
+        line = self.process.stdout.readline() if ready else ""
         if not line.startswith("app "):
             self.kill()
-            raise RuntimeError(f"bridge_local did not start: {line!r}")
+            tail = log.read_text(errors="replace")[-2000:] if log is not None else ""
+            raise RuntimeError(f"bridge_local did not start within {start_timeout} s "
+                               f"(first line {line!r}); its log ends:\n{tail}")
         self.app_port = int(line.rsplit(":", 1)[1])
 
     def stop(self) -> int:
