@@ -123,8 +123,12 @@ class BridgeLocalProc:
             stdin=subprocess.DEVNULL, text=True, preexec_fn=die_with_parent)
         # Bounded: a bridge that cannot reach its daemon retries for ever without a word
         # on stdout, and a blocking readline would hold a trio test past its own timeout.
-        ready, _, _ = select.select([self.process.stdout], [], [], start_timeout)
-        line = self.process.stdout.readline() if ready else ""
+        try:
+            ready, _, _ = select.select([self.process.stdout], [], [], start_timeout)
+            line = self.process.stdout.readline() if ready else ""
+        except BaseException:  # a test's own timeout: leave no process or open file behind
+            self.kill()
+            raise
         if not line.startswith("app "):
             self.kill()
             tail = log.read_text(errors="replace")[-2000:] if log is not None else ""
