@@ -57,6 +57,7 @@ LAYER_OF = {  # longest prefix wins; the two root packages are "root", bridge_lo
     "toxbridge.access": "access",
     "toxbridge.config": "config",
     "toxbridge.toxloop": "toxthread",
+    "toxbridge.wakeup": "toxthread",
     "toxbridge.daemon": "daemon",
     "toxbridge.control.server": "daemon",  # the control socket's trio shell
     "toxbridge.testing": "testing",

@@ -45,7 +45,9 @@ class Config:
     backlog: int = DEFAULT_BACKLOG
     queue_frames: int = 64  # each of the two queues between the threads (short: latency)
     busy_period: float = 0.001  # loop period while there is traffic
-    idle_period: float = 0.02  # loop period after a quiet second (toxcore asks 50 ms)
+    # Loop period when quiet and toxcore's UDP socket cannot be watched (UDP off, or the
+    # peer over a TCP relay); watched, the loop waits as long as toxcore asks (50 ms).
+    idle_period: float = 0.02
     udp_grace: float = 2.0  # hold data this long on a new TCP link while UDP may come up
     max_pending_requests: int = 64  # strangers remembered (for logging), then dropped
     bootstrap_retry: float = 5.0  # s to the first bootstrap retry without a DHT connection

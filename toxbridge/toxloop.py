@@ -33,7 +33,9 @@ from .link import ChannelOpen, Link, LinkState, PeerHello, VersionMismatch
 from .network import loopback_options
 from .errors import ConfigError, ProtocolError
 from .control.snapshot import NodeSnapshot, PeerSnapshot, RateMeter, RttMeter
-from .tox import Connection, FriendAddError, Tox, ToxOptions, load_profile, save_profile
+from .tox import (Connection, FriendAddError, Tox, ToxError, ToxOptions, load_profile,
+                  save_profile, udp_socket_fd)
+from .wakeup import Wakeup
 
 __all__ = ["FrameQueue", "ToxLoop", "PeerState"]
 
@@ -43,6 +45,9 @@ _DATA_HEAD = struct.Struct(">BH")  # an app frame's kind and length (see framing
 
 BLOB_FRAMES = 64  # frames per item of the inbound queue
 BUSY_AFTER_TRAFFIC = 1.0  # seconds of fast looping after the last packet either way
+# ... when toxcore's UDP socket is watched: arrivals wake the loop by themselves, so only
+# a short tail (a burst's gaps) and our own unfinished sending keep it fast.
+BUSY_AFTER_TRAFFIC_WATCHED = 0.1
 SNAPSHOT_PERIOD = 0.5  # seconds between status snapshots (see toxbridge.control.snapshot)
 
 
@@ -103,7 +108,7 @@ class ToxLoop(threading.Thread):
         self.outbound = FrameQueue(config.queue_frames)  # app -> peer
         self.inbound = FrameQueue(max(4, config.queue_frames // BLOB_FRAMES))  # peer -> app
         self.peer = PeerState()
-        self.wake = threading.Event()  # set by trio when it queued outbound frames
+        self.wake = Wakeup()  # set by trio when it queued outbound frames
         self.started_ok = threading.Event()
         self.failure: BaseException | None = None
         self._stopping = threading.Event()
@@ -112,6 +117,13 @@ class ToxLoop(threading.Thread):
         self._retry = RetrySchedule(time.monotonic(), config.bootstrap_retry, config.bootstrap_retry_max)
         self.tox = self._open_tox()
         self.address = self.tox.address
+        # Sleep in poll() on toxcore's UDP socket: an arriving packet ends the wait at once,
+        # so the idle loop can wait as long as toxcore asks (50 ms) at no cost in latency.
+        self._udp_fd = self._find_udp_fd()
+        if self._udp_fd is not None:
+            self.wake.watch(self._udp_fd)
+        log.debug("toxcore's UDP socket: %s", "not found: a timer paces the idle loop"
+                  if self._udp_fd is None else f"fd {self._udp_fd}, watched")
         self._strangers: deque[bytes] = deque(maxlen=config.max_pending_requests)
         self._last_traffic = 0.0
         self._received = False  # a packet arrived during this loop turn
@@ -135,6 +147,12 @@ class ToxLoop(threading.Thread):
         self._queued = 0  # stream bytes given to this Link: offsets for the RttMeter
         self._rtt = RttMeter()
         return Link(os.urandom(16), window=c.window, in_flight=c.in_flight, backlog=c.backlog)
+
+    def _find_udp_fd(self) -> int | None:
+        try:
+            return udp_socket_fd(self.tox.udp_port)
+        except ToxError:  # UDP off: no port
+            return None
 
     def _open_tox(self) -> Tox:
         c = self.config
@@ -366,9 +384,14 @@ class ToxLoop(threading.Thread):
                 self._reset_connection()
             if moved:
                 self._last_traffic = now
-            if now - self._last_traffic < BUSY_AFTER_TRAFFIC or len(outbound):
+            watched = self._udp_fd is not None and self.peer.link != "TCP"
+            if (len(outbound) or link.unacked_bytes or link.owes_ack
+                    or now - self._last_traffic < (BUSY_AFTER_TRAFFIC_WATCHED if watched
+                                                   else BUSY_AFTER_TRAFFIC)):
                 period = self.config.busy_period
-            else:
+            elif watched:
+                period = tox.iteration_interval()
+            else:  # packets from a TCP relay arrive on sockets we do not watch
                 period = min(tox.iteration_interval(), self.config.idle_period)
             if self.wake.wait(period):
                 self.wake.clear()

@@ -370,6 +370,11 @@ class Link:
         return self._end - self._acked
 
     @property
+    def owes_ack(self) -> bool:
+        """Delivered stream bytes the peer has not been told of yet."""
+        return self._delivered > self._ack_sent
+
+    @property
     def unsent_bytes(self) -> int:
         """Queued stream bytes not transmitted yet (on this connection)."""
         return self._end - self._sent

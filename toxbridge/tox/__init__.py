@@ -2,8 +2,8 @@
 
 Only this package touches cffi (``_cdefs`` the curated header, ``_lib`` loading it, ``_tox``
 the ``Tox`` class, ``errors`` toxcore's error enums as exceptions, ``profile`` save files and
-toxencryptsave); the rest of toxbridge sees ``Tox`` with Python types and exceptions that
-name toxcore's errors. It may import ``toxbridge.errors`` only: it is the bottom layer.
+toxencryptsave, ``sockets`` toxcore's UDP descriptor, found in /proc); the rest of
+toxbridge sees ``Tox`` with Python types and exceptions that name toxcore's errors. It may import ``toxbridge.errors`` only: it is the bottom layer.
 """
 
 from ._lib import ADDRESS_SIZE, MAX_CUSTOM_PACKET_SIZE, MAX_MESSAGE_LENGTH, PUBLIC_KEY_SIZE
@@ -11,6 +11,7 @@ from ._tox import LOSSLESS_PACKET_IDS, Connection, MessageType, ProxyType, Tox, 
 from .errors import *  # noqa: F403
 from .errors import __all__ as _errors_all
 from .profile import ProfileError, decrypt, encrypt, is_encrypted, load_profile, save_profile
+from .sockets import udp_socket_fd
 
 __all__ = [
     "ADDRESS_SIZE",
@@ -30,5 +31,6 @@ __all__ = [
     "is_encrypted",
     "load_profile",
     "save_profile",
+    "udp_socket_fd",
     *_errors_all,
 ]

@@ -1,0 +1,72 @@
+"""The tox thread's wait: woken by set() from another thread or by a packet on a watched
+socket, else after its timeout; and finding a process's UDP socket by its port."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+
+from toxbridge.network import loopback_options
+from toxbridge.tox import Tox, udp_socket_fd
+from toxbridge.wakeup import Wakeup
+
+
+def test_wait_times_out_when_nothing_happens():
+    w = Wakeup()
+    t = time.monotonic()
+    assert w.wait(0.05) is False
+    assert 0.04 <= time.monotonic() - t < 1
+
+
+def test_set_from_another_thread_ends_the_wait_at_once_and_stays_set_until_cleared():
+    w = Wakeup()
+    threading.Timer(0.05, w.set).start()
+    t = time.monotonic()
+    assert w.wait(5) is True
+    assert time.monotonic() - t < 1
+    assert w.wait(5) is True  # still set: returns at once
+    w.clear()
+    assert w.is_set() is False
+    assert w.wait(0.01) is False
+
+
+def test_a_datagram_on_a_watched_socket_ends_the_wait_without_setting_it():
+    w = Wakeup()
+    rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    with rx, tx:
+        rx.bind(("127.0.0.1", 0))
+        w.watch(rx.fileno())
+        threading.Timer(0.05, tx.sendto, (b"x", rx.getsockname())).start()
+        t = time.monotonic()
+        assert w.wait(5) is False
+        assert time.monotonic() - t < 1
+        rx.recv(10)
+        w.unwatch(rx.fileno())
+        tx.sendto(b"y", rx.getsockname())
+        assert w.wait(0.05) is False  # no longer watched: the full timeout
+        rx.recv(10)
+
+
+def test_udp_socket_fd_finds_the_socket_bound_to_a_port():
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+        assert udp_socket_fd(port) == s.fileno()
+    assert udp_socket_fd(port) is None  # closed
+    assert udp_socket_fd(0) is None
+
+
+def test_udp_socket_fd_finds_toxcores_own_socket():
+    tox = Tox(loopback_options())
+    try:
+        fd = udp_socket_fd(tox.udp_port)
+        assert fd is not None
+        s = socket.socket(fileno=fd)  # look at it only; hand it back untouched
+        try:
+            assert s.type == socket.SOCK_DGRAM and s.getsockname()[1] == tox.udp_port
+        finally:
+            s.detach()
+    finally:
+        tox.close()
