@@ -47,6 +47,7 @@ LAYER_OF = {  # longest prefix wins; the two root packages are "root", bridge_lo
     "toxbridge.bootstrap": "channel",  # nodes handed to toxcore one by one; the retry schedule
     "toxbridge.tox": "tox",
     "toxbridge.link": "channel",
+    "toxbridge.streams": "channel",  # many streams over one Link (pure; errors and stdlib only)
     "toxbridge.framing": "channel",
     "toxbridge.fragment": "channel",
     "toxbridge.crawl": "channel",
