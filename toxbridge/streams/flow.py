@@ -68,9 +68,10 @@ class Stream:
         self.deficit = 0  # deficit round robin: bytes this stream may still send this turn
 
     def sendable(self, connection_credit: int) -> bool:
-        """Something can be framed now (OPEN, DATA within both credits, or FIN)."""
+        """Something can be framed now by the scheduler (DATA within both credits, or
+        FIN); never before the stream's OPEN, which the mux sends in id order."""
         if self.open_pending:
-            return True
+            return False
         if self.buf:
             return self.sent < self.send_limit and connection_credit > 0
         return self.fin_pending

@@ -72,6 +72,7 @@ class Mux:
         self._conn_credit_out = 0
         self._credits: dict[int, None] = {}  # streams with credit to send, in order
         self._resets: dict[int, int] = {}  # stream id -> code, to send
+        self._opens: dict[int, None] = {}  # our streams whose OPEN waits, in id order
         self._events: deque[MuxEvent] = deque()
         self._rbuf = bytearray()
         self._sched = Scheduler()
@@ -108,7 +109,7 @@ class Mux:
         stream = Stream(sid, kind, priority, bytes(header), local=True, recv=recv, send_limit=0)
         self._streams[sid] = stream
         self._n_own += 1
-        self._sched.activate(stream)
+        self._opens[sid] = None  # OPENs go out in id order, whatever the priorities
         return sid
 
     def send(self, stream_id: int, data: bytes) -> int:
@@ -354,6 +355,7 @@ class Mux:
         self._sched.clear()
         self._credits.clear()
         self._resets.clear()
+        self._opens.clear()
         self._blocked.clear()
         self._buffered = self._n_own = self._n_peer = self._peer_last = 0
         self._conn = ReceiveWindow(self._limits.connection_window, self._limits.credit_divisor)
@@ -467,21 +469,27 @@ class Mux:
             sid = next(iter(resets))
             out += encode_reset(sid, resets.pop(sid))
             self._n_sent += 1
+        # The peer takes ids in increasing order only, so OPENs are not scheduled by class;
+        # they are small and rare.
+        opens = self._opens
+        while opens:
+            stream = streams[next(iter(opens))]
+            size = OPEN_SIZE + len(stream.header)
+            if len(out) + size > max_bytes:
+                break
+            del opens[stream.id]
+            out += encode_open(stream.id, stream.kind, stream.priority, stream.recv.window,
+                               stream.header)
+            stream.open_pending = False
+            stream.send_limit = self._peer_stream_window
+            self._n_sent += 1
+            if stream.sendable(self._conn_credit):
+                self._sched.activate(stream)
 
     def _emit(self, stream: Stream, limit: int) -> tuple[int, bool]:
         """Frame up to ``limit`` bytes of one stream into self._out (the scheduler's turn)."""
         out = self._out
         written = 0
-        if stream.open_pending:
-            size = OPEN_SIZE + len(stream.header)
-            if size > limit:
-                return 0, True
-            out += encode_open(stream.id, stream.kind, stream.priority, stream.recv.window,
-                               stream.header)
-            stream.open_pending = False
-            stream.send_limit = self._peer_stream_window
-            written = size
-            self._n_sent += 1
         while stream.buf:
             credit = min(stream.send_limit - stream.sent, self._conn_credit)
             if credit <= 0:
@@ -577,4 +585,5 @@ class Mux:
             self._n_peer -= 1
         self._sched.remove(stream)
         self._credits.pop(stream.id, None)
+        self._opens.pop(stream.id, None)
         self._blocked.pop(stream.id, None)
