@@ -508,6 +508,29 @@ def test_a_restarted_peer_resets_every_stream_and_new_ones_work():
     assert s4 == 2  # the new peer starts its ids over
 
 
+def test_frames_meant_for_a_predecessor_are_ignored_after_a_quick_restart():
+    a, b = Mux(EA, initiator=True), Mux(EB, initiator=False)
+    sid = a.open_stream(1, Priority.INTERACTIVE)
+    a.send(sid, b"for the old b")
+    b.receive_data(a.data_to_send())  # HELLO(A, none)
+    assert b.next_event() is None
+    a.receive_data(b.data_to_send())  # HELLO(B, A): a is synced with b
+    assert a.next_event() is None
+    in_flight = a.data_to_send()  # HELLO(A, B), OPEN, DATA: b dies before reading them
+    assert [type(f).__name__ for f in frames_of(in_flight)] == ["Hello", "Open", "Data"]
+    b2 = Mux(EC, initiator=False)
+    b2.receive_data(in_flight)  # resent by the Link to b's successor
+    assert b2.next_event() is None  # the HELLO echoes EB, not EC: the rest is not for b2
+    assert b2.stream_ids() == [] and b2.statistics().frames_ignored == 2
+    pair = Pair()
+    pair.a, pair.b = a, b2
+    pair.events = {a: [], b2: []}
+    pair.settle()
+    assert pair.of(a, PeerRestarted) == [PeerRestarted(EB, EC)]
+    assert pair.of(a, StreamReset) == [StreamReset(sid, ResetCode.PEER_RESTARTED, True)]
+    assert a.synced and b2.synced
+
+
 # -- any interleaving ------------------------------------------------------------------------
 
 

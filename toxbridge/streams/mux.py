@@ -77,7 +77,7 @@ class Mux:
         self._rbuf = bytearray()
         self._sched = Scheduler()
         self._buffered = 0
-        self._blocked: dict[int, None] = {}  # streams owed a CreditAvailable
+        self._blocked: dict[int, None] = {}  # owed a CreditAvailable when the total has room
         self._done: list[Stream] = []  # streams to reap after a data_to_send()
         self._out = bytearray()  # what data_to_send() is filling (for _emit)
         self._low_water = max(1, lim.stream_send_buffer // 4)
@@ -125,8 +125,9 @@ class Mux:
         room = min(lim.stream_send_buffer - len(stream.buf), lim.send_buffer - self._buffered)
         n = min(len(data), max(room, 0))
         if n < len(data):
-            stream.blocked = True
-            self._blocked[stream_id] = None
+            stream.blocked = True  # its own emits announce the room, or _announce_room
+            if len(stream.buf) + n < lim.stream_send_buffer:
+                self._blocked[stream_id] = None  # the per-peer total is what is full
         if n:
             stream.buf += data[:n] if n < len(data) else data
             self._buffered += n
@@ -245,7 +246,7 @@ class Mux:
             if stream.done and self._streams.get(stream.id) is stream:
                 self._remove(stream)
         self._done.clear()
-        if self._blocked:
+        if self._blocked and self._limits.send_buffer - self._buffered >= self._low_water:
             self._announce_room()
         return bytes(out)
 
@@ -508,6 +509,8 @@ class Mux:
             self._b_sent += n
             self._n_sent += 1
             written += HEADER_SIZE + n
+        if stream.blocked:
+            self._room_for(stream)
         if stream.fin_pending:
             if limit - written < FIN_SIZE:
                 return written, True
@@ -519,17 +522,20 @@ class Mux:
             self._done.append(stream)
         return written, False
 
-    def _announce_room(self) -> None:
+    def _room_for(self, stream: Stream) -> None:
+        """A CreditAvailable once send() would take low_water bytes again (not per frame)."""
         lim = self._limits
-        total_room = lim.send_buffer - self._buffered
-        for sid in list(self._blocked):
-            stream = self._streams.get(sid)
-            if stream is None:
-                del self._blocked[sid]
-            elif min(lim.stream_send_buffer - len(stream.buf), total_room) >= self._low_water:
-                del self._blocked[sid]
+        if lim.stream_send_buffer - len(stream.buf) >= self._low_water:
+            if lim.send_buffer - self._buffered >= self._low_water:
                 stream.blocked = False
-                self._events.append(CreditAvailable(sid))
+                self._blocked.pop(stream.id, None)
+                self._events.append(CreditAvailable(stream.id))
+            else:
+                self._blocked[stream.id] = None  # now the total is what is full
+
+    def _announce_room(self) -> None:
+        for sid in list(self._blocked):
+            self._room_for(self._streams[sid])
 
     # -- internals -----------------------------------------------------------------------
 

@@ -18,12 +18,10 @@ Emit = Callable[[Stream, int], tuple[int, bool]]
 
 
 class Scheduler:
-    __slots__ = ("_rings", "_mid_turn")
+    __slots__ = ("_rings",)
 
     def __init__(self) -> None:
         self._rings: tuple[deque[Stream], ...] = tuple(deque() for _ in Priority)
-        # Per class: the stream at the front was cut short by a budget, not by its turn.
-        self._mid_turn = [False] * len(Priority)
 
     def activate(self, stream: Stream) -> None:
         """The stream has something to frame: give it a place in its class's ring."""
@@ -33,34 +31,32 @@ class Scheduler:
 
     def remove(self, stream: Stream) -> None:
         if stream.active:
-            ring = self._rings[stream.priority]
-            if ring[0] is stream:
-                self._mid_turn[stream.priority] = False
             stream.active = False
             stream.deficit = 0
-            ring.remove(stream)
+            self._rings[stream.priority].remove(stream)
 
     def clear(self) -> None:
         for ring in self._rings:
             for stream in ring:
                 stream.active = False
             ring.clear()
-        self._mid_turn = [False] * len(Priority)
 
     def fill(self, budget: int, emit: Emit) -> int:
-        """Frame up to ``budget`` bytes; return how many. A stream cut short by the budget
-        keeps its place and the rest of its turn for the next call."""
+        """Frame up to ``budget`` bytes; return how many.
+
+        A turn that the budget cuts short ends there too, and the stream keeps what is left
+        of its deficit (up to a quantum) for its next turn: so the next call starts a new
+        turn with a whole budget, and frames stay full (one per 1024-byte call, not two
+        halves) while the shares stay even over many calls.
+        """
         used = 0
-        mid_turn = self._mid_turn
-        for cls, ring in enumerate(self._rings):
+        for ring in self._rings:
             while ring:
                 room = budget - used
                 if room < HEADER_SIZE:
                     return used
                 stream = ring[0]
-                if not mid_turn[cls]:  # a new turn: QUANTUM more (a frame always fits)
-                    stream.deficit += QUANTUM
-                    mid_turn[cls] = True
+                stream.deficit += QUANTUM
                 limit = min(stream.deficit, room)
                 n, more = emit(stream, limit)
                 used += n
@@ -69,10 +65,9 @@ class Scheduler:
                     ring.popleft()
                     stream.active = False
                     stream.deficit = 0
-                    mid_turn[cls] = False
-                elif limit == room:
-                    return used  # the budget, not the turn, ran out: go on next call
-                else:
-                    ring.rotate(-1)  # its turn is over
-                    mid_turn[cls] = False
+                    continue
+                ring.rotate(-1)
+                stream.deficit = min(stream.deficit, QUANTUM)
+                if limit == room:
+                    return used
         return used
