@@ -218,7 +218,7 @@ def test_ten_thousand_streams_opened_and_closed_leave_no_state():
     pair.settle()
     assert pair.a.stream_ids() == pair.b.stream_ids() == []
     for mux in (pair.a, pair.b):
-        assert not mux._resets and not mux._credits and not mux._blocked
+        assert not mux._tx._resets and not mux._tx._credits and not mux._tx._blocked
         assert mux.statistics().streams == 0 and mux.buffered_bytes == 0
         assert not pair.of(mux, ProtocolViolation)
 

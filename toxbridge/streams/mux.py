@@ -27,22 +27,19 @@ from collections import deque
 
 from ..errors import LocalProtocolError, StreamProtocolError
 from .events import (
-    CreditAvailable, MuxEvent, MuxStatistics, PeerRestarted, ProtocolViolation, StreamData,
-    StreamEnded, StreamOpened, StreamReset,
+    MuxEvent, MuxStatistics, PeerRestarted, ProtocolViolation, StreamData, StreamEnded,
+    StreamOpened, StreamReset,
 )
 from .flow import ReceiveWindow, Stream
 from .limits import Limits
-from .scheduler import Scheduler
+from .sender import Sender
 from .wire import (
-    CREDIT_SIZE, EPOCH_SIZE, FIN_SIZE, HEADER_SIZE, MAX_FRAME, MAX_HEADER, MAX_PAYLOAD,
-    MAX_STREAM_ID, OPEN_SIZE, RESET_SIZE, Credit, Data, Fin, Frame, Hello, Open, Priority,
-    Reset, ResetCode, data_header, decode_frame, encode_credit, encode_fin, encode_hello,
-    encode_open, encode_reset,
+    EPOCH_SIZE, MAX_FRAME, MAX_HEADER, MAX_STREAM_ID, Credit, Data, Fin, Frame, Hello, Open,
+    Priority, ResetCode, decode_frame, encode_hello,
 )
 
 __all__ = ["Mux"]
 
-_MIN_DATA = 128  # a budget that leaves less for a DATA frame waits for the next call
 _CODES = frozenset(ResetCode)
 
 
@@ -66,28 +63,17 @@ class Mux:
         self._next_id = 1 if initiator else 2
         self._peer_last = 0  # the highest id the peer opened in its epoch
         self._n_own = self._n_peer = 0
-        self._peer_stream_window = 0  # from the peer's HELLO
-        self._conn_credit = 0  # DATA bytes we may still frame, all streams
         self._conn = ReceiveWindow(lim.connection_window, lim.credit_divisor)
-        self._conn_credit_out = 0
-        self._credits: dict[int, None] = {}  # streams with credit to send, in order
-        self._resets: dict[int, int] = {}  # stream id -> code, to send
-        self._opens: dict[int, None] = {}  # our streams whose OPEN waits, in id order
         self._events: deque[MuxEvent] = deque()
+        self._tx = Sender(lim, self._events)
         self._rbuf = bytearray()
-        self._sched = Scheduler()
-        self._buffered = 0
-        self._blocked: dict[int, None] = {}  # owed a CreditAvailable when the total has room
-        self._done: list[Stream] = []  # streams to reap after a data_to_send()
-        self._out = bytearray()  # what data_to_send() is filling (for _emit)
-        self._low_water = max(1, lim.stream_send_buffer // 4)
-        self._n_sent = self._n_recv = self._b_sent = self._b_recv = self._b_discarded = 0
-        self._n_ignored = self._n_credit = self._n_refused = self._n_bad = self._n_restarts = 0
+        self._n_recv = self._b_recv = self._b_discarded = self._n_hello = 0
+        self._n_ignored = self._n_refused = self._n_bad = self._n_restarts = 0
 
     # -- the app's side ------------------------------------------------------------------
 
     def open_stream(self, kind: int, priority: Priority = Priority.BULK, header: bytes = b"") -> int:
-        """Open a stream (its OPEN goes out with its first turn); return its id.
+        """Open a stream (its OPEN goes out next, before any stream data); return its id.
 
         Raises LocalProtocolError for a kind outside 0..255, a header over 256 bytes, when
         we already have ``max_streams`` open, or in the ERROR state.
@@ -109,7 +95,7 @@ class Mux:
         stream = Stream(sid, kind, priority, bytes(header), local=True, recv=recv, send_limit=0)
         self._streams[sid] = stream
         self._n_own += 1
-        self._opens[sid] = None  # OPENs go out in id order, whatever the priorities
+        self._tx.queue_open(stream)
         return sid
 
     def send(self, stream_id: int, data: bytes) -> int:
@@ -121,27 +107,14 @@ class Mux:
         stream = self._live(stream_id)
         if stream.ended:
             raise LocalProtocolError(f"stream {stream_id} is ended: no more send()")
-        lim = self._limits
-        room = min(lim.stream_send_buffer - len(stream.buf), lim.send_buffer - self._buffered)
-        n = min(len(data), max(room, 0))
-        if n < len(data):
-            stream.blocked = True  # its own emits announce the room, or _announce_room
-            if len(stream.buf) + n < lim.stream_send_buffer:
-                self._blocked[stream_id] = None  # the per-peer total is what is full
-        if n:
-            stream.buf += data[:n] if n < len(data) else data
-            self._buffered += n
-            if stream.sendable(self._conn_credit):
-                self._sched.activate(stream)
-        return n
+        return self._tx.take(stream, data)
 
     def end(self, stream_id: int) -> None:
         """Half-close: a FIN follows the bytes already sent. Idempotent."""
         stream = self._live(stream_id)
         if not stream.ended:
             stream.ended = stream.fin_pending = True
-            if stream.sendable(self._conn_credit):
-                self._sched.activate(stream)
+            self._tx.wake(stream)
 
     def reset(self, stream_id: int, code: int = ResetCode.CANCELLED) -> None:
         """Abort a stream both ways (unsent bytes are dropped). No-op for a closed stream."""
@@ -154,7 +127,7 @@ class Mux:
                 raise LocalProtocolError(f"stream {stream_id} was never opened")
             return
         if not stream.open_pending:  # else the peer never heard of it
-            self._queue_reset(stream_id, code)
+            self._tx.queue_reset(stream_id, code)
         self._release(stream)
 
     def consume(self, stream_id: int, n: int) -> None:
@@ -172,12 +145,9 @@ class Mux:
                                      f"{recv.unconsumed} unconsumed bytes")  # fmt: skip
         recv.consumed += n
         self._conn.consumed += n
-        self._conn_credit_out += self._conn.credit_due()
+        self._tx.conn_credit_out += self._conn.credit_due()
         if not stream.fin_received:
-            due = recv.credit_due()
-            if due:
-                stream.credit_out += due
-                self._credits[stream_id] = None
+            self._tx.queue_credit(stream, recv.credit_due())
         elif stream.done:
             self._remove(stream)
 
@@ -205,13 +175,14 @@ class Mux:
                 self._check()
                 try:
                     parsed = decode_frame(rbuf, pos)
+                    if parsed is None:
+                        return None
+                    frame, pos = parsed
+                    self._n_recv += 1
+                    self._handle(frame)
                 except StreamProtocolError as exc:
-                    self._fail(str(exc))
-                if parsed is None:
-                    return None
-                frame, pos = parsed
-                self._n_recv += 1
-                self._handle(frame)
+                    self._error = str(exc)
+                    raise
         finally:
             if pos:
                 del rbuf[:pos]
@@ -235,19 +206,12 @@ class Mux:
                                 connection_window=lim.connection_window)
             self._hello_due = False
             self._echo_sent = self._peer_epoch
-            self._n_sent += 1
+            self._n_hello += 1
         if self._peer_epoch is None or self._echo_sent != self._peer_epoch:
             return bytes(out)
-        self._control_frames(out, max_bytes)
-        self._out = out
-        self._sched.fill(max_bytes - len(out), self._emit)
-        self._out = bytearray()
-        for stream in self._done:
+        for stream in self._tx.fill(out, max_bytes):
             if stream.done and self._streams.get(stream.id) is stream:
                 self._remove(stream)
-        self._done.clear()
-        if self._blocked and self._limits.send_buffer - self._buffered >= self._low_water:
-            self._announce_room()
         return bytes(out)
 
     # -- state ---------------------------------------------------------------------------
@@ -269,7 +233,7 @@ class Mux:
     @property
     def buffered_bytes(self) -> int:
         """Bytes taken by send() and not yet framed (at most ``send_buffer``)."""
-        return self._buffered
+        return self._tx.buffered
 
     @property
     def unparsed_bytes(self) -> int:
@@ -280,9 +244,7 @@ class Mux:
 
     def send_room(self, stream_id: int) -> int:
         """What send() would take now."""
-        stream = self._live(stream_id)
-        lim = self._limits
-        return max(0, min(lim.stream_send_buffer - len(stream.buf), lim.send_buffer - self._buffered))
+        return self._tx.room(self._live(stream_id))
 
     def unconsumed(self, stream_id: int) -> int:
         """Bytes of the stream handed out as StreamData and not consumed (<= its window)."""
@@ -290,12 +252,13 @@ class Mux:
         return stream.recv.unconsumed if stream else 0
 
     def statistics(self) -> MuxStatistics:
+        tx = self._tx
         return MuxStatistics(
-            streams=len(self._streams), buffered_bytes=self._buffered,
-            unconsumed_bytes=self._conn.unconsumed, frames_sent=self._n_sent,
-            frames_received=self._n_recv, data_bytes_sent=self._b_sent,
+            streams=len(self._streams), buffered_bytes=tx.buffered,
+            unconsumed_bytes=self._conn.unconsumed, frames_sent=tx.frames + self._n_hello,
+            frames_received=self._n_recv, data_bytes_sent=tx.data_bytes,
             data_bytes_received=self._b_recv, discarded_bytes=self._b_discarded,
-            frames_ignored=self._n_ignored, credit_frames_sent=self._n_credit,
+            frames_ignored=self._n_ignored, credit_frames_sent=tx.credit_frames,
             streams_refused=self._n_refused, violations=self._n_bad,
             peer_restarts=self._n_restarts,
         )  # fmt: skip
@@ -339,8 +302,7 @@ class Mux:
             if self._peer_epoch is not None:
                 self._peer_restarted(hello.epoch)
             self._peer_epoch = hello.epoch
-            self._peer_stream_window = hello.stream_window
-            self._conn_credit = hello.connection_window
+            self._tx.new_peer(hello.stream_window, hello.connection_window)
             self._synced = False
             self._hello_due = True  # so the peer learns we know it
         if hello.echo == self._epoch:
@@ -352,15 +314,10 @@ class Mux:
         self._events.append(PeerRestarted(self._peer_epoch, new_epoch))
         for sid in self._streams:
             self._events.append(StreamReset(sid, ResetCode.PEER_RESTARTED, True))
+        self._tx.clear()
         self._streams.clear()
-        self._sched.clear()
-        self._credits.clear()
-        self._resets.clear()
-        self._opens.clear()
-        self._blocked.clear()
-        self._buffered = self._n_own = self._n_peer = self._peer_last = 0
+        self._n_own = self._n_peer = self._peer_last = 0
         self._conn = ReceiveWindow(self._limits.connection_window, self._limits.credit_divisor)
-        self._conn_credit_out = 0
 
     def _on_open(self, frame: Open) -> None:
         sid = frame.stream_id
@@ -371,11 +328,11 @@ class Mux:
             self._n_bad += 1
             self._events.append(ProtocolViolation(sid, f"OPEN header of {len(frame.header)} "
                                                          f"bytes (at most {MAX_HEADER})"))
-            self._queue_reset(sid, ResetCode.PROTOCOL_ERROR)
+            self._tx.queue_reset(sid, ResetCode.PROTOCOL_ERROR)
             return
         if self._n_peer >= self._limits.max_streams:
             self._n_refused += 1
-            self._queue_reset(sid, ResetCode.TOO_MANY_STREAMS)
+            self._tx.queue_reset(sid, ResetCode.TOO_MANY_STREAMS)
             return
         lim = self._limits
         recv = ReceiveWindow(self._window_for(frame.priority), lim.credit_divisor,
@@ -384,10 +341,7 @@ class Mux:
                         send_limit=frame.window)
         self._streams[sid] = stream
         self._n_peer += 1
-        due = recv.credit_due()  # a bulk window beyond the HELLO's
-        if due:
-            stream.credit_out = due
-            self._credits[sid] = None
+        self._tx.queue_credit(stream, recv.credit_due())  # a bulk window beyond the HELLO's
         self._events.append(StreamOpened(sid, frame.kind, frame.priority, frame.header))
 
     def _on_data(self, frame: Data) -> None:
@@ -408,7 +362,7 @@ class Mux:
         if stream is None:  # dropped: its connection credit goes back at once
             self._b_discarded += n
             conn.consumed += n
-            self._conn_credit_out += conn.credit_due()
+            self._tx.conn_credit_out += conn.credit_due()
             return
         stream.recv.received += n
         self._b_recv += n
@@ -416,17 +370,12 @@ class Mux:
 
     def _on_credit(self, frame: Credit) -> None:
         if frame.stream_id == 0:
-            self._conn_credit += frame.increment
-            # Rare (a quarter of the connection window each): a scan beats bookkeeping.
-            for stream in self._streams.values():
-                if not stream.active and stream.sendable(self._conn_credit):
-                    self._sched.activate(stream)
+            self._tx.grant_connection(frame.increment, self._streams)
             return
         stream = self._target(frame.stream_id, "CREDIT")
         if stream is not None:
             stream.send_limit += frame.increment
-            if stream.sendable(self._conn_credit):
-                self._sched.activate(stream)
+            self._tx.wake(stream)
 
     def _target(self, sid: int, what: str) -> Stream | None:
         """The live stream a frame is for; None (dropped) if it is closed or unknown."""
@@ -444,98 +393,9 @@ class Mux:
         """The peer broke this stream's rules: reset it both ways, tell the app."""
         self._n_bad += 1
         self._events.append(ProtocolViolation(stream.id, reason))
-        self._queue_reset(stream.id, code)
+        self._tx.queue_reset(stream.id, code)
         self._release(stream)
         self._events.append(StreamReset(stream.id, code, False))
-
-    # -- sending frames ------------------------------------------------------------------
-
-    def _control_frames(self, out: bytearray, max_bytes: int) -> None:
-        if self._conn_credit_out and len(out) + CREDIT_SIZE <= max_bytes:
-            out += encode_credit(0, self._conn_credit_out)
-            self._conn_credit_out = 0
-            self._n_sent += 1
-            self._n_credit += 1
-        credits, resets, streams = self._credits, self._resets, self._streams
-        while credits and len(out) + CREDIT_SIZE <= max_bytes:
-            sid = next(iter(credits))
-            del credits[sid]
-            stream = streams.get(sid)
-            if stream is not None and stream.credit_out:
-                out += encode_credit(sid, stream.credit_out)
-                stream.credit_out = 0
-                self._n_sent += 1
-                self._n_credit += 1
-        while resets and len(out) + RESET_SIZE <= max_bytes:
-            sid = next(iter(resets))
-            out += encode_reset(sid, resets.pop(sid))
-            self._n_sent += 1
-        # The peer takes ids in increasing order only, so OPENs are not scheduled by class;
-        # they are small and rare.
-        opens = self._opens
-        while opens:
-            stream = streams[next(iter(opens))]
-            size = OPEN_SIZE + len(stream.header)
-            if len(out) + size > max_bytes:
-                break
-            del opens[stream.id]
-            out += encode_open(stream.id, stream.kind, stream.priority, stream.recv.window,
-                               stream.header)
-            stream.open_pending = False
-            stream.send_limit = self._peer_stream_window
-            self._n_sent += 1
-            if stream.sendable(self._conn_credit):
-                self._sched.activate(stream)
-
-    def _emit(self, stream: Stream, limit: int) -> tuple[int, bool]:
-        """Frame up to ``limit`` bytes of one stream into self._out (the scheduler's turn)."""
-        out = self._out
-        written = 0
-        while stream.buf:
-            credit = min(stream.send_limit - stream.sent, self._conn_credit)
-            if credit <= 0:
-                return written, False  # back in the ring when credit comes
-            buf = stream.buf
-            want = min(len(buf), credit, MAX_PAYLOAD)
-            n = min(want, limit - written - HEADER_SIZE)
-            if n < min(want, _MIN_DATA):
-                return written, True  # no tiny frames: wait for the next turn or call
-            out += data_header(stream.id, n)
-            out += buf[:n]
-            del buf[:n]
-            stream.sent += n
-            self._conn_credit -= n
-            self._buffered -= n
-            self._b_sent += n
-            self._n_sent += 1
-            written += HEADER_SIZE + n
-        if stream.blocked:
-            self._room_for(stream)
-        if stream.fin_pending:
-            if limit - written < FIN_SIZE:
-                return written, True
-            out += encode_fin(stream.id)
-            stream.fin_pending = False
-            stream.fin_sent = True
-            written += FIN_SIZE
-            self._n_sent += 1
-            self._done.append(stream)
-        return written, False
-
-    def _room_for(self, stream: Stream) -> None:
-        """A CreditAvailable once send() would take low_water bytes again (not per frame)."""
-        lim = self._limits
-        if lim.stream_send_buffer - len(stream.buf) >= self._low_water:
-            if lim.send_buffer - self._buffered >= self._low_water:
-                stream.blocked = False
-                self._blocked.pop(stream.id, None)
-                self._events.append(CreditAvailable(stream.id))
-            else:
-                self._blocked[stream.id] = None  # now the total is what is full
-
-    def _announce_room(self) -> None:
-        for sid in list(self._blocked):
-            self._room_for(self._streams[sid])
 
     # -- internals -----------------------------------------------------------------------
 
@@ -567,20 +427,12 @@ class Mux:
             raise LocalProtocolError(f"stream {sid} is {state}")
         return stream
 
-    def _queue_reset(self, sid: int, code: int) -> None:
-        # One per id, and ids only grow: bounded by what the peer opened, so cap it.
-        if len(self._resets) >= 4 * self._limits.max_streams:
-            self._fail("peer makes us reset streams faster than we can tell it")
-        self._resets[sid] = code
-
     def _release(self, stream: Stream) -> None:
         """The stream is gone (reset): free its bytes, return its connection credit."""
         unconsumed = stream.recv.unconsumed
         if unconsumed:
             self._conn.consumed += unconsumed
-            self._conn_credit_out += self._conn.credit_due()
-        self._buffered -= len(stream.buf)
-        stream.buf.clear()
+            self._tx.conn_credit_out += self._conn.credit_due()
         self._remove(stream)
 
     def _remove(self, stream: Stream) -> None:
@@ -589,7 +441,4 @@ class Mux:
             self._n_own -= 1
         else:
             self._n_peer -= 1
-        self._sched.remove(stream)
-        self._credits.pop(stream.id, None)
-        self._opens.pop(stream.id, None)
-        self._blocked.pop(stream.id, None)
+        self._tx.forget(stream)
