@@ -9,9 +9,9 @@ from __future__ import annotations
 from collections import defaultdict
 
 import pytest
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from toxbridge.errors import LocalProtocolError, StreamProtocolError
 from toxbridge.streams import (
@@ -30,7 +30,6 @@ from toxbridge.streams import (
 from toxbridge.streams.wire import (
     MAX_FRAME,
     Data,
-    FrameType,
     Reset,
     decode_frame,
     encode_credit,
@@ -429,6 +428,18 @@ def test_stream_rule_breaks_reset_the_stream():
     assert fake.feed(encode_fin(3))[-1] == StreamReset(3, ResetCode.PROTOCOL_ERROR, False)
 
 
+def test_a_peer_reset_reaches_the_app_with_its_code_known_or_not():
+    fake = Fake()
+    fake.feed(encode_open(1, 1, Priority.BULK, 4096, b"") + encode_open(3, 1, 0, 4096, b""))
+    fake.feed(encode_data(1, bytes(500)))
+    assert fake.mux.statistics().unconsumed_bytes == 500
+    events = fake.feed(encode_reset(1, ResetCode.REFUSED) + encode_reset(3, 0xBEEF))
+    assert events == [StreamReset(1, ResetCode.REFUSED, True), StreamReset(3, 0xBEEF, True)]
+    assert type(events[1].code) is int and events[0].code.name == "REFUSED"
+    # The reset stream's unconsumed bytes count no more against the connection window.
+    assert fake.mux.statistics().unconsumed_bytes == 0 and fake.mux.stream_ids() == []
+
+
 @pytest.mark.parametrize("frames, message", [
     ([encode_open(2, 1, 1, 4096, b"")], "not a new id of its own"),  # our parity
     ([encode_open(3, 1, 1, 4096, b""), encode_open(1, 1, 1, 4096, b"")], "not a new id"),
@@ -474,6 +485,43 @@ def test_local_misuse_raises_local_protocol_error():
         mux.consume(sid, 1)
     with pytest.raises(LocalProtocolError, match="u16"):
         mux.reset(sid, 70000)
+
+
+_frames = st.one_of(
+    st.builds(lambda sid, prio, n: encode_open(sid, 1, prio, 1017, bytes(n)),
+              st.integers(1, 40), st.integers(0, 2), st.sampled_from([0, 10, 256, 257, 600])),
+    st.builds(lambda sid, n: encode_data(sid, bytes(n)), st.integers(1, 40),
+              st.sampled_from([1, 500, 1017])),
+    st.builds(encode_credit, st.integers(0, 40), st.integers(1, 2**32 - 1)),
+    st.builds(encode_fin, st.integers(1, 40)),
+    st.builds(encode_reset, st.integers(1, 40), st.integers(0, 0xFFFF)),
+    st.builds(lambda a, b, c: encode_hello(a, b, initiator=True, stream_window=1017,
+                                           connection_window=4096),
+              st.sampled_from([EA, EC]), st.sampled_from([EB, EC, None]), st.none()),
+    st.binary(min_size=1, max_size=20),
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.tuples(_frames, st.booleans()), max_size=60))
+def test_a_hostile_peer_gets_errors_or_resets_and_never_grows_our_memory(script):
+    fake = Fake(SMALL)
+    mine = fake.mux.open_stream(1, Priority.INTERACTIVE)
+    fake.mux.send(mine, bytes(2000))
+    try:
+        for frame, drain in script:
+            for event in fake.feed(frame):
+                if isinstance(event, StreamData) and event.stream_id % 3:
+                    fake.mux.consume(event.stream_id, len(event.data))
+            if drain:
+                fake.out()
+            assert fake.mux.unparsed_bytes < SMALL.receive_buffer
+            assert fake.mux.buffered_bytes <= SMALL.send_buffer
+            assert fake.mux.statistics().unconsumed_bytes <= SMALL.connection_window
+            assert len(fake.mux.stream_ids()) <= 2 * SMALL.max_streams
+            assert len(fake.mux._tx._resets) <= 4 * SMALL.max_streams
+    except StreamProtocolError:
+        assert fake.mux.error
 
 
 # -- a peer restart ------------------------------------------------------------------------
