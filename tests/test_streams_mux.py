@@ -550,10 +550,20 @@ def test_a_restarted_peer_resets_every_stream_and_new_ones_work():
     assert s3 > s1  # ids never go back: a late event for s1 cannot be mistaken for s3
     pair.a.send(s3, b"after")
     s4 = pair.b.open_stream(1)
+    assert s4 == s2 == 2  # the new peer starts its ids over...
     pair.b.send(s4, b"new b")
     pair.settle()
-    assert pair.received[pair.b, s3] == b"after" and pair.received[pair.a, s4] == b"new b"
-    assert s4 == 2  # the new peer starts its ids over
+    assert pair.received[pair.b, s3] == b"after"
+    (opened,) = pair.of(pair.a, StreamOpened)[-1:]
+    assert opened.stream_id == 4  # ...but a's ids for them do not: s2 stays a closed stream
+    assert pair.received[pair.a, 4] == b"new b"
+    pair.a.consume(s2, 10)  # a late consume for the old stream: a no-op, not the new one's
+    assert pair.a.unconsumed(4) == 0
+    pair.a.send(4, b"to the new b")
+    pair.a.end(4)
+    pair.settle()
+    assert pair.received[pair.b, s4] == b"to the new b"
+    assert pair.of(pair.b, StreamEnded) == [StreamEnded(s4)]
 
 
 def test_frames_meant_for_a_predecessor_are_ignored_after_a_quick_restart():

@@ -41,14 +41,15 @@ class Stream:
     window, its place in the scheduler. Plain fields; the Mux keeps the rules."""
 
     __slots__ = (
-        "id", "kind", "priority", "header", "local",
+        "id", "wire_id", "kind", "priority", "header", "local",
         "buf", "sent", "send_limit", "open_pending", "fin_pending", "fin_sent", "ended",
         "blocked", "recv", "fin_received", "credit_out", "active", "deficit",
     )
 
     def __init__(self, sid: int, kind: int, priority: Priority, header: bytes, *, local: bool,
-                 recv: ReceiveWindow, send_limit: int) -> None:
-        self.id = sid
+                 recv: ReceiveWindow, send_limit: int, wire_id: int | None = None) -> None:
+        self.id = sid  # what the app sees: unique for the Mux's life, across peer restarts
+        self.wire_id = sid if wire_id is None else wire_id  # what the frames say
         self.kind = kind
         self.priority = priority
         self.header = header

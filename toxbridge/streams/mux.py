@@ -61,7 +61,10 @@ class Mux:
         self._echo_sent: bytes | None = None  # the peer epoch our last framed HELLO echoed
         self._streams: dict[int, Stream] = {}
         self._next_id = 1 if initiator else 2
-        self._peer_last = 0  # the highest id the peer opened in its epoch
+        self._peer_last = 0  # the highest (local) id a peer of ours opened
+        # The peer's ids start over when it restarts; ours for them do not: local id = wire
+        # id + _peer_base, so a late consume() for an old stream never hits a new one.
+        self._peer_base = 0
         self._n_own = self._n_peer = 0
         self._conn = ReceiveWindow(lim.connection_window, lim.credit_divisor)
         self._events: deque[MuxEvent] = deque()
@@ -127,7 +130,7 @@ class Mux:
                 raise LocalProtocolError(f"stream {stream_id} was never opened")
             return
         if not stream.open_pending:  # else the peer never heard of it
-            self._tx.queue_reset(stream_id, code)
+            self._tx.queue_reset(stream.wire_id, code)
         self._release(stream)
 
     def consume(self, stream_id: int, n: int) -> None:
@@ -277,7 +280,7 @@ class Mux:
         elif isinstance(frame, Open):
             self._on_open(frame)
         elif isinstance(frame, Fin):
-            stream = self._target(frame.stream_id, "FIN")
+            stream = self._target(self._local(frame.stream_id), "FIN")
             if stream is None:
                 return
             if stream.fin_received:
@@ -288,7 +291,7 @@ class Mux:
             if stream.done:
                 self._remove(stream)
         else:  # Reset
-            stream = self._target(frame.stream_id, "RESET")
+            stream = self._target(self._local(frame.stream_id), "RESET")
             if stream is not None:
                 code = ResetCode(frame.code) if frame.code in _CODES else frame.code
                 self._release(stream)
@@ -316,29 +319,31 @@ class Mux:
             self._events.append(StreamReset(sid, ResetCode.PEER_RESTARTED, True))
         self._tx.clear()
         self._streams.clear()
-        self._n_own = self._n_peer = self._peer_last = 0
+        self._n_own = self._n_peer = 0
+        self._peer_base = self._peer_last + (self._peer_last & 1)  # even: keeps parity
         self._conn = ReceiveWindow(self._limits.connection_window, self._limits.credit_divisor)
 
     def _on_open(self, frame: Open) -> None:
-        sid = frame.stream_id
-        if (sid & 1) == self._initiator or sid <= self._peer_last:
-            self._fail(f"peer opened stream {sid}, not a new id of its own")
+        wire = frame.stream_id
+        sid = self._local(wire)
+        if (wire & 1) == self._initiator or sid <= self._peer_last:
+            self._fail(f"peer opened stream {wire}, not a new id of its own")
         self._peer_last = sid
         if len(frame.header) > MAX_HEADER:
             self._n_bad += 1
             self._events.append(ProtocolViolation(sid, f"OPEN header of {len(frame.header)} "
                                                          f"bytes (at most {MAX_HEADER})"))
-            self._tx.queue_reset(sid, ResetCode.PROTOCOL_ERROR)
+            self._tx.queue_reset(wire, ResetCode.PROTOCOL_ERROR)
             return
         if self._n_peer >= self._limits.max_streams:
             self._n_refused += 1
-            self._tx.queue_reset(sid, ResetCode.TOO_MANY_STREAMS)
+            self._tx.queue_reset(wire, ResetCode.TOO_MANY_STREAMS)
             return
         lim = self._limits
         recv = ReceiveWindow(self._window_for(frame.priority), lim.credit_divisor,
                              initial=lim.stream_window)  # what our HELLO promised
         stream = Stream(sid, frame.kind, frame.priority, frame.header, local=False, recv=recv,
-                        send_limit=frame.window)
+                        send_limit=frame.window, wire_id=wire)
         self._streams[sid] = stream
         self._n_peer += 1
         self._tx.queue_credit(stream, recv.credit_due())  # a bulk window beyond the HELLO's
@@ -351,7 +356,7 @@ class Mux:
             self._fail(f"peer sent {conn.received + n - conn.limit} bytes beyond the "
                        "connection's credit")  # fmt: skip
         conn.received += n
-        stream = self._target(frame.stream_id, "DATA")
+        stream = self._target(self._local(frame.stream_id), "DATA")
         if stream is not None and stream.fin_received:
             self._violate(stream, "DATA after FIN")
             stream = None
@@ -372,7 +377,7 @@ class Mux:
         if frame.stream_id == 0:
             self._tx.grant_connection(frame.increment, self._streams)
             return
-        stream = self._target(frame.stream_id, "CREDIT")
+        stream = self._target(self._local(frame.stream_id), "CREDIT")
         if stream is not None:
             stream.send_limit += frame.increment
             self._tx.wake(stream)
@@ -393,7 +398,7 @@ class Mux:
         """The peer broke this stream's rules: reset it both ways, tell the app."""
         self._n_bad += 1
         self._events.append(ProtocolViolation(stream.id, reason))
-        self._tx.queue_reset(stream.id, code)
+        self._tx.queue_reset(stream.wire_id, code)
         self._release(stream)
         self._events.append(StreamReset(stream.id, code, False))
 
@@ -411,8 +416,14 @@ class Mux:
         lim = self._limits
         return lim.bulk_window if priority == Priority.BULK else lim.stream_window
 
+    def _local(self, wire: int) -> int:
+        """The local id of a stream id in a frame from the peer."""
+        if wire and (wire & 1) != self._initiator:  # the peer's parity
+            return wire + self._peer_base
+        return wire
+
     def _was_opened(self, sid: int) -> bool:
-        """Some stream once had this id (in this epoch of the peer's, for its ids)."""
+        """Some stream once had this (local) id."""
         if sid <= 0:
             return False
         if (sid & 1) == self._initiator:  # our parity

@@ -27,7 +27,7 @@ class Sender:
         self._sched = Scheduler()
         self._low_water = max(1, limits.stream_send_buffer // 4)
         self._credits: dict[int, Stream] = {}  # streams with credit to send, in order
-        self._resets: dict[int, int] = {}  # stream id -> code
+        self._resets: dict[int, int] = {}  # stream id on the wire -> code
         self._opens: dict[int, Stream] = {}  # our streams whose OPEN waits, in id order
         self._blocked: dict[int, Stream] = {}  # owed a CreditAvailable when the total has room
         self._done: list[Stream] = []  # FIN framed in the last fill()
@@ -58,12 +58,12 @@ class Sender:
     def queue_open(self, stream: Stream) -> None:
         self._opens[stream.id] = stream  # in id order, whatever the priorities
 
-    def queue_reset(self, sid: int, code: int) -> None:
+    def queue_reset(self, wire_id: int, code: int) -> None:
         # One per id, and ids only grow; a peer that keeps us resetting faster than we send
         # is flooding us.
         if len(self._resets) >= 4 * self._limits.max_streams:
             raise StreamProtocolError("peer makes us reset streams faster than we can tell it")
-        self._resets[sid] = code
+        self._resets[wire_id] = code
 
     def queue_credit(self, stream: Stream, due: int) -> None:
         if due:
@@ -132,7 +132,7 @@ class Sender:
         credits = self._credits
         while credits and len(out) + CREDIT_SIZE <= max_bytes:
             stream = credits.pop(next(iter(credits)))
-            out += encode_credit(stream.id, stream.credit_out)
+            out += encode_credit(stream.wire_id, stream.credit_out)
             stream.credit_out = 0
             self.frames += 1
             self.credit_frames += 1
@@ -175,7 +175,7 @@ class Sender:
             n = min(want, limit - written - HEADER_SIZE)
             if n < min(want, _MIN_DATA):
                 return written, True  # no tiny frames: wait for the next turn or call
-            out += data_header(stream.id, n)
+            out += data_header(stream.wire_id, n)
             out += buf[:n]
             del buf[:n]
             stream.sent += n
@@ -187,7 +187,7 @@ class Sender:
         if stream.fin_pending:
             if limit - written < FIN_SIZE:
                 return written, True
-            out += encode_fin(stream.id)
+            out += encode_fin(stream.wire_id)
             stream.fin_pending = False
             stream.fin_sent = True
             written += FIN_SIZE
