@@ -41,6 +41,7 @@ from .wire import (
 __all__ = ["Mux"]
 
 _CODES = frozenset(ResetCode)
+_PRIORITIES = frozenset(Priority)
 
 
 class Mux:
@@ -84,6 +85,8 @@ class Mux:
         self._check()
         if not 0 <= kind <= 255:
             raise LocalProtocolError(f"stream kind {kind} is not a u8")
+        if priority not in _PRIORITIES:
+            raise LocalProtocolError(f"unknown priority {priority}")
         priority = Priority(priority)
         if len(header) > MAX_HEADER:
             raise LocalProtocolError(f"stream header of {len(header)} bytes (at most {MAX_HEADER})")
@@ -168,7 +171,8 @@ class Mux:
         """The next event, or None when all input is used up.
 
         Raises StreamProtocolError if the peer broke the protocol of the whole mux; the mux
-        then stays in the ERROR state (every call raises; make a new one with the Link).
+        then stays in the ERROR state: events from before the bad frame are still handed
+        out, then every call raises (make a new Mux with a new Link).
         """
         events = self._events
         rbuf = self._rbuf
