@@ -292,6 +292,27 @@ def test_a_stalled_reader_stops_only_its_stream():
     assert pair.a.buffered_bytes <= Limits().send_buffer
 
 
+def test_stalled_readers_together_can_fill_the_connection_window_until_one_is_reset():
+    pair = synced_pair()  # the trade-off docs/wire.md §3 states: 4 x 1 MiB = 4 MiB
+    stalled = [pair.a.open_stream(2, Priority.BULK) for _ in range(4)]
+    other = pair.a.open_stream(2, Priority.BULK)
+    pair.stalled.update((pair.b, sid) for sid in stalled)
+    blob = bytes(64 * 1024)
+    for _ in range(400):
+        for sid in stalled:
+            pair.a.send(sid, blob)
+        pair.turn(64)
+    assert pair.b.statistics().unconsumed_bytes == Limits().connection_window
+    pair.a.send(other, blob)
+    for _ in range(20):
+        pair.turn(64)
+    assert len(pair.received[pair.b, other]) == 0  # the connection has no credit left
+    pair.b.reset(stalled[0])  # its reader is gone: its bytes give their credit back
+    for _ in range(20):
+        pair.turn(64)
+    assert len(pair.received[pair.b, other]) == len(blob)
+
+
 def test_send_takes_only_what_fits_and_credit_available_says_when_to_go_on():
     pair = synced_pair()
     limit = Limits().stream_send_buffer
