@@ -3,7 +3,9 @@
 The shell loop (the tox thread, per peer): every frame the Link delivers goes to
 ``receive_data``, then ``next_event()`` until None; the app's calls become ``open_stream`` /
 ``send`` / ``end`` / ``reset`` / ``consume``; while the Link can take a frame,
-``data_to_send(1024)`` and ``link.send_frame(chunk)`` until it returns b"".
+``data_to_send(1024)`` and ``link.send_frame(chunk)`` until it returns b""; then
+``next_event()`` again (sending frees buffers: CreditAvailable). Link reconnects are
+invisible here: the Link resends what was lost.
 
 * Each side sends a HELLO first: its epoch (random per mux, i.e. per daemon process), the
   peer's epoch as last seen, its role, and the credit the peer's streams start with. Stream
@@ -19,6 +21,7 @@ The shell loop (the tox thread, per peer): every frame the Link delivers goes to
   out as events at once, and unconsumed ones are bounded by the windows.
 * Stream ids only grow, so a frame for an id below the next one that is not in the table
   is for a closed stream (in flight when it closed) and dropped; closed streams keep no state.
+  A restarted peer numbers its streams from the start again; the ids the app sees do not.
 """
 
 from __future__ import annotations
