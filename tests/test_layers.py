@@ -47,6 +47,7 @@ LAYER_OF = {  # longest prefix wins; the two root packages are "root", bridge_lo
     "toxbridge.bootstrap": "channel",  # nodes handed to toxcore one by one; the retry schedule
     "toxbridge.tox": "tox",
     "toxbridge.link": "channel",
+    "toxbridge.streams": "channel",  # many streams over one Link (pure; errors and stdlib only)
     "toxbridge.framing": "channel",
     "toxbridge.fragment": "channel",
     "toxbridge.crawl": "channel",
@@ -240,3 +241,19 @@ def test_the_checker_finds_cycles_upward_imports_and_lazy_ones(tmp_path):
     assert "toxbridge.link.machine -> toxbridge.daemon (channel may not import daemon)" in bad
     assert "bridge_local.core -> toxbridge.daemon (bridge_local may not import daemon)" in bad
     assert "bridge_local.protocol -> bridge_local.core (rank 0 may not import rank 5)" in bad
+
+
+def test_the_stream_mux_imports_only_the_errors_and_the_stdlib(graph):
+    """toxbridge.streams is pure (its __init__ says so): no Link, no Tox, no third party."""
+    import sys
+
+    files = module_files()
+    for module, path in files.items():
+        if not module.startswith("toxbridge.streams"):
+            continue
+        assert graph[module] <= {"toxbridge.errors"} | {m for m in files
+                                                        if m.startswith("toxbridge.streams")}
+        tree = ast.parse(path.read_text())
+        for name in _imported_names(tree, module, path.name == "__init__.py"):
+            top = name.split(".")[0]
+            assert top in ("toxbridge", "__future__") or top in sys.stdlib_module_names, name

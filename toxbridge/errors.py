@@ -22,5 +22,9 @@ class RemoteProtocolError(ProtocolError):
     """The other side broke the protocol (malformed or out-of-range input)."""
 
 
+class StreamProtocolError(RemoteProtocolError):
+    """The peer broke the stream protocol (a malformed or impossible stream frame)."""
+
+
 class ConfigError(ToxbridgeError):
     """The configuration is invalid."""
