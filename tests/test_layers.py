@@ -49,6 +49,7 @@ LAYER_OF = {  # longest prefix wins; the two root packages are "root", bridge_lo
     "toxbridge.link": "channel",
     "toxbridge.streams": "channel",  # many streams over one Link (pure; errors and stdlib only)
     "toxbridge.framing": "channel",
+    "toxbridge.chanstream": "channel",  # the v1 channel's frames inside a mux stream (pure)
     "toxbridge.fragment": "channel",
     "toxbridge.crawl": "channel",
     "toxbridge.network": "channel",
@@ -59,6 +60,7 @@ LAYER_OF = {  # longest prefix wins; the two root packages are "root", bridge_lo
     "toxbridge.config": "config",
     "toxbridge.toxloop": "toxthread",
     "toxbridge.wakeup": "toxthread",
+    "toxbridge.peerio": "toxthread",  # one peer's mux between its Link and the app queues
     "toxbridge.daemon": "daemon",
     "toxbridge.control.server": "daemon",  # the control socket's trio shell
     "toxbridge.testing": "testing",

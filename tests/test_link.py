@@ -52,7 +52,7 @@ def u64(n: int) -> bytes:
 
 
 def hello(session: bytes, echo: bytes = bytes(16), *, reply: bool = False, window: int = 65536,
-          received: int = 0, delivered: int = 0, version: int = 1) -> bytes:  # fmt: skip
+          received: int = 0, delivered: int = 0, version: int = 2) -> bytes:  # fmt: skip
     return (
         bytes([PACKET_ID, 1]) + version.to_bytes(2, "big") + bytes([int(reply)]) + session + echo
         + window.to_bytes(4, "big") + u64(received) + u64(delivered)
@@ -209,7 +209,7 @@ def test_hello_packet_exact_bytes() -> None:
     assert link.state is LinkState.CONNECTING
     packet = link.next_packet()
     assert packet == (
-        bytes.fromhex("a0 01 0001 00") + SID_A + bytes(16) + bytes.fromhex("00010000") + Z8 + Z8
+        bytes.fromhex("a0 01 0002 00") + SID_A + bytes(16) + bytes.fromhex("00010000") + Z8 + Z8
     )
     assert len(packet) == 57
     assert packet == hello(SID_A)
@@ -225,7 +225,7 @@ def test_data_ack_resync_and_reply_hello_exact_bytes() -> None:
     assert a.next_packet() == hello(SID_A, SID_B)
     assert a.state is LinkState.CONNECTING
     events = a.receive_packet(hello(SID_B, SID_A, reply=True))
-    assert events == [PeerHello(SID_B, 1, False), ChannelOpen(SID_B)]
+    assert events == [PeerHello(SID_B, 2, False), ChannelOpen(SID_B)]
     assert a.next_packet() is None  # a reply is never answered
     a.receive_packet(hello(SID_B, SID_A))  # a request (the peer reconnected) gets a reply
     assert a.next_packet() == hello(SID_A, SID_B, reply=True)
@@ -294,8 +294,8 @@ def test_packets_while_disconnected_are_ignored() -> None:
 
 def test_both_sides_open_and_exchange_a_frame() -> None:
     net = open_pair()
-    assert net.events[0] == [PeerHello(SID_B, 1, False), ChannelOpen(SID_B)]
-    assert net.events[1] == [PeerHello(SID_A, 1, False), ChannelOpen(SID_A)]
+    assert net.events[0] == [PeerHello(SID_B, 2, False), ChannelOpen(SID_B)]
+    assert net.events[1] == [PeerHello(SID_A, 2, False), ChannelOpen(SID_A)]
     assert transfer(net, [b"hello", b"world"]) == [b"hello", b"world"]
     assert transfer(net, [b"back"], i=1) == [b"back"]
     # First contact, both HELLOs crossing: the initial request, a request that knows the
@@ -328,11 +328,11 @@ def test_version_mismatch_is_an_event_and_an_error_state() -> None:
     a = Link(SID_A, window=65536)
     a.connection_made()
     a.next_packet()
-    events = a.receive_packet(bytes([PACKET_ID, 1, 0, 2]))  # a v2 HELLO: any layout after
-    assert events == [VersionMismatch(our_version=1, peer_version=2)]
-    assert a.state is LinkState.ERROR and "version 2" in (a.error or "")
+    events = a.receive_packet(bytes([PACKET_ID, 1, 0, 1]))  # a v1 HELLO: any layout after
+    assert events == [VersionMismatch(our_version=2, peer_version=1)]
+    assert a.state is LinkState.ERROR and "version 1" in (a.error or "")
     assert a.next_packet() is None
-    with pytest.raises(RemoteProtocolError, match="version 2"):
+    with pytest.raises(RemoteProtocolError, match="version 1"):
         a.receive_packet(hello(SID_B))
     with pytest.raises(LocalProtocolError):
         a.send_frame(b"x")
@@ -398,7 +398,7 @@ def test_a_peer_restart_renumbers_unacked_frames_and_resends_them() -> None:
     net.settle(got)
     assert taken + got[1] == frames  # frames 4..9 renumbered from 0 and resent
     assert got[0] == [b"from the old B"]  # the old B's complete frame is still delivered
-    assert PeerHello(SID_B[::-1], 1, True) in net.events[0]
+    assert PeerHello(SID_B[::-1], 2, True) in net.events[0]
     assert a.statistics().peer_restarts == 1
     assert transfer(net, [b"after"], i=1) == [b"after"]
     assert transfer(net, [b"after"]) == [b"after"]

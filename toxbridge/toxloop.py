@@ -1,25 +1,24 @@
-"""The tox thread: it alone owns the ``Tox`` and the ``Link``, and meets the trio side
-through two bounded queues.
+"""The tox thread: it alone owns the ``Tox``, the ``Link`` and the peer's stream mux
+(``toxbridge.peerio``), and meets the trio side through two bounded queues.
 
-    app --> trio --> outbound FrameQueue --> tox thread --> Link --> lossless packets
-    app <-- trio <-- inbound  FrameQueue <-- tox thread <-- Link <-- lossless packets
+    app --> trio --> outbound FrameQueue --> tox thread --> channel stream --> Mux --> Link
+    app <-- trio <-- inbound  FrameQueue <-- tox thread <-- channel stream <-- Mux <-- Link
 
 The inbound queue carries runs of frames already encoded for the app (up to BLOB_FRAMES
 each), so the trio thread only writes them: it then seldom holds the GIL when a packet
 callback inside tox_iterate needs it.
 
-Backpressure: the tox thread moves a frame into the Link only while the send window has
-room (so a slow peer fills the outbound queue and trio stops reading the app's socket),
-and takes frames out of the Link only while the inbound queue has room (so a slow app
-stops our acknowledgements, which stops the peer's sender). Memory is bounded by the two
-queues and the Link's window, whatever the volume.
+Backpressure: the tox thread moves app frames into the channel stream only while the mux
+has room and the Link little unsent (so a slow peer fills the outbound queue and trio
+stops reading the app's socket), and consumes the channel's bytes only as it moves them
+into the inbound queue (so a slow app stops the channel's credit, which stops the peer's
+sender). Memory is bounded by the two queues and the mux's windows, whatever the volume.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import struct
 import threading
 import time
 from collections import deque
@@ -28,9 +27,9 @@ from typing import Callable
 from .bootstrap import RetrySchedule, add_nodes, describe_refusals
 from .config import Config, request_allowed, request_message
 from .crawl import CrawlWatch
-from .framing import DATA
 from .link import ChannelOpen, Link, LinkState, PeerHello, VersionMismatch
 from .network import loopback_options
+from .peerio import PeerIO
 from .errors import ConfigError, ProtocolError
 from .control.snapshot import NodeSnapshot, PeerSnapshot, RateMeter, RttMeter
 from .tox import (Connection, FriendAddError, Tox, ToxError, ToxOptions, load_profile,
@@ -41,13 +40,12 @@ __all__ = ["FrameQueue", "ToxLoop", "PeerState"]
 
 log = logging.getLogger(__name__)
 
-_DATA_HEAD = struct.Struct(">BH")  # an app frame's kind and length (see framing.py)
-
 BLOB_FRAMES = 64  # frames per item of the inbound queue
 BUSY_AFTER_TRAFFIC = 1.0  # seconds of fast looping after the last packet either way
 # ... when toxcore's UDP socket is watched: arrivals wake the loop by themselves, so only
 # a short tail (a burst's gaps) and our own unfinished sending keep it fast.
 BUSY_AFTER_TRAFFIC_WATCHED = 0.1
+PUMP_ROUNDS = 64  # fill-then-send rounds per _pump at most (a loop turn stays short)
 SNAPSHOT_PERIOD = 0.5  # seconds between status snapshots (see toxbridge.control.snapshot)
 
 
@@ -146,6 +144,7 @@ class ToxLoop(threading.Thread):
         c = self.config
         self._queued = 0  # stream bytes given to this Link: offsets for the RttMeter
         self._rtt = RttMeter()
+        self.io: PeerIO | None = None  # made once the peer's key is known (its mux role)
         return Link(os.urandom(16), window=c.window, in_flight=c.in_flight, backlog=c.backlog)
 
     def _find_udp_fd(self) -> int | None:
@@ -429,63 +428,69 @@ class ToxLoop(threading.Thread):
         log.debug("bootstrap retry %d: %d nodes handed to toxcore; next in %.0f s",
                   self._retry.attempts, usable, self._retry.next_retry() - now)
 
+    def _peer_io(self, link: Link) -> PeerIO | None:
+        io = self.io
+        if (io is None or io.link is not link) and self.peer.public_key is not None:
+            io = self.io = PeerIO(link, self.address[:32], self.peer.public_key,
+                                  report=self._report)
+        return io
+
+    def _report(self, code: str, message: str) -> None:
+        self.notify({"event": "error", "code": code, "message": message})
+
     def _pump(self, link: Link, outbound: FrameQueue, inbound: FrameQueue) -> bool:
-        """Move frames app->link and link->app, and packets link->toxcore. Returns
-        whether anything moved."""
-        moved = False
-        # App -> link, while the send window has room.
-        freed = False
-        while True:
-            frame = outbound.peek()
-            if frame is None or not link.can_send_frame(len(frame)):
+        """Move frames app->mux->link and link->mux->app, and packets link->toxcore.
+        Returns whether anything moved."""
+        moved = delivered = False
+        before = len(outbound)
+        io = self._peer_io(link)
+        if io is not None:
+            # Link -> mux at once (the mux's credit holds the peer back, per stream), and
+            # the channel's whole frames -> app while the inbound queue has room.
+            moved = io.take_link_frames()
+            delivered = io.deliver(inbound, BLOB_FRAMES)
+            moved |= delivered
+        online = self.friend is not None and self.peer.link != "none"
+        # Acks wait until a loop turn brings no data (or ACK_EVERY bytes are due): every
+        # packet, acks too, spends toxcore's rate budget.
+        flush = not (delivered or self._received)
+        # The mux fills the Link only a little ahead of toxcore (peerio.UNSENT_LOW), so
+        # filling and sending take turns until either stops.
+        for _ in range(PUMP_ROUNDS):
+            filled = io is not None and io.fill(outbound)
+            moved |= filled
+            sent = self._send_packets(link, flush) if online else 0
+            moved |= sent > 0
+            if not (filled and sent):
                 break
-            link.send_frame(frame)
-            outbound.pop()
-            self._queued += 2 + len(frame)  # the frame's length prefix on the Link
-            freed = moved = True
-        # Link -> app, while the inbound queue has room (else: no ack, the peer waits).
-        delivered = False
-        head = _DATA_HEAD.pack
-        while inbound.space() > 0:
-            parts = []
-            for _ in range(BLOB_FRAMES):
-                frame = link.next_frame()
-                if frame is None:
-                    break
-                parts.append(head(DATA, len(frame)))
-                parts.append(frame)
-            if not parts:
-                break
-            inbound.put_nowait(b"".join(parts))
-            delivered = moved = True
-            if len(parts) < 2 * BLOB_FRAMES:
-                break
-        if freed or delivered:
+        if io is not None:
+            self._queued = io.queued
+        if delivered or len(outbound) < before:
             self.notify(None)
-        # Link -> toxcore, until SENDQ.
-        if self.friend is not None and self.peer.link != "none":
-            send = self.tox.try_send_lossless_packet
-            # Acks wait until a loop turn brings no data (or ACK_EVERY bytes are due):
-            # every packet, acks too, spends toxcore's rate budget.
-            flush = not (delivered or self._received)
-            data = not self._hold_data_until or time.monotonic() >= self._hold_data_until
-            packet = link.next_packet(flush=flush, data=data)
-            accepted = 0
-            while packet is not None:
-                if not send(self.friend, packet):
-                    link.requeue(packet)  # SENDQ: toxcore's rate budget; retry next turn
-                    self._crawl.refused(time.monotonic())
-                    self._n_refused += 1
-                    break
-                accepted += 1
-                packet = link.next_packet(flush=flush, data=data)
-            if accepted:
-                self._n_accepted += accepted
-                moved = True
-                now = time.monotonic()
-                self._crawl.accepted(now, accepted)
-                self._rtt.sent(self._queued - link.unsent_bytes, now)
         return moved
+
+    def _send_packets(self, link: Link, flush: bool) -> int:
+        """Link -> toxcore, until SENDQ or nothing is due. Returns the packets accepted."""
+        send = self.tox.try_send_lossless_packet
+        data = not self._hold_data_until or time.monotonic() >= self._hold_data_until
+        packet = link.next_packet(flush=flush, data=data)
+        accepted = 0
+        while packet is not None:
+            if not send(self.friend, packet):
+                link.requeue(packet)  # SENDQ: toxcore's rate budget; retry next turn
+                self._crawl.refused(time.monotonic())
+                self._n_refused += 1
+                break
+            accepted += 1
+            packet = link.next_packet(flush=flush, data=data)
+        if accepted:
+            self._n_accepted += accepted
+            now = time.monotonic()
+            self._crawl.accepted(now, accepted)
+            if self.io is not None:
+                self._queued = self.io.queued
+            self._rtt.sent(self._queued - link.unsent_bytes, now)
+        return accepted
 
     # -- status (toxbridge.control.snapshot) -----------------------------------------------------
 
@@ -507,6 +512,12 @@ class ToxLoop(threading.Thread):
                 "link_backlog_bytes": link.unsent_bytes,
                 "link_received_bytes": link.buffered_bytes,
             }
+            io = self.io if self.io is not None and self.io.link is link else None
+            frames_sent, frames_received = s.frames_sent, s.frames_received
+            if io is not None:  # the Link's frames are the mux's: count the app's
+                frames_sent, frames_received = io.frames_sent, io.frames_received
+                queues.update(io.statistics())
+                queues["link_received_bytes"] += queues["channel_buffered_bytes"]
             peers.append(PeerSnapshot(
                 public_key=self.peer.public_key.hex().upper(), online=self.peer.online,
                 link=self.peer.link, state=link.state.value,
@@ -514,8 +525,8 @@ class ToxLoop(threading.Thread):
                 rtt_min_ms=None if rtt.min is None else round(rtt.min * 1000, 2),
                 bytes_sent=s.bytes_sent, bytes_received=s.bytes_received,
                 bytes_resent=s.bytes_resent, rate_sent=round(rate_sent, 1),
-                rate_received=round(rate_received, 1), frames_sent=s.frames_sent,
-                frames_received=s.frames_received,
+                rate_received=round(rate_received, 1), frames_sent=frames_sent,
+                frames_received=frames_received,
                 reconnects=max(0, self.peer.connections - 1), peer_restarts=s.peer_restarts,
                 queues=queues))
         self._snapshot_seq += 1

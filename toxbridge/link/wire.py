@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 PACKET_ID = 160  # first lossless custom packet id (160..191)
 MAX_PACKET_SIZE = 1373  # toxcore's limit, the id byte included
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2  # 2: the Link frames carry the stream mux (docs/wire.md §3)
 SESSION_ID_SIZE = 16
 MAX_FRAME_PAYLOAD = 1024
 FRAME_HEADER_SIZE = 2  # u16 length in front of each frame in the stream

@@ -1,0 +1,138 @@
+"""The channel as a mux stream over two real Links joined by hand (no Tox: this tests the
+shell's wiring of Link, Mux and channel; the daemon tests cross real toxcore)."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from toxbridge.chanstream import ChannelDecoder, encode_frames
+from toxbridge.errors import RemoteProtocolError
+from toxbridge.link import Link
+from toxbridge.peerio import UNSENT_LOW, PeerIO
+from toxbridge.toxloop import FrameQueue
+
+KEY_A, KEY_B = bytes(31) + b"\x01", bytes(31) + b"\x02"  # A is the mux initiator
+
+
+class Side:
+    def __init__(self, own: bytes, peer: bytes, session: bytes) -> None:
+        self.errors: list[tuple[str, str]] = []
+        self.link = Link(session, window=1 << 20)
+        self.io = PeerIO(self.link, own, peer, report=lambda c, m: self.errors.append((c, m)))
+        self.outbound = FrameQueue(64)
+        self.inbound = FrameQueue(4)
+        self.got: list[bytes] = []
+
+
+def run(a: Side, b: Side, turns: int = 2000, *, read: bool = True) -> None:
+    """Move packets both ways until nothing moves (bounded)."""
+    for _ in range(turns):
+        moved = False
+        for me, peer in ((a, b), (b, a)):
+            me.io.take_link_frames()
+            me.io.deliver(me.inbound, 64)
+            if read:
+                for run_ in me.inbound.take(64):
+                    dec = ChannelDecoder(1 << 20)
+                    dec.receive(run_)
+                    while (r := dec.take_run(1)):
+                        me.got.append(r[3:])
+            me.io.fill(me.outbound)
+            while (p := me.link.next_packet(flush=True)) is not None:
+                peer.link.receive_packet(p)
+                moved = True
+        if not moved and not len(a.outbound) and not len(b.outbound):
+            return
+
+
+def pair() -> tuple[Side, Side]:
+    a, b = Side(KEY_A, KEY_B, b"A" * 16), Side(KEY_B, KEY_A, b"B" * 16)
+    a.link.connection_made()
+    b.link.connection_made()
+    return a, b
+
+
+def test_frames_of_every_size_keep_boundaries_and_order_both_ways() -> None:
+    rng = random.Random(7)
+    a, b = pair()
+    frames = [rng.randbytes(rng.choice([0, 1, 1016, 1017, 1018, 1024, rng.randrange(1025)]))
+              for _ in range(3000)]
+    sent = {a: 0, b: 0}
+    for _ in range(20000):
+        for side in (a, b):
+            while sent[side] < len(frames) and side.outbound.put_nowait(frames[sent[side]]):
+                sent[side] += 1
+        run(a, b, 1)
+        if len(a.got) == len(b.got) == len(frames):
+            break
+    assert a.got == frames and b.got == frames
+    assert a.io.channel_open and b.io.channel_open
+    assert a.errors == b.errors == []
+
+
+def test_a_slow_app_holds_only_the_channel_window_and_loses_nothing() -> None:
+    a, b = pair()
+    frames = [bytes([i % 256]) * 1000 for i in range(2000)]
+    i = 0
+    for _ in range(3000):  # b's app reads nothing
+        while i < len(frames) and a.outbound.put_nowait(frames[i]):
+            i += 1
+        run(a, b, 1, read=False)
+    # bounded: b holds its inbound runs plus at most the stream's window
+    assert len(b.io._decoder) <= b.io.limits.stream_window
+    assert b.io.mux.statistics().unconsumed_bytes <= b.io.limits.stream_window
+    assert a.link.unsent_bytes <= UNSENT_LOW + 1024 + 2
+    assert i < len(frames)  # a's app was stopped
+    for _ in range(20000):
+        while i < len(frames) and a.outbound.put_nowait(frames[i]):
+            i += 1
+        run(a, b, 1)
+        if len(b.got) == len(frames):
+            break
+    assert b.got == frames
+
+
+@pytest.mark.parametrize("restarted", ["acceptor", "initiator"])
+def test_a_peer_restart_opens_a_fresh_channel_and_it_carries_frames(restarted: str) -> None:
+    a, b = pair()
+    a.outbound.put_nowait(b"before")
+    run(a, b)
+    assert b.got == [b"before"]
+    # one side's daemon restarts: a new Link and mux on the same keys
+    if restarted == "acceptor":
+        b = Side(KEY_B, KEY_A, b"C" * 16)
+    else:
+        a = Side(KEY_A, KEY_B, b"C" * 16)
+    a.link.connection_made()
+    b.link.connection_made()
+    run(a, b)
+    for i in range(50):
+        a.outbound.put_nowait(b"a%d" % i)
+        b.outbound.put_nowait(b"b%d" % i)
+    run(a, b)
+    assert b.got[-50:] == [b"a%d" % i for i in range(50)]
+    assert a.got[-50:] == [b"b%d" % i for i in range(50)]
+    assert a.errors == b.errors == []
+
+
+def test_bytes_that_are_not_channel_frames_are_reported_and_the_channel_restarts() -> None:
+    a, b = pair()
+    run(a, b)
+    a.io.mux.send(a.io._channel, b"\x02\x00\x01x")  # kind 2: not a DATA frame
+    run(a, b)
+    assert [c for c, _ in b.errors] == ["peer_protocol"]
+    a.outbound.put_nowait(b"after")
+    run(a, b)
+    assert b.got == [b"after"]
+
+
+def test_channel_decoder_keeps_whole_frames_of_a_closed_stream() -> None:
+    dec = ChannelDecoder(4096)
+    dec.receive(encode_frames([b"one", b"two"]) + b"\x01\x00\x09par")
+    assert dec.drop_partial() == 12
+    assert dec.take_run(64) == encode_frames([b"one", b"two"])
+    dec.receive(b"\x01\x04\x01")
+    with pytest.raises(RemoteProtocolError):
+        dec.take_run(64)

@@ -1,0 +1,224 @@
+"""One peer's stream mux between its Link and the app queues; driven by the tox thread.
+
+    outbound FrameQueue -> channel stream -\\                      /-> lossless packets
+                                            Mux <-> Link frames <-
+    inbound  FrameQueue <- channel stream -/
+
+Every Link frame is one ``mux.data_to_send(1024)``; every Link frame received goes to
+``mux.receive_data`` and the events are drained before the next one (the mux's rule). The
+tox thread takes Link frames at once, so the Link's acks no longer wait for the app: the
+mux's credit is the backpressure, per stream. The channel of bridge port v1 is one
+INTERACTIVE stream of kind CHANNEL, opened by the mux initiator (docs/wire.md §3, "The
+channel"); its app frames travel whole (``toxbridge.chanstream``).
+
+Not thread-safe: only the tox thread calls it. It does no I/O of its own (the queues are
+the trio side's), so tests drive it with two Links joined by hand.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Callable
+
+from .chanstream import CHANNEL_KIND, ChannelDecoder
+from .errors import ProtocolError
+from .link import Link
+from .streams import (Limits, Mux, PeerRestarted, Priority, ProtocolViolation, ResetCode,
+                      StreamData, StreamEnded, StreamOpened, StreamReset)
+
+__all__ = ["PeerIO", "UNSENT_LOW"]
+
+log = logging.getLogger(__name__)
+
+MAX_LINK_FRAME = 1024
+# Pull from the mux only while the Link holds fewer unsent bytes than this: what the Link
+# has is FIFO below the mux's priorities, so an interactive frame waits behind at most
+# this (plus the packets in flight), not the Link's whole 32 KiB backlog.
+UNSENT_LOW = 4096
+# Channel bytes handed to the mux but not framed yet: a few frames, so app frames wait in
+# the bounded outbound queue (and are not dropped with the mux's buffers when the peer
+# daemon restarts).
+CHANNEL_FEED = 8192
+FILL_ROUNDS = 64  # Link frames per fill() call at most (the loop turn stays short)
+
+
+def _epoch() -> bytes:
+    while True:
+        epoch = os.urandom(8)
+        if any(epoch):
+            return epoch
+
+
+class PeerIO:
+    """``report(code, message)``: an error event for the app (``peer_protocol``)."""
+
+    def __init__(self, link: Link, own_key: bytes, peer_key: bytes, *,
+                 report: Callable[[str, str], None], limits: Limits | None = None) -> None:
+        self.link = link
+        self.limits = limits or Limits()
+        self.initiator = own_key < peer_key  # both sides agree, however they met
+        self.mux = Mux(_epoch(), initiator=self.initiator, limits=self.limits)
+        self.queued = 0  # stream bytes given to the Link (offsets for the RTT meter)
+        self.frames_sent = 0  # app frames into the channel stream
+        self.failed = False
+        self._report = report
+        self._channel: int | None = None
+        # Whole frames of a closed channel stream stay until the app took them (as the
+        # Link did across a peer restart); they owe the mux no credit.
+        self._decoder = ChannelDecoder(2 * self.limits.stream_window)
+        self._stale = 0
+        if self.initiator:
+            self._open_channel()
+
+    @property
+    def channel_open(self) -> bool:
+        return self._channel is not None
+
+    def _open_channel(self) -> None:
+        self._channel = self.mux.open_stream(CHANNEL_KIND, Priority.INTERACTIVE)
+
+    # -- Link -> mux -> app --------------------------------------------------------------
+
+    def take_link_frames(self) -> bool:
+        """Every frame the Link has goes to the mux. Returns whether there were any."""
+        link, mux = self.link, self.mux
+        moved = False
+        while (frame := link.next_frame()) is not None:
+            moved = True
+            if self.failed:
+                continue  # the mux is dead; the Link must not stall behind it
+            try:
+                mux.receive_data(frame)
+                while (event := mux.next_event()) is not None:
+                    self._on_event(event)
+            except ProtocolError as exc:
+                self._fail(exc)
+        return moved
+
+    def deliver(self, inbound, max_frames: int) -> bool:
+        """Runs of whole channel frames into ``inbound`` while it has room; the bytes are
+        consumed (credit to the peer) as they go. Returns whether any went."""
+        decoder = self._decoder
+        delivered = False
+        while len(decoder) and inbound.space() > 0:
+            try:
+                run = decoder.take_run(max_frames)
+            except ProtocolError as exc:  # the peer's channel stream is not frames
+                self._channel_broken(exc)
+                return delivered
+            if not run:
+                break
+            inbound.put_nowait(run)
+            delivered = True
+            stale = min(self._stale, len(run))
+            self._stale -= stale
+            if len(run) > stale and self._channel is not None and not self.failed:
+                self.mux.consume(self._channel, len(run) - stale)
+        return delivered
+
+    def _on_event(self, event) -> None:
+        mux = self.mux
+        sid = getattr(event, "stream_id", None)
+        if isinstance(event, StreamData) and sid == self._channel:
+            self._decoder.receive(event.data)
+        elif isinstance(event, StreamOpened):
+            if event.kind == CHANNEL_KIND:
+                if (not self.initiator and self._channel is None
+                        and event.priority == Priority.INTERACTIVE):
+                    self._channel = sid
+                else:
+                    mux.reset(sid, ResetCode.REFUSED)
+            else:
+                mux.reset(sid, ResetCode.REFUSED)  # this version serves only the channel
+        elif sid is not None and sid != self._channel:
+            if isinstance(event, StreamData):  # a stream we refused, bytes in flight
+                mux.consume(sid, len(event.data))
+        elif isinstance(event, StreamReset):
+            if event.stream_id == self._channel:
+                self._channel_gone(event.code)
+        elif isinstance(event, StreamEnded):
+            if event.stream_id == self._channel:  # the channel is never half-closed
+                log.warning("the peer ended the channel stream; resetting it")
+                mux.reset(event.stream_id, ResetCode.PROTOCOL_ERROR)
+                self._channel_gone(ResetCode.PROTOCOL_ERROR)
+        elif isinstance(event, PeerRestarted):
+            log.info("the peer's stream mux is new (its daemon restarted): streams reset")
+        elif isinstance(event, ProtocolViolation):
+            log.warning("peer broke a stream rule (stream %d): %s", event.stream_id, event.reason)
+
+    def _channel_gone(self, code: int) -> None:
+        """The channel stream was reset: keep its whole frames, start a new one."""
+        if code != ResetCode.PEER_RESTARTED:
+            log.warning("the channel stream was reset (code %s)", code)
+        self._stale = self._decoder.drop_partial()
+        self._channel = None
+        if self.initiator and not self.failed:
+            self._open_channel()
+
+    def _channel_broken(self, exc: Exception) -> None:
+        log.error("peer broke the channel stream: %s", exc)
+        self._report("peer_protocol", str(exc))
+        if self._channel is not None:  # its frames before the bad one are still delivered
+            self.mux.reset(self._channel, ResetCode.PROTOCOL_ERROR)
+            self._channel_gone(ResetCode.PROTOCOL_ERROR)
+
+    def _fail(self, exc: Exception) -> None:
+        log.error("peer broke the stream protocol: %s", exc)
+        self._report("peer_protocol", str(exc))
+        self.failed = True
+
+    # -- app -> mux -> Link --------------------------------------------------------------
+
+    def fill(self, outbound) -> bool:
+        """App frames into the channel stream, mux frames into the Link, while the Link
+        holds little unsent. Returns whether anything moved."""
+        if self.failed:
+            return False
+        link, mux = self.link, self.mux
+        moved = False
+        for _ in range(FILL_ROUNDS):
+            if link.unsent_bytes > UNSENT_LOW or not link.can_send_frame(MAX_LINK_FRAME):
+                break
+            if self._channel is not None and len(outbound):
+                moved |= self._feed(outbound)
+            chunk = mux.data_to_send(MAX_LINK_FRAME)
+            if not chunk:
+                break
+            link.send_frame(chunk)
+            self.queued += 2 + len(chunk)  # the Link frame's length prefix too
+            moved = True
+        return moved
+
+    def _feed(self, outbound) -> bool:
+        mux, sid = self.mux, self._channel
+        room = mux.send_room(sid)
+        # What the channel already has in the mux: its send buffer minus its room (or more,
+        # when the per-peer total is what limits the room).
+        room = min(room, CHANNEL_FEED - (self.limits.stream_send_buffer - room))
+        parts = []
+        size = 0
+        while (frame := outbound.peek()) is not None and size + 3 + len(frame) <= room:
+            parts.append(b"\x01" + len(frame).to_bytes(2, "big"))
+            parts.append(frame)
+            size += 3 + len(frame)
+            outbound.pop()
+            self.frames_sent += 1
+        if not parts:
+            return False
+        taken = mux.send(sid, b"".join(parts))
+        assert taken == size  # within send_room
+        return True
+
+    # -- state ---------------------------------------------------------------------------
+
+    @property
+    def frames_received(self) -> int:
+        """Channel frames handed to the app's queue."""
+        return self._decoder.frames
+
+    def statistics(self) -> dict:
+        s = self.mux.statistics()
+        return {"mux_streams": s.streams, "mux_buffered_bytes": s.buffered_bytes,
+                "mux_unconsumed_bytes": s.unconsumed_bytes,
+                "channel_buffered_bytes": len(self._decoder)}
