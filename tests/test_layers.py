@@ -61,6 +61,8 @@ LAYER_OF = {  # longest prefix wins; the two root packages are "root", bridge_lo
     "toxbridge.toxloop": "toxthread",
     "toxbridge.wakeup": "toxthread",
     "toxbridge.peerio": "toxthread",  # one peer's mux between its Link and the app queues
+    "toxbridge.localstreams": "toxthread",  # streams.sock's streams: shared state, tox side
+    "toxbridge.localsock": "daemon",  # streams.sock: its trio shell
     "toxbridge.daemon": "daemon",
     "toxbridge.control.server": "daemon",  # the control socket's trio shell
     "toxbridge.testing": "testing",

@@ -136,3 +136,56 @@ def test_channel_decoder_keeps_whole_frames_of_a_closed_stream() -> None:
     dec.receive(b"\x01\x04\x01")
     with pytest.raises(RemoteProtocolError):
         dec.take_run(64)
+
+
+def test_local_streams_open_accept_data_fin_and_reset_through_the_tables() -> None:
+    from toxbridge.localstreams import LocalStream, StreamTable
+    from toxbridge.streams import ResetCode
+
+    a, b = pair()
+    for side in (a, b):
+        side.io.table = StreamTable()
+    pokes = {"a": 0, "b": 0}
+
+    def poker(name):
+        def poke():
+            pokes[name] += 1
+        return poke
+    acc, opener = LocalStream(poker("b")), LocalStream(poker("a"))
+    acc.kind = opener.kind = 40
+    opener.header = b"hdr"
+    assert b.io.table.request_accept(acc)
+    a.io.table.request_open(opener)
+    run(a, b)
+    assert opener.sid is not None and acc.sid is not None and acc.header == b"hdr"
+    opener.to_peer += b"x" * 100_000
+    opener.end_out = True
+    a.io.table.touch(opener)
+    for _ in range(200):  # the acceptor's app takes what arrives
+        run(a, b, 1)
+        with acc.lock:
+            n = len(acc.to_app)
+            acc.taken += n
+            acc.written += n
+            del acc.to_app[:]
+        b.io.table.touch(acc)
+        if acc.end_in:
+            break
+    assert acc.written == 100_000 and acc.end_in and opener.fin_sent
+    assert pokes["b"] > 0 and pokes["a"] > 0
+    # another stream, reset by its acceptor: the opener learns the code
+    acc2, op2 = LocalStream(lambda: None), LocalStream(lambda: None)
+    acc2.kind = op2.kind = 41
+    b.io.table.request_accept(acc2)
+    a.io.table.request_open(op2)
+    run(a, b)
+    acc2.reset_out = ResetCode.CANCELLED
+    b.io.table.touch(acc2)
+    run(a, b)
+    assert op2.reset_in == ResetCode.CANCELLED
+    # an OPEN nobody accepts is refused
+    op3 = LocalStream(lambda: None)
+    op3.kind = 42
+    a.io.table.request_open(op3)
+    run(a, b)
+    assert op3.reset_in == ResetCode.REFUSED

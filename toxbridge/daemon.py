@@ -22,6 +22,7 @@ from .control.protocol import ControlError
 from .control.server import ControlServer, bind_control_socket
 from .errors import RemoteProtocolError
 from .framing import DATA, FrameDecoder, encode_event
+from .localsock import SOCKET_NAME as STREAMS_SOCKET, StreamsServer
 from .toxloop import ToxLoop
 
 __all__ = ["Daemon"]
@@ -60,6 +61,7 @@ class Daemon:
         self.control_commands = {"status": self._status}
         self.status_sections: list[Callable[[dict], None]] = []
         self._access = access.AccessPolicy(os.geteuid(), open=config.app_open)
+        self.streams_path: os.PathLike | None = None
 
     # Called from the tox thread.
     def _notify(self, event: dict | None) -> None:
@@ -82,12 +84,15 @@ class Daemon:
         c = self.config
         self._token = trio.lowlevel.current_trio_token()
         # First, before the profile is opened: a second node on the same data dir stops here.
-        control = None
+        control = streams_sock = None
         if c.control_socket is not None:
             control = ControlServer(bind_control_socket(c.control_socket), c.control_socket,
                                     self.control_commands)
         loop = None
         try:
+            if c.control_socket is not None:  # the local streams (docs/wire.md §4)
+                self.streams_path = c.control_socket.with_name(STREAMS_SOCKET)
+                streams_sock = bind_control_socket(self.streams_path)
             self.tox_loop = loop = ToxLoop(c, self._notify)
             listeners = await trio.open_tcp_listeners(c.bridge_port, host=c.bridge_host)
         except BaseException:  # e.g. the port is in use: the tox thread never runs
@@ -95,6 +100,9 @@ class Daemon:
                 loop.tox.close()
             if control is not None:
                 control.close()
+            if streams_sock is not None:
+                streams_sock.close()
+                self.streams_path.unlink(missing_ok=True)
             raise
         for listener in listeners:  # inherited by each accepted app connection
             for option in (socket.SO_RCVBUF, socket.SO_SNDBUF):
@@ -111,6 +119,9 @@ class Daemon:
                 nursery.start_soon(self._watch_tox, nursery.cancel_scope)
                 if control is not None:
                     await nursery.start(control.serve)
+                if streams_sock is not None:
+                    server = StreamsServer(streams_sock, self.streams_path, loop.streams, loop.wake)
+                    await nursery.start(server.serve)
                 self.announce(f"tox-id {tox_id}")
                 self.announce(f"bridge {c.bridge_host}:{self.port}")
                 task_status.started(self)

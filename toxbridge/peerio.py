@@ -9,7 +9,8 @@ Every Link frame is one ``mux.data_to_send(1024)``; every Link frame received go
 tox thread takes Link frames at once, so the Link's acks no longer wait for the app: the
 mux's credit is the backpressure, per stream. The channel of bridge port v1 is one
 INTERACTIVE stream of kind CHANNEL, opened by the mux initiator (docs/wire.md §3, "The
-channel"); its app frames travel whole (``toxbridge.chanstream``).
+channel"); its app frames travel whole (``toxbridge.chanstream``). Every other stream
+belongs to a connection on ``streams.sock`` (``toxbridge.localstreams``, §4).
 
 Not thread-safe: only the tox thread calls it. It does no I/O of its own (the queues are
 the trio side's), so tests drive it with two Links joined by hand.
@@ -21,9 +22,10 @@ import logging
 import os
 from typing import Callable
 
-from .chanstream import CHANNEL_KIND, ChannelDecoder
+from .chanstream import CHANNEL_KIND, ChannelDecoder, encode_frames
 from .errors import ProtocolError
 from .link import Link
+from .localstreams import StreamTable
 from .streams import (Limits, Mux, PeerRestarted, Priority, ProtocolViolation, ResetCode,
                       StreamData, StreamEnded, StreamOpened, StreamReset)
 
@@ -51,10 +53,12 @@ def _epoch() -> bytes:
 
 
 class PeerIO:
-    """``report(code, message)``: an error event for the app (``peer_protocol``)."""
+    """``report(code, message)``: an error event for the app (``peer_protocol``).
+    ``table``: the local streams (``streams.sock``); without it, only the channel."""
 
     def __init__(self, link: Link, own_key: bytes, peer_key: bytes, *,
-                 report: Callable[[str, str], None], limits: Limits | None = None) -> None:
+                 report: Callable[[str, str], None], limits: Limits | None = None,
+                 table: StreamTable | None = None) -> None:
         self.link = link
         self.limits = limits or Limits()
         self.initiator = own_key < peer_key  # both sides agree, however they met
@@ -63,6 +67,7 @@ class PeerIO:
         self.frames_sent = 0  # app frames into the channel stream
         self.failed = False
         self._report = report
+        self.table = table
         self._channel: int | None = None
         # Whole frames of a closed channel stream stay until the app took them (as the
         # Link did across a peer restart); they owe the mux no credit.
@@ -90,11 +95,18 @@ class PeerIO:
                 continue  # the mux is dead; the Link must not stall behind it
             try:
                 mux.receive_data(frame)
-                while (event := mux.next_event()) is not None:
-                    self._on_event(event)
             except ProtocolError as exc:
                 self._fail(exc)
+                continue
+            self._drain()
         return moved
+
+    def _drain(self) -> None:
+        try:
+            while (event := self.mux.next_event()) is not None:
+                self._on_event(event)
+        except ProtocolError as exc:
+            self._fail(exc)
 
     def deliver(self, inbound, max_frames: int) -> bool:
         """Runs of whole channel frames into ``inbound`` while it has room; the bytes are
@@ -129,10 +141,12 @@ class PeerIO:
                     self._channel = sid
                 else:
                     mux.reset(sid, ResetCode.REFUSED)
-            else:
-                mux.reset(sid, ResetCode.REFUSED)  # this version serves only the channel
+            elif self.table is None or not self.table.on_event(mux, event):
+                mux.reset(sid, ResetCode.REFUSED)  # nobody accepts this kind now
         elif sid is not None and sid != self._channel:
-            if isinstance(event, StreamData):  # a stream we refused, bytes in flight
+            if self.table is not None:
+                self.table.on_event(mux, event)
+            elif isinstance(event, StreamData):  # a stream we refused, bytes in flight
                 mux.consume(sid, len(event.data))
         elif isinstance(event, StreamReset):
             if event.stream_id == self._channel:
@@ -175,13 +189,33 @@ class PeerIO:
         holds little unsent. Returns whether anything moved."""
         if self.failed:
             return False
+        moved = self._fill(outbound)
+        # Framing frees send buffers: the CreditAvailable events it queued let local
+        # streams hand over more (nothing else would drain them until a frame arrives).
+        before = self.mux.buffered_bytes
+        self._drain()
+        if not self.failed and self.mux.buffered_bytes > before:
+            moved |= self._fill(outbound)
+        return moved
+
+    @property
+    def busy(self) -> bool:
+        """The mux holds bytes for the Link (maybe waiting for the peer's credit)."""
+        return self.mux.buffered_bytes > 0 and not self.failed
+
+    def _fill(self, outbound) -> bool:
         link, mux = self.link, self.mux
         moved = False
-        for _ in range(FILL_ROUNDS):
+        table = self.table
+        for i in range(FILL_ROUNDS):
             if link.unsent_bytes > UNSENT_LOW or not link.can_send_frame(MAX_LINK_FRAME):
                 break
-            if self._channel is not None and len(outbound):
-                moved |= self._feed(outbound)
+            # Every 4th Link frame is often enough: a feed holds 8 KiB, and refills at 4.
+            if not i & 3:
+                if self._channel is not None and len(outbound):
+                    moved |= self._feed(outbound)
+                if table is not None:
+                    table.service(mux)
             chunk = mux.data_to_send(MAX_LINK_FRAME)
             if not chunk:
                 break
@@ -191,23 +225,22 @@ class PeerIO:
         return moved
 
     def _feed(self, outbound) -> bool:
+        """App frames into the channel stream, several under one lock, and only once the
+        mux has framed half of what it had (a call per Link frame was the hot spot)."""
         mux, sid = self.mux, self._channel
         room = mux.send_room(sid)
         # What the channel already has in the mux: its send buffer minus its room (or more,
         # when the per-peer total is what limits the room).
-        room = min(room, CHANNEL_FEED - (self.limits.stream_send_buffer - room))
-        parts = []
-        size = 0
-        while (frame := outbound.peek()) is not None and size + 3 + len(frame) <= room:
-            parts.append(b"\x01" + len(frame).to_bytes(2, "big"))
-            parts.append(frame)
-            size += 3 + len(frame)
-            outbound.pop()
-            self.frames_sent += 1
-        if not parts:
+        buffered = self.limits.stream_send_buffer - room
+        if buffered > CHANNEL_FEED // 2:
             return False
-        taken = mux.send(sid, b"".join(parts))
-        assert taken == size  # within send_room
+        frames = outbound.take(min(room, CHANNEL_FEED - buffered) // (3 + MAX_LINK_FRAME))
+        if not frames:
+            return False
+        data = encode_frames(frames)
+        taken = mux.send(sid, data)
+        assert taken == len(data)  # within send_room
+        self.frames_sent += len(frames)
         return True
 
     # -- state ---------------------------------------------------------------------------

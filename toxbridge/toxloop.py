@@ -29,6 +29,7 @@ from .config import Config, request_allowed, request_message
 from .crawl import CrawlWatch
 from .link import ChannelOpen, Link, LinkState, PeerHello, VersionMismatch
 from .network import loopback_options
+from .localstreams import StreamTable
 from .peerio import PeerIO
 from .errors import ConfigError, ProtocolError
 from .control.snapshot import NodeSnapshot, PeerSnapshot, RateMeter, RttMeter
@@ -106,6 +107,7 @@ class ToxLoop(threading.Thread):
         self.outbound = FrameQueue(config.queue_frames)  # app -> peer
         self.inbound = FrameQueue(max(4, config.queue_frames // BLOB_FRAMES))  # peer -> app
         self.peer = PeerState()
+        self.streams = StreamTable()  # the local streams of streams.sock (toxbridge.localstreams)
         self.wake = Wakeup()  # set by trio when it queued outbound frames
         self.started_ok = threading.Event()
         self.failure: BaseException | None = None
@@ -385,6 +387,7 @@ class ToxLoop(threading.Thread):
                 self._last_traffic = now
             watched = self._udp_fd is not None and self.peer.link != "TCP"
             if (len(outbound) or link.unacked_bytes or link.owes_ack
+                    or (self.io is not None and self.io.busy)
                     or now - self._last_traffic < (BUSY_AFTER_TRAFFIC_WATCHED if watched
                                                    else BUSY_AFTER_TRAFFIC)):
                 period = self.config.busy_period
@@ -431,8 +434,10 @@ class ToxLoop(threading.Thread):
     def _peer_io(self, link: Link) -> PeerIO | None:
         io = self.io
         if (io is None or io.link is not link) and self.peer.public_key is not None:
+            if io is not None:
+                self.streams.peer_gone()
             io = self.io = PeerIO(link, self.address[:32], self.peer.public_key,
-                                  report=self._report)
+                                  report=self._report, table=self.streams)
         return io
 
     def _report(self, code: str, message: str) -> None:
@@ -450,6 +455,8 @@ class ToxLoop(threading.Thread):
             moved = io.take_link_frames()
             delivered = io.deliver(inbound, BLOB_FRAMES)
             moved |= delivered
+        else:
+            self.streams.service(None)  # opens fail: no peer yet
         online = self.friend is not None and self.peer.link != "none"
         # Acks wait until a loop turn brings no data (or ACK_EVERY bytes are due): every
         # packet, acks too, spends toxcore's rate budget.

@@ -1,0 +1,303 @@
+"""The local endpoint for streams (trio): ``streams.sock`` beside the control socket, mode
+0600; each connection is one stream to the peer (docs/wire.md §4).
+
+The first line asks (``open`` or ``accept``), one JSON line answers, and then the
+connection carries the stream's bytes both ways. The socket is read only while the
+stream's buffer toward the mux has room, so the app's socket backpressure is the stream's
+flow control; what the peer sends is written as the socket takes it, and only then is it
+consumed (the peer's credit). The app's SHUT_WR is the stream's FIN; an error on the
+connection (it closed with unread data, or we cannot write) resets the stream; a peer
+FIN is our SHUT_WR, a peer RESET closes the connection.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+from pathlib import Path
+
+import trio
+
+from .chanstream import CHANNEL_KIND
+from .localstreams import LocalStream, StreamTable
+from .streams import MAX_HEADER, Priority, ResetCode
+
+__all__ = ["SOCKET_NAME", "StreamsServer"]
+
+log = logging.getLogger(__name__)
+
+SOCKET_NAME = "streams.sock"
+MAX_REQUEST = 4096  # the first line
+REQUEST_TIMEOUT = 30.0  # seconds to send it
+READ_SIZE = 64 * 1024
+MAX_CONNECTIONS = 512  # at once (the mux allows 256 streams each way)
+RESERVED_KINDS = range(0, 16)  # the daemon's own (1: the channel)
+_PRIORITIES = {"control": Priority.CONTROL, "interactive": Priority.INTERACTIVE,
+               "bulk": Priority.BULK}
+
+
+class RequestError(Exception):
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def parse_request(line: bytes) -> tuple[str, int, Priority, bytes]:
+    """``{"op": "open", "kind": K, "priority": P, "header": HEX}`` or ``{"op": "accept",
+    "kind": K}`` -> (op, kind, priority, header). Raises RequestError."""
+    try:
+        req = json.loads(line)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise RequestError("bad_request", f"not a JSON line: {exc}") from None
+    if not isinstance(req, dict) or req.get("op") not in ("open", "accept"):
+        raise RequestError("bad_request", 'the first line needs "op": "open" or "accept"')
+    kind = req.get("kind")
+    if not isinstance(kind, int) or isinstance(kind, bool) or not 0 <= kind <= 255:
+        raise RequestError("bad_request", '"kind" must be an integer 0..255')
+    if kind in RESERVED_KINDS:
+        raise RequestError("bad_request", f"kinds 0..{RESERVED_KINDS[-1]} are the daemon's")
+    peer = req.get("peer", "peer")
+    if peer != "peer":
+        raise RequestError("bad_request", '"peer" must be "peer" (one peer per node)')
+    priority = _PRIORITIES.get(req.get("priority", "bulk"))
+    if priority is None:
+        raise RequestError("bad_request", '"priority" must be control, interactive or bulk')
+    try:
+        header = bytes.fromhex(req.get("header", ""))
+    except (TypeError, ValueError):
+        raise RequestError("bad_request", '"header" must be hex') from None
+    if len(header) > MAX_HEADER:
+        raise RequestError("bad_request", f"header over {MAX_HEADER} bytes")
+    return req["op"], kind, priority, header
+
+
+class StreamsServer:
+    """Serves ``sock`` (bound and listening: ``bind_control_socket``). ``wake``: tells the
+    tox thread to look at the table."""
+
+    def __init__(self, sock: socket.socket, path: os.PathLike, table: StreamTable, wake) -> None:
+        self._sock = sock
+        self._path = Path(path)
+        st = self._path.stat()
+        self._ident = (st.st_dev, st.st_ino)
+        self._table = table
+        self._wake = wake
+        self._count = 0
+
+    async def serve(self, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        """Until cancelled; the socket file is removed at the end (if it is still ours)."""
+        listener = trio.SocketListener(trio.socket.from_stdlib_socket(self._sock))
+        try:
+            async with listener:
+                task_status.started()
+                await trio.serve_listeners(self._handle, [listener])
+        finally:
+            try:
+                st = self._path.stat()
+                if (st.st_dev, st.st_ino) == self._ident:
+                    self._path.unlink()
+            except OSError:
+                pass
+
+    async def _handle(self, stream: trio.SocketStream) -> None:
+        if self._count >= MAX_CONNECTIONS:
+            await self._reply_close(stream, {"ok": False, "code": "busy",
+                                             "message": "too many stream connections"})
+            return
+        self._count += 1
+        try:
+            await self._serve_one(stream)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+        finally:
+            self._count -= 1
+            await stream.aclose()
+
+    async def _reply_close(self, stream: trio.SocketStream, reply: dict) -> None:
+        with trio.move_on_after(2):
+            try:
+                await stream.send_all(json.dumps(reply).encode() + b"\n")
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                pass
+        await stream.aclose()
+
+    async def _serve_one(self, stream: trio.SocketStream) -> None:
+        line, rest = b"", b""
+        with trio.move_on_after(REQUEST_TIMEOUT):
+            while b"\n" not in line and len(line) <= MAX_REQUEST:
+                data = await stream.receive_some(MAX_REQUEST + 1 - len(line))
+                if not data:
+                    return
+                line += data
+        if b"\n" not in line:
+            await self._reply_close(stream, {"ok": False, "code": "bad_request",
+                                             "message": "no request line"})
+            return
+        line, rest = line.split(b"\n", 1)
+        try:
+            op, kind, priority, header = parse_request(line)
+        except RequestError as exc:
+            await self._reply_close(stream, {"ok": False, "code": exc.code,
+                                             "message": str(exc)})
+            return
+        ls = _Waker.make()
+        ls.kind, ls.priority, ls.header = kind, priority, header
+        ls.to_peer += rest
+        table = self._table
+        if op == "open":
+            table.request_open(ls)
+        elif not table.request_accept(ls):
+            await self._reply_close(stream, {"ok": False, "code": "busy",
+                                             "message": "too many connections wait in accept"})
+            return
+        self._wake.set()
+        try:
+            while True:
+                with ls.lock:
+                    sid, failure = ls.sid, ls.failure
+                if sid is not None or failure is not None:
+                    break
+                await ls.changed()
+        finally:
+            if sid is None and failure is None:  # cancelled, or the app went away
+                table.withdraw(ls)
+        if failure is not None:
+            await self._reply_close(stream, {"ok": False, "code": failure[0],
+                                             "message": failure[1]})
+            return
+        reply = {"ok": True, "stream": sid, "kind": kind,
+                 "priority": Priority(ls.priority).name.lower(), "header": ls.header.hex()}
+        await stream.send_all(json.dumps(reply).encode() + b"\n")
+        table.touch(ls)  # bytes that came with the request line
+        self._wake.set()
+        await self._pump(stream, ls)
+
+    async def _pump(self, stream: trio.SocketStream, ls: LocalStream) -> None:
+        table, wake = self._table, self._wake
+        ends = {"in": False, "out": False}
+
+        def gone() -> bool:
+            with ls.lock:
+                return ls.reset_in is not None
+
+        async def reader() -> None:  # app -> stream
+            while True:
+                with ls.lock:
+                    room = ls.send_room
+                if gone():
+                    return
+                if room <= 0:
+                    await ls.changed()
+                    continue
+                try:
+                    data = await stream.receive_some(min(room, READ_SIZE))
+                except trio.BrokenResourceError:  # the app reset its end
+                    raise _AppReset() from None
+                with ls.lock:
+                    if data:
+                        ls.to_peer += data
+                    else:
+                        ls.end_out = True
+                table.touch(ls)
+                wake.set()
+                if not data:
+                    ends["out"] = True
+                    return
+
+        async def writer() -> None:  # stream -> app
+            while True:
+                with ls.lock:
+                    chunk = bytes(ls.to_app[:READ_SIZE])
+                    del ls.to_app[:len(chunk)]
+                    ls.taken += len(chunk)
+                    end = ls.end_in and not chunk
+                if chunk:
+                    try:
+                        await stream.send_all(chunk)
+                    except trio.BrokenResourceError:
+                        raise _AppReset() from None
+                    with ls.lock:
+                        ls.written += len(chunk)
+                    table.touch(ls)
+                    wake.set()
+                    continue
+                if gone():
+                    return
+                if end:
+                    await stream.send_eof()
+                    ends["in"] = True
+                    return
+                await ls.changed()
+
+        try:
+            async with trio.open_nursery() as nursery:
+                async def watch() -> None:
+                    while not (gone() or ends["in"] and ends["out"]):
+                        with ls.lock:
+                            if ls.reset_out is not None:
+                                break
+                        await ls.changed()
+                    nursery.cancel_scope.cancel()
+                nursery.start_soon(watch)
+                nursery.start_soon(_guard, reader, ls, table, wake)
+                nursery.start_soon(_guard, writer, ls, table, wake)
+        finally:
+            if gone():
+                log.info("stream %s reset (code %s): closing its connection", ls.sid, ls.reset_in)
+                return
+            # Both directions finished (or the app went away): the stream is done; its
+            # last credit goes back with the final touch.
+            if not (ends["in"] and ends["out"]):
+                with ls.lock:
+                    if ls.reset_out is None:
+                        ls.reset_out = ResetCode.CANCELLED
+            table.touch(ls)
+            wake.set()
+
+
+class _AppReset(Exception):
+    """The app's connection failed: reset the stream."""
+
+
+async def _guard(fn, ls: LocalStream, table: StreamTable, wake) -> None:
+    try:
+        await fn()
+    except _AppReset:
+        with ls.lock:
+            if ls.reset_in is None and ls.reset_out is None:
+                ls.reset_out = ResetCode.CANCELLED
+        table.touch(ls)
+        wake.set()
+        ls.poke_local()
+
+
+class _Waker(LocalStream):
+    """A LocalStream whose poke() wakes its trio tasks from any thread."""
+
+    @classmethod
+    def make(cls) -> "_Waker":
+        token = trio.lowlevel.current_trio_token()
+        self = cls(lambda: None)
+        self._event = trio.Event()
+        self._token = token
+        self._pending = False
+        self.poke = self._poke
+        return self
+
+    def _poke(self) -> None:  # any thread
+        if not self._pending:
+            self._pending = True
+            try:
+                self._token.run_sync_soon(self.poke_local)
+            except trio.RunFinishedError:
+                pass
+
+    def poke_local(self) -> None:  # the trio thread
+        self._pending = False
+        self._event.set()
+        self._event = trio.Event()
+
+    async def changed(self) -> None:
+        await self._event.wait()

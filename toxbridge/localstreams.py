@@ -1,0 +1,196 @@
+"""Local streams: each connection on the node's ``streams.sock`` is one mux stream. This
+module holds what the trio side (``toxbridge.localsock``) and the tox thread share,
+and the tox thread's half: opening, accepting, moving bytes between the shared buffers
+and the Mux, consuming what the app has taken (so its stream's credit follows the app).
+
+Every :class:`LocalStream` field is guarded by its lock; the trio side changes them and
+calls :meth:`StreamTable.touch`, the tox thread changes them and calls ``poke()`` (which
+must be thread-safe and cheap: it schedules a wake-up in trio).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from typing import Callable
+
+from .errors import ProtocolError
+from .streams import (CreditAvailable, Mux, Priority, ResetCode, StreamData, StreamEnded,
+                      StreamOpened, StreamReset)
+
+__all__ = ["LocalStream", "StreamTable", "TO_PEER_BUFFER"]
+
+TO_PEER_BUFFER = 64 * 1024  # bytes read from the app, not yet taken by the mux
+MAX_ACCEPTORS = 64  # local connections waiting in `accept` at once
+
+
+class LocalStream:
+    """One local connection's stream. ``poke``: wakes its trio task (any thread)."""
+
+    def __init__(self, poke: Callable[[], None]) -> None:
+        self.lock = threading.Lock()
+        self.poke = poke
+        self.kind = 0
+        self.priority = Priority.BULK
+        self.header = b""
+        self.sid: int | None = None  # set when opened or accepted
+        self.failure: tuple[str, str] | None = None  # (code, message): no stream
+        self.to_peer = bytearray()  # app -> mux (at most TO_PEER_BUFFER)
+        self.to_app = bytearray()  # mux -> app (at most the stream's window: the credit)
+        self.taken = 0  # bytes the trio side took from to_app
+        self.written = 0  # ... and wrote to the app
+        self.consumed = 0  # ... and the tox thread reported to the mux
+        self.end_out = False  # the app half-closed: FIN after to_peer
+        self.fin_sent = False
+        self.end_in = False  # the peer half-closed
+        self.reset_out: int | None = None  # the app aborted: RESET with this code
+        self.reset_in: int | None = None  # the stream is gone (peer, restart): this code
+
+    @property
+    def send_room(self) -> int:
+        return TO_PEER_BUFFER - len(self.to_peer)
+
+
+class StreamTable:
+    """One peer's local streams, and the connections waiting to accept one."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._opens: deque[LocalStream] = deque()  # asked to open, not yet opened
+        self._acceptors: dict[int, deque[LocalStream]] = {}  # kind -> waiting connections
+        self._live: dict[int, LocalStream] = {}  # stream id -> (tox thread only)
+        self._dirty: set[LocalStream] = set()  # changed by the trio side
+        self.mux: Mux | None = None  # set by the tox thread (PeerIO)
+
+    # -- the trio side ---------------------------------------------------------------------
+
+    def request_open(self, ls: LocalStream) -> None:
+        with self._lock:
+            self._opens.append(ls)
+
+    def request_accept(self, ls: LocalStream) -> bool:
+        """False: too many are waiting already."""
+        with self._lock:
+            if sum(len(q) for q in self._acceptors.values()) >= MAX_ACCEPTORS:
+                return False
+            self._acceptors.setdefault(ls.kind, deque()).append(ls)
+            return True
+
+    def withdraw(self, ls: LocalStream) -> None:
+        """A connection that waited (open or accept) went away before its stream."""
+        with self._lock:
+            queue = self._acceptors.get(ls.kind)
+            if queue is not None and ls in queue:
+                queue.remove(ls)
+            if ls in self._opens:
+                self._opens.remove(ls)
+
+    def touch(self, ls: LocalStream) -> None:
+        """The trio side changed ``ls`` (bytes, end, reset, written)."""
+        with self._lock:
+            self._dirty.add(ls)
+
+    # -- the tox thread --------------------------------------------------------------------
+
+    def service(self, mux: Mux | None) -> None:
+        """Opens, and what the trio side changed, into the mux."""
+        with self._lock:
+            opens, self._opens = list(self._opens), deque()
+            dirty, self._dirty = self._dirty, set()
+        for ls in opens:
+            if mux is None or mux.error is not None:
+                self._refuse(ls, "no_peer", "no peer is connected")
+                continue
+            try:
+                sid = mux.open_stream(ls.kind, ls.priority, ls.header)
+            except ProtocolError as exc:
+                self._refuse(ls, "refused", str(exc))
+                continue
+            with ls.lock:
+                ls.sid = sid
+            self._live[sid] = ls
+            dirty.add(ls)
+            ls.poke()
+        if mux is None:
+            return
+        for ls in dirty:
+            self._move(mux, ls)
+
+    def _move(self, mux: Mux, ls: LocalStream) -> None:
+        sid = ls.sid
+        if sid is None or self._live.get(sid) is not ls:
+            return
+        poke = False
+        with ls.lock:
+            if ls.reset_out is not None:
+                mux.reset(sid, ls.reset_out)
+                del self._live[sid]
+                return
+            if ls.written > ls.consumed:
+                mux.consume(sid, ls.written - ls.consumed)
+                ls.consumed = ls.written
+            if ls.to_peer:
+                n = mux.send(sid, bytes(ls.to_peer))
+                if n:
+                    del ls.to_peer[:n]
+                    poke = True
+            if ls.end_out and not ls.to_peer and not ls.fin_sent:
+                mux.end(sid)
+                ls.fin_sent = True
+            done = (ls.fin_sent and ls.end_in and not ls.to_app
+                    and ls.taken == ls.written == ls.consumed)
+        if done:
+            self._live.pop(sid, None)  # the mux forgets it by itself
+        if poke:
+            ls.poke()
+
+    def on_event(self, mux: Mux, event) -> bool:
+        """A mux event for a stream that is not the channel; False: an OPEN nobody
+        waits for (the caller refuses it)."""
+        if isinstance(event, StreamOpened):
+            with self._lock:
+                queue = self._acceptors.get(event.kind)
+                ls = queue.popleft() if queue else None
+            if ls is None:
+                return False
+            with ls.lock:
+                ls.sid, ls.priority, ls.header = event.stream_id, event.priority, event.header
+            self._live[event.stream_id] = ls
+            ls.poke()
+            return True
+        ls = self._live.get(getattr(event, "stream_id", -1))
+        if ls is None:
+            if isinstance(event, StreamData):  # for a stream whose app is gone
+                mux.consume(event.stream_id, len(event.data))
+            return True
+        if isinstance(event, StreamData):
+            with ls.lock:
+                ls.to_app += event.data
+        elif isinstance(event, StreamEnded):
+            with ls.lock:
+                ls.end_in = True
+        elif isinstance(event, StreamReset):
+            with ls.lock:
+                ls.reset_in = event.code
+            del self._live[event.stream_id]
+        elif isinstance(event, CreditAvailable):
+            self._move(mux, ls)
+            return True
+        ls.poke()
+        return True
+
+    def peer_gone(self) -> None:
+        """The Link (and mux) were replaced: every stream is gone."""
+        for sid, ls in list(self._live.items()):
+            with ls.lock:
+                ls.reset_in = ResetCode.PEER_RESTARTED
+            ls.poke()
+        self._live.clear()
+
+    def _refuse(self, ls: LocalStream, code: str, message: str) -> None:
+        with ls.lock:
+            ls.failure = (code, message)
+        ls.poke()
+
+    def __len__(self) -> int:
+        return len(self._live)
