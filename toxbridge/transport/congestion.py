@@ -1,0 +1,204 @@
+"""A BBR-style congestion controller (after BBR v1): a model of the path, not a reaction to
+loss. It keeps the largest delivery rate seen over the last 10 round trips and the smallest
+round trip of the last 10 s; it paces at gain x that rate and keeps at most ~2 x their
+product (the bandwidth-delay product, BDP) in flight. Random loss does not move either
+estimate, so 1 % loss costs ~1 % of the rate, where a loss-based controller (Reno, CUBIC,
+toxcore's own) would halve its window again and again (docs/wire.md §3 says why we chose it).
+
+States: STARTUP (gain 2/ln 2, until the rate stops growing by 25 % for 3 rounds), DRAIN (the
+queue built in startup drains), PROBE_BW (gains 1.25, 0.75, then 1 for six round trips, over
+and over: probe for more, drain what that queued, cruise), PROBE_RTT (every 10 s without a
+new minimum, 4 packets in flight for 200 ms and a round trip, so that flows sharing a
+bottleneck see its empty-queue round trip and converge to fair shares).
+"""
+
+from __future__ import annotations
+
+import random
+from collections import deque
+
+from .wire import MAX_DATAGRAM
+
+HIGH_GAIN = 2.885  # 2 / ln 2: doubles the rate each round trip in startup
+DRAIN_GAIN = 1 / HIGH_GAIN
+CYCLE_GAINS = (1.25, 0.75, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0)
+CWND_GAIN = 2.0
+BW_ROUNDS = 10  # the bandwidth filter's window, in round trips
+MIN_RTT_WINDOW = 10.0  # s
+PROBE_RTT_TIME = 0.2  # s
+FULL_BW_GROWTH = 1.25
+FULL_BW_ROUNDS = 3
+MIN_CWND_PACKETS = 4
+
+STARTUP, DRAIN, PROBE_BW, PROBE_RTT = "startup", "drain", "probe_bw", "probe_rtt"
+
+
+class BbrController:
+    """``cwnd`` (bytes) and ``pacing_rate`` (bytes/s) are what the sender obeys. ``rng``
+    picks the first probe-bandwidth phase, so that flows started together do not probe in
+    lockstep."""
+
+    def __init__(self, *, mss: int = MAX_DATAGRAM, initial_rtt: float = 0.1,
+                 initial_cwnd_packets: int = 32, rng: random.Random | None = None) -> None:
+        self.mss = mss
+        self.min_cwnd = MIN_CWND_PACKETS * mss
+        self.cwnd = initial_cwnd_packets * mss
+        self._initial_cwnd = self.cwnd
+        self.pacing_rate = HIGH_GAIN * self.cwnd / initial_rtt
+        self._rng = rng if rng is not None else random.Random(0)
+        self.state = STARTUP
+        self.pacing_gain = self.cwnd_gain = HIGH_GAIN
+        # delivery-rate sampling (draft-cheng-iccrg-delivery-rate-estimation)
+        self.delivered = 0
+        self._delivered_time = 0.0
+        self._first_sent_time = 0.0
+        self._app_limited_until = 0  # a delivered count; 0: not app-limited
+        # the model
+        self.max_bw = 0.0
+        self._bw_rounds: deque[float] = deque(maxlen=BW_ROUNDS - 1)
+        self._bw_this_round = 0.0
+        self.min_rtt = float("inf")
+        self._min_rtt_stamp = 0.0
+        self.round_count = 0
+        self._next_round_delivered = 0
+        self._full_bw = 0.0
+        self._full_bw_count = 0
+        self.filled_pipe = False
+        self._cycle_index = 0
+        self._cycle_stamp = 0.0
+        self._probe_rtt_done: float | None = None
+        self._probe_rtt_round = 0
+        self._blackout = False  # persistent loss: only probes until an ack comes back
+        self.bytes_lost = 0
+
+    # -- what recovery reports ------------------------------------------------------------
+
+    def on_sent(self, now: float, size: int, bytes_in_flight: int) -> tuple:
+        if bytes_in_flight == 0:  # a new flight: its rate is timed from here
+            self._first_sent_time = self._delivered_time = now
+        return (self.delivered, self._delivered_time, self._first_sent_time,
+                self._app_limited_until != 0)
+
+    def on_app_limited(self, bytes_in_flight: int) -> None:
+        """The sender had nothing to send with room in its window: the samples of this
+        flight measure the app, not the path (they may raise the estimate, never lower it)."""
+        self._app_limited_until = (self.delivered + bytes_in_flight) or 1
+
+    def on_ack(self, now: float, acked_bytes: int, sent_time: float, state: tuple,
+               bytes_in_flight: int) -> None:
+        """``sent_time``/``state``: of the most recently sent packet this ack acknowledged."""
+        self.delivered += acked_bytes
+        self._delivered_time = now
+        self._blackout = False
+        p_delivered, p_delivered_time, p_first_sent, p_app_limited = state
+        if self._app_limited_until and self.delivered > self._app_limited_until:
+            self._app_limited_until = 0
+        round_start = p_delivered >= self._next_round_delivered
+        if round_start:
+            self._next_round_delivered = self.delivered
+            self.round_count += 1
+            self._bw_rounds.append(self._bw_this_round)
+            self._bw_this_round = 0.0
+            self.max_bw = max(self._bw_rounds)
+        rtt = now - sent_time
+        interval = max(sent_time - p_first_sent, now - p_delivered_time)
+        self._first_sent_time = sent_time
+        if interval > 0 and interval >= min(rtt, self.min_rtt):
+            rate = (self.delivered - p_delivered) / interval
+            if rate >= self.max_bw or not p_app_limited:
+                if rate > self._bw_this_round:
+                    self._bw_this_round = rate
+                if rate > self.max_bw:
+                    self.max_bw = rate
+        expired = now - self._min_rtt_stamp > MIN_RTT_WINDOW
+        if rtt <= self.min_rtt or expired:
+            if rtt < self.min_rtt or self.state != PROBE_RTT:
+                self.min_rtt = rtt
+                self._min_rtt_stamp = now
+        self._update_state(now, round_start, bytes_in_flight, expired)
+        self._update_outputs(acked_bytes)
+
+    def on_lost(self, now: float, lost_bytes: int, bytes_in_flight: int) -> None:
+        self.bytes_lost += lost_bytes  # loss moves no estimate: that is the point
+
+    def on_pto(self, now: float, count: int) -> None:
+        if count >= 2:  # two probe timeouts in a row: only probes until an ack returns
+            self._blackout = True
+
+    # -- the state machine -------------------------------------------------------------------
+
+    def bdp(self, gain: float = 1.0) -> float:
+        if not self.max_bw or self.min_rtt == float("inf"):
+            return self._initial_cwnd
+        return gain * self.max_bw * self.min_rtt
+
+    def _update_state(self, now: float, round_start: bool, inflight: int, expired: bool) -> None:
+        if round_start and not self.filled_pipe and not self._app_limited_until:
+            if self.max_bw >= self._full_bw * FULL_BW_GROWTH:
+                self._full_bw, self._full_bw_count = self.max_bw, 0
+            else:
+                self._full_bw_count += 1
+                self.filled_pipe = self._full_bw_count >= FULL_BW_ROUNDS
+        state = self.state
+        if state == STARTUP and self.filled_pipe:
+            self.state, self.pacing_gain, self.cwnd_gain = DRAIN, DRAIN_GAIN, HIGH_GAIN
+            state = DRAIN
+        if state == DRAIN and inflight <= self.bdp():
+            self._enter_probe_bw(now)
+        elif self.state == PROBE_BW:
+            gain = self.pacing_gain
+            due = now - self._cycle_stamp > self.min_rtt
+            if (gain == 1.0 and due) or (gain > 1.0 and due and inflight >= self.bdp(gain)) \
+                    or (gain < 1.0 and (due or inflight <= self.bdp())):
+                self._cycle_index = (self._cycle_index + 1) % len(CYCLE_GAINS)
+                self._cycle_stamp = now
+                self.pacing_gain = CYCLE_GAINS[self._cycle_index]
+        if self.state != PROBE_RTT and expired and self.min_rtt != float("inf"):
+            self.state, self.pacing_gain, self.cwnd_gain = PROBE_RTT, 1.0, 1.0
+            self._probe_rtt_done = None
+        if self.state == PROBE_RTT:
+            if self._probe_rtt_done is None:
+                if inflight <= self.min_cwnd:
+                    self._probe_rtt_done = now + PROBE_RTT_TIME
+                    self._probe_rtt_round = self.round_count
+            elif now >= self._probe_rtt_done and self.round_count > self._probe_rtt_round:
+                self._min_rtt_stamp = now
+                if self.filled_pipe:
+                    self._enter_probe_bw(now)
+                else:
+                    self.state, self.pacing_gain, self.cwnd_gain = STARTUP, HIGH_GAIN, HIGH_GAIN
+
+    def _enter_probe_bw(self, now: float) -> None:
+        self.state, self.cwnd_gain = PROBE_BW, CWND_GAIN
+        # any phase but the draining one, at random (BBR's way to desynchronize flows)
+        index = self._rng.randrange(len(CYCLE_GAINS) - 1)
+        self._cycle_index = index + 1 if index >= 1 else index
+        self.pacing_gain = CYCLE_GAINS[self._cycle_index]
+        self._cycle_stamp = now
+
+    def _update_outputs(self, acked_bytes: int) -> None:
+        if self.max_bw:
+            rate = self.pacing_gain * self.max_bw
+            if self.filled_pipe or rate > self.pacing_rate:
+                self.pacing_rate = rate
+        target = self.bdp(self.cwnd_gain) + 3 * self.mss  # room for delayed, stretched acks
+        cwnd = self.cwnd
+        if self.filled_pipe:
+            cwnd = min(cwnd + acked_bytes, target)
+        elif cwnd < target or self.delivered < self._initial_cwnd:
+            cwnd += acked_bytes
+        self.cwnd = max(int(cwnd), self.min_cwnd)
+
+    def window(self) -> int:
+        """The bytes that may be in flight now."""
+        if self._blackout:
+            return self.min_cwnd
+        if self.state == PROBE_RTT:
+            return min(self.cwnd, self.min_cwnd)
+        return self.cwnd
+
+    def statistics(self) -> dict:
+        return {"state": self.state, "max_bw_Bps": self.max_bw,
+                "min_rtt_s": None if self.min_rtt == float("inf") else self.min_rtt,
+                "cwnd": self.cwnd, "pacing_rate_Bps": self.pacing_rate,
+                "round_count": self.round_count, "bytes_lost": self.bytes_lost}
