@@ -124,7 +124,7 @@ class Simulation:
                 at, _, endpoint, index = heapq.heappop(self._timers)
                 if self._armed.get(id(endpoint)) == at:  # else stale: re-armed since
                     del self._armed[id(endpoint)]
-                    self._service(endpoint, index, t)
+                    self._service(endpoint, index, t, True)
 
     def _deliver(self, index: int, to_receiver: bool, packet: bytes, t: float) -> None:
         flow = self.flows[index]
@@ -132,14 +132,14 @@ class Simulation:
         c0 = time.perf_counter()
         endpoint.receive_datagram(packet, t)
         self.endpoint_cpu_s += time.perf_counter() - c0
-        self._service(endpoint, index, t)
+        self._service(endpoint, index, t, False)
 
-    def _service(self, endpoint: Endpoint, index: int, t: float) -> None:
-        """Run the endpoint's timers, its app, and send what it has; re-arm its timer."""
+    def _service(self, endpoint: Endpoint, index: int, t: float, timer: bool) -> None:
+        """Run the endpoint's timers (``timer``: its wake-up time came), its app, and send
+        what it has; re-arm its timer."""
         flow = self.flows[index]
         c0 = time.perf_counter()
-        timeout = endpoint.timeout()
-        if timeout is not None and timeout <= t:
+        if timer:
             endpoint.handle_timer(t)
         if endpoint is flow.sender and t >= flow.start_at:
             self._write(flow)
@@ -152,6 +152,7 @@ class Simulation:
                 if flow.total is not None and flow.delivered >= flow.total and flow.done_at is None:
                     flow.done_at = t
         packets = endpoint.datagrams_to_send(t)
+        wake = endpoint.timeout()
         self.endpoint_cpu_s += time.perf_counter() - c0
         to_receiver = endpoint is flow.sender
         line, direction = (self.fwd, _FWD) if to_receiver else (self.rev, _REV)
@@ -160,7 +161,7 @@ class Simulation:
             fate = line.offer(t, handle, len(packet) + self.overhead, direction)
             if fate is Fate.HELD and self.duplicate and self._rng.random() < self.duplicate:
                 line.offer(t, handle, len(packet) + self.overhead, direction)
-        self._arm(endpoint, index, endpoint.timeout())
+        self._arm(endpoint, index, wake)
 
     def _write(self, flow: Flow) -> None:
         room = flow.sender.send_room

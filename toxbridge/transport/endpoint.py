@@ -89,6 +89,7 @@ class Endpoint:
         self._ooo: list[tuple[int, bytes]] = []  # a heap of out-of-order segments
         self._ooo_starts: set[int] = set()
         self._ranges: list[list[int]] = []  # packet numbers received, [low, high] ascending
+        self._floor = 0  # the peer's oldest outstanding packet: nothing below it matters
         self._largest_time = 0.0
         self._ack_every = ack_every
         self.max_ack_delay = max_ack_delay
@@ -212,7 +213,8 @@ class Endpoint:
                     break
                 self._next = offset + length
             start = offset - base
-            packet = header_pack(DATA_ID, recovery.next_pn, offset) + buf[start:start + length]
+            pn = recovery.next_pn
+            packet = header_pack(DATA_ID, pn, offset, pn - recovery.low) + buf[start:start + length]
             recovery.on_sent(now, len(packet), offset, length)
             pacer.on_sent(len(packet), now)
             self._bytes_sent += length
@@ -227,8 +229,9 @@ class Endpoint:
             offset, start = self._base, 0
         if length <= 0:
             return self._ping(now)
-        packet = DATA_HEADER.pack(DATA_ID, self.recovery.next_pn, offset) + \
-            bytes(self._buf[start:start + length])
+        pn = self.recovery.next_pn
+        packet = DATA_HEADER.pack(DATA_ID, pn, offset, pn - self.recovery.low) + \
+            self._buf[start:start + length]
         self.recovery.on_sent(now, len(packet), offset, length)
         self.pacer.on_sent(len(packet), now)
         self._bytes_sent += length
@@ -237,7 +240,8 @@ class Endpoint:
         return packet
 
     def _ping(self, now: float) -> bytes:
-        packet = DATA_HEADER.pack(DATA_ID, self.recovery.next_pn, self._next)
+        pn = self.recovery.next_pn
+        packet = DATA_HEADER.pack(DATA_ID, pn, self._next, pn - self.recovery.low)
         self.recovery.on_sent(now, len(packet), self._next, 0)
         self._packets_sent += 1
         return packet
@@ -250,8 +254,13 @@ class Endpoint:
     def _on_data(self, packet: bytes, now: float) -> None:
         if len(packet) > MAX_DATAGRAM or len(packet) < DATA_HEADER.size:
             raise RemoteProtocolError(f"bad DATA packet ({len(packet)} bytes)")
-        _, pn, offset = DATA_HEADER.unpack_from(packet)
+        _, pn, offset, span = DATA_HEADER.unpack_from(packet)
         self._packets_received += 1
+        if span > pn:
+            raise RemoteProtocolError(f"bad DATA packet: floor below packet 0 ({pn} - {span})")
+        floor = pn - span
+        if floor > self._floor:
+            self._raise_floor(floor)
         if not self._record(pn):
             self._duplicates += 1
             self._ack_now = True  # the sender may be probing: tell it what we have
@@ -292,6 +301,16 @@ class Endpoint:
                 self._ready += payload[self._received - offset:]
                 self._received = end
 
+    def _raise_floor(self, floor: int) -> None:
+        # the sender is done with every packet below ``floor``: forget those ranges
+        self._floor = floor
+        ranges = self._ranges
+        drop = 0
+        while drop < len(ranges) - 1 and ranges[drop][1] < floor:
+            drop += 1
+        if drop:
+            del ranges[:drop]
+
     def _record(self, pn: int) -> bool:
         """Note packet ``pn`` as received; False if it was already. Tells an out-of-order
         arrival (a gap before it, or it fills one) to ack at once."""
@@ -301,7 +320,7 @@ class Endpoint:
             if pn == last[1] + 1:
                 last[1] = pn
                 return True
-            if last[0] <= pn <= last[1]:
+            if last[0] <= pn <= last[1] or pn < self._floor:
                 return False
         self._ack_now = True
         i = bisect.bisect_right(ranges, [pn, _INF])  # ranges[i-1] starts at or below pn
