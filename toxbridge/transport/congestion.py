@@ -29,6 +29,17 @@ PROBE_RTT_TIME = 0.2  # s
 FULL_BW_GROWTH = 1.25
 FULL_BW_ROUNDS = 3
 MIN_CWND_PACKETS = 4
+# A round that loses more than LOSS_THRESH of its packets (and at least LOSS_MIN_PACKETS)
+# is a full queue, not random loss: the window's ceiling drops to BETA x what was in flight
+# and then climbs back by AI_PACKETS a round. The decrease takes more from a larger flow,
+# the increase gives each the same: flows sharing a drop-tail queue converge to fair shares
+# (the model alone is neutral there: any split of a full queue is a fixed point). The cost:
+# now and then 1 % random loss puts 4 of a short round's ~90 packets over 2 % (20 ms,
+# 50 Mbit/s: 87 % of the bottleneck instead of 93 %, measured in the simulator).
+LOSS_THRESH = 0.02
+LOSS_MIN_PACKETS = 4
+BETA = 0.7
+AI_PACKETS = 1
 
 STARTUP, DRAIN, PROBE_BW, PROBE_RTT = "startup", "drain", "probe_bw", "probe_rtt"
 
@@ -70,6 +81,10 @@ class BbrController:
         self._probe_rtt_round = 0
         self._blackout = False  # persistent loss: only probes until an ack comes back
         self.bytes_lost = 0
+        self.inflight_hi = float("inf")  # the loss-driven ceiling (inf: none yet)
+        self._round_lost = 0
+        self._round_delivered = 0
+        self._max_inflight_round = 0
 
     # -- what recovery reports ------------------------------------------------------------
 
@@ -93,8 +108,12 @@ class BbrController:
         p_delivered, p_delivered_time, p_first_sent, p_app_limited = state
         if self._app_limited_until and self.delivered > self._app_limited_until:
             self._app_limited_until = 0
+        self._round_delivered += acked_bytes
+        if bytes_in_flight + acked_bytes > self._max_inflight_round:
+            self._max_inflight_round = bytes_in_flight + acked_bytes
         round_start = p_delivered >= self._next_round_delivered
         if round_start:
+            self._end_loss_round()
             self._next_round_delivered = self.delivered
             self.round_count += 1
             self._bw_rounds.append(self._bw_this_round)
@@ -119,7 +138,18 @@ class BbrController:
         self._update_outputs(acked_bytes)
 
     def on_lost(self, now: float, lost_bytes: int, bytes_in_flight: int) -> None:
-        self.bytes_lost += lost_bytes  # loss moves no estimate: that is the point
+        self.bytes_lost += lost_bytes  # random loss moves no estimate: that is the point
+        self._round_lost += lost_bytes
+
+    def _end_loss_round(self) -> None:
+        lost, total = self._round_lost, self._round_lost + self._round_delivered
+        if lost >= LOSS_MIN_PACKETS * self.mss and lost > LOSS_THRESH * total:
+            self.inflight_hi = max(BETA * self._max_inflight_round, self.min_cwnd)
+        elif self.inflight_hi != float("inf"):
+            self.inflight_hi += AI_PACKETS * self.mss
+            if self.inflight_hi > 4 * self.bdp(CWND_GAIN):
+                self.inflight_hi = float("inf")  # far above the model: no ceiling
+        self._round_lost = self._round_delivered = self._max_inflight_round = 0
 
     def on_pto(self, now: float, count: int) -> None:
         if count >= 2:  # two probe timeouts in a row: only probes until an ack returns
@@ -195,7 +225,8 @@ class BbrController:
             return self.min_cwnd
         if self.state == PROBE_RTT:
             return min(self.cwnd, self.min_cwnd)
-        return self.cwnd
+        hi = self.inflight_hi
+        return self.cwnd if hi > self.cwnd else max(int(hi), self.min_cwnd)
 
     def statistics(self) -> dict:
         return {"state": self.state, "max_bw_Bps": self.max_bw,
