@@ -69,7 +69,10 @@ class Simulation:
         self.max_events = max_events
         self.flows: list[Flow] = []
         self.now = 0.0
-        self._timers: list[tuple[float, int, Endpoint, int]] = []  # (at, order, endpoint, flow)
+        self._timers: list[tuple[float, int, Endpoint]] = []  # (at, order, endpoint)
+        self._peers: dict[int, tuple[Endpoint, Endpoint, str]] = {}  # id -> (it, peer, line)
+        self._writers: dict[int, list[Flow]] = {}
+        self._readers: dict[int, list[Flow]] = {}
         self._armed: dict[int, float] = {}  # id(endpoint) -> its one live timer
         self.spins = 0  # an endpoint asked to be woken at once again: a bug if it grows
         self._order = 0
@@ -80,10 +83,17 @@ class Simulation:
 
     def add_flow(self, sender: Endpoint, receiver: Endpoint, *, total: int | None = None,
                  start_at: float = 0.0) -> Flow:
+        """A stream from ``sender`` to ``receiver``. The first flow of a pair sets which way
+        is forward (the data's direction: its bottleneck queue is the one measured); a flow
+        from ``receiver`` back to ``sender`` makes the pair's traffic two-way."""
         flow = Flow(sender, receiver, total, start_at)
         self.flows.append(flow)
+        for endpoint, peer, line in ((sender, receiver, _FWD), (receiver, sender, _REV)):
+            self._peers.setdefault(id(endpoint), (endpoint, peer, line))
+        self._writers.setdefault(id(sender), []).append(flow)
+        self._readers.setdefault(id(receiver), []).append(flow)
         self._armed[id(sender)] = start_at
-        heapq.heappush(self._timers, (start_at, self._order, sender, len(self.flows) - 1))
+        heapq.heappush(self._timers, (start_at, self._order, sender))
         self._order += 1
         return flow
 
@@ -116,52 +126,58 @@ class Simulation:
                 _, on = self._cuts.pop(0)
                 self.fwd.cut(t, on)
                 self.rev.cut(t, on)
-            for index, to_receiver, packet in self.fwd.due(t):
-                self._deliver(index, to_receiver, packet, t)
-            for index, to_receiver, packet in self.rev.due(t):
-                self._deliver(index, to_receiver, packet, t)
+            for endpoint, packet in self.fwd.due(t):
+                self._deliver(endpoint, packet, t)
+            for endpoint, packet in self.rev.due(t):
+                self._deliver(endpoint, packet, t)
             while self._timers and self._timers[0][0] <= t:
-                at, _, endpoint, index = heapq.heappop(self._timers)
+                at, _, endpoint = heapq.heappop(self._timers)
                 if self._armed.get(id(endpoint)) == at:  # else stale: re-armed since
                     del self._armed[id(endpoint)]
-                    self._service(endpoint, index, t, True)
+                    self._service(endpoint, t, True)
 
-    def _deliver(self, index: int, to_receiver: bool, packet: bytes, t: float) -> None:
-        flow = self.flows[index]
-        endpoint = flow.receiver if to_receiver else flow.sender
+    def _deliver(self, endpoint: Endpoint, packet: bytes, t: float) -> None:
         c0 = time.perf_counter()
         endpoint.receive_datagram(packet, t)
         self.endpoint_cpu_s += time.perf_counter() - c0
-        self._service(endpoint, index, t, False)
+        self._service(endpoint, t, False)
 
-    def _service(self, endpoint: Endpoint, index: int, t: float, timer: bool) -> None:
-        """Run the endpoint's timers (``timer``: its wake-up time came), its app, and send
+    def _service(self, endpoint: Endpoint, t: float, timer: bool) -> None:
+        """Run the endpoint's timers (``timer``: its wake-up time came), its apps, and send
         what it has; re-arm its timer."""
-        flow = self.flows[index]
+        key = id(endpoint)
         c0 = time.perf_counter()
         if timer:
             endpoint.handle_timer(t)
-        if endpoint is flow.sender and t >= flow.start_at:
-            self._write(flow)
-        elif endpoint is flow.receiver:
-            data = endpoint.receive()
-            if data:
-                if self.verify and flow.mismatch is None and data != pattern(flow.delivered, len(data)):
-                    flow.mismatch = flow.delivered
-                flow.delivered += len(data)
-                if flow.total is not None and flow.delivered >= flow.total and flow.done_at is None:
-                    flow.done_at = t
+        for flow in self._writers.get(key, ()):
+            if t >= flow.start_at:
+                self._write(flow)
+        for flow in self._readers.get(key, ()):
+            self._read(flow, t)
         packets = endpoint.datagrams_to_send(t)
         wake = endpoint.timeout()
+        if wake is not None and wake <= t:  # a timer due at this very time: run it now
+            endpoint.handle_timer(t)
+            packets += endpoint.datagrams_to_send(t)
+            wake = endpoint.timeout()
         self.endpoint_cpu_s += time.perf_counter() - c0
-        to_receiver = endpoint is flow.sender
-        line, direction = (self.fwd, _FWD) if to_receiver else (self.rev, _REV)
+        _, peer, direction = self._peers[key]
+        line = self.fwd if direction == _FWD else self.rev
         for packet in packets:
-            handle = (index, to_receiver, packet)
+            handle = (peer, packet)
             fate = line.offer(t, handle, len(packet) + self.overhead, direction)
             if fate is Fate.HELD and self.duplicate and self._rng.random() < self.duplicate:
                 line.offer(t, handle, len(packet) + self.overhead, direction)
-        self._arm(endpoint, index, wake)
+        self._arm(endpoint, wake)
+
+    def _read(self, flow: Flow, t: float) -> None:
+        data = flow.receiver.receive()
+        if data:
+            if self.verify and flow.mismatch is None and data != pattern(flow.delivered, len(data)):
+                flow.mismatch = flow.delivered
+            flow.delivered += len(data)
+            if flow.total is not None and flow.delivered >= flow.total and flow.done_at is None:
+                flow.done_at = t
 
     def _write(self, flow: Flow) -> None:
         room = flow.sender.send_room
@@ -171,7 +187,7 @@ class Simulation:
             chunk = pattern(flow.written, room) if self.verify else bytes(room)
             flow.written += flow.sender.send(chunk)
 
-    def _arm(self, endpoint: Endpoint, index: int, at: float | None) -> None:
+    def _arm(self, endpoint: Endpoint, at: float | None) -> None:
         if at is None:
             self._armed.pop(id(endpoint), None)
             return
@@ -181,7 +197,7 @@ class Simulation:
         if self._armed.get(id(endpoint)) == at:
             return
         self._armed[id(endpoint)] = at
-        heapq.heappush(self._timers, (at, self._order, endpoint, index))
+        heapq.heappush(self._timers, (at, self._order, endpoint))
         self._order += 1
 
     def _sample(self, t: float) -> None:

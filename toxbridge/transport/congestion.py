@@ -85,6 +85,7 @@ class BbrController:
         self._round_lost = 0
         self._round_delivered = 0
         self._max_inflight_round = 0
+        self._loss_quiet_until = 0  # a round count: losses before it are a blackout's
 
     # -- what recovery reports ------------------------------------------------------------
 
@@ -104,7 +105,9 @@ class BbrController:
         """``sent_time``/``state``: of the most recently sent packet this ack acknowledged."""
         self.delivered += acked_bytes
         self._delivered_time = now
-        self._blackout = False
+        if self._blackout:  # what the blackout lost is declared now: not a full queue
+            self._blackout = False
+            self._loss_quiet_until = self.round_count + 2
         p_delivered, p_delivered_time, p_first_sent, p_app_limited = state
         if self._app_limited_until and self.delivered > self._app_limited_until:
             self._app_limited_until = 0
@@ -139,7 +142,8 @@ class BbrController:
 
     def on_lost(self, now: float, lost_bytes: int, bytes_in_flight: int) -> None:
         self.bytes_lost += lost_bytes  # random loss moves no estimate: that is the point
-        self._round_lost += lost_bytes
+        if self.round_count >= self._loss_quiet_until:
+            self._round_lost += lost_bytes
 
     def _end_loss_round(self) -> None:
         lost, total = self._round_lost, self._round_lost + self._round_delivered

@@ -119,7 +119,6 @@ class Recovery:
         # the packet number, so the scan stops at the first packet that is not lost yet.
         slots, n = self._slots, self.max_tracked
         loss_delay = self.rtt.loss_delay()
-        before = now - loss_delay
         largest = self.largest_acked
         self._loss_time = None
         lost: list[tuple[int, int]] = []
@@ -128,8 +127,9 @@ class Recovery:
         while pn <= largest:
             entry = slots[pn % n]
             if entry is not None:
-                if largest - pn < PACKET_THRESHOLD and entry[0] > before:
-                    self._loss_time = entry[0] + loss_delay
+                due = entry[0] + loss_delay  # the same sum as the timer's: no rounding gap
+                if largest - pn < PACKET_THRESHOLD and due > now:
+                    self._loss_time = due
                     break
                 slots[pn % n] = None
                 lost_bytes += entry[1]
