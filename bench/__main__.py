@@ -5,7 +5,8 @@ from __future__ import annotations
 import importlib
 import sys
 
-BENCHES = ["raw_tox", "channel", "messages", "files", "soak", "reliability", "wan", "catchup"]
+BENCHES = ["raw_tox", "channel", "messages", "files", "soak", "reliability", "wan", "catchup",
+           "simtransport"]
 
 
 def main() -> int:
