@@ -6,7 +6,7 @@ import importlib
 import sys
 
 BENCHES = ["raw_tox", "channel", "messages", "files", "soak", "reliability", "wan", "catchup",
-           "simtransport"]
+           "simtransport", "lossy"]
 
 
 def main() -> int:

@@ -11,7 +11,8 @@ toxcore's and UDP/IP's headers per packet, so 94.5 % is the most a full packet c
 carry), the bytes resent, the queue's delay (median and 95th percentile after 2 s), and
 the CPU time spent inside the two endpoints per DATA packet sent (sender, receiver and the
 acks both ways; wall time on a shared machine, so an upper bound). Prints a Markdown table,
-or with ``--json`` one JSON object.
+or with ``--json`` one JSON object. ``--cpu``: the CPU per packet when the endpoints are
+driven as the tox thread would, in 1 ms loop turns (process time), as JSON.
 """
 
 from __future__ import annotations
@@ -59,12 +60,54 @@ def run_row(rtt: float, loss: float, rate: float, seconds: float, seed: int = 1)
     }
 
 
+def cpu_turns(seconds: float = 3.0, rate: float = LINE, rtt: float = 0.020,
+              turn: float = 0.001) -> dict:
+    """The endpoints' CPU per DATA packet as the tox thread would drive them: loop turns of
+    ``turn`` s, each handing over every packet due and sending what the endpoints have
+    (many packets per call, unlike the event-by-event simulator)."""
+    from toxbridge.testing.wanpath import DelayLine
+
+    line = DelayLine(PathSpec(delay_s=rtt / 2, rate_Bps=rate, queue_bytes=int(rate * rtt)))
+    a, b = Endpoint(controller=BbrController(rng=random.Random(1))), Endpoint()
+    cpu, now, delivered, filler = 0.0, 0.0, 0, bytes(1 << 20)
+    while now < seconds:
+        c0 = time.process_time()
+        for to_b, packet in line.due(now):
+            (b if to_b else a).receive_datagram(packet, now)
+        for ep in (a, b):
+            t = ep.timeout()
+            if t is not None and t <= now:
+                ep.handle_timer(now)
+        while a.send_room:
+            a.send(filler[: a.send_room])
+        delivered += len(b.receive())
+        out_a, out_b = a.datagrams_to_send(now), b.datagrams_to_send(now)
+        cpu += time.process_time() - c0
+        for packet in out_a:
+            line.offer(now, (True, packet), len(packet) + 57, "fwd")
+        for packet in out_b:
+            line.offer(now, (False, packet), len(packet) + 57, "rev")
+        now += turn
+    packets = a.statistics().packets_sent
+    per_packet = cpu / max(packets, 1)
+    return {"simulated_s": seconds, "rtt_ms": rtt * 1e3, "line_MBps": rate / 1e6,
+            "goodput_MBps": round(delivered / seconds / 1e6, 2), "packets": packets,
+            "acks": b.statistics().acks_sent,
+            "cpu_us_per_packet": round(per_packet * 1e6, 1),
+            "core_share_at_19000_pps": round(per_packet * 19_000, 2)}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench simtransport",
                                      description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=6.0, help="simulated seconds per row")
     parser.add_argument("--json", action="store_true", help="one JSON object instead of a table")
+    parser.add_argument("--cpu", action="store_true",
+                        help="only the CPU per packet, driven in 1 ms loop turns (JSON)")
     args = parser.parse_args(argv)
+    if args.cpu:
+        print(json.dumps(cpu_turns()))
+        return 0
     rows = [run_row(rtt, loss, rate, args.seconds + (2.0 if rtt > 0.1 else 0.0))
             for rate in (BOTTLENECK, LINE) for rtt in RTTS for loss in LOSSES]
     if args.json:
