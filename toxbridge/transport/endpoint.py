@@ -20,7 +20,7 @@ import heapq
 from collections import deque
 from dataclasses import dataclass
 
-from ..errors import LocalProtocolError, RemoteProtocolError
+from ..errors import RemoteProtocolError
 from .congestion import BbrController
 from .pacer import Pacer
 from .recovery import MAX_TRACKED, Recovery
@@ -151,7 +151,8 @@ class Endpoint:
 
     def timeout(self) -> float | None:
         """When ``handle_timer`` (then ``datagrams_to_send``) must run next; None: only on
-        a packet or new data."""
+        a packet or new data. A time at or before now (``-inf``: an ACK is due) means at
+        once."""
         t = self._ack_deadline if self._unacked else _INF
         if self._ack_now:
             return -_INF
