@@ -204,3 +204,50 @@ def test_two_endpoints_pass_bytes_both_ways_and_ack_every_second_packet():
     assert b.receive() == b"x" * (4 * MAX_PAYLOAD) and a.receive() == b"hello"
     assert b.statistics().acks_sent >= 2 and a.statistics().bytes_in_flight == 0
     assert a.statistics().packets_lost == 0
+
+
+def test_a_sender_blocked_by_the_window_pings_until_a_lost_window_update_is_repeated():
+    window = 8 * MAX_PAYLOAD
+    a, b = Endpoint(peer_window=window), Endpoint(window=window)
+    a.send(bytes(2 * window))
+    now = 0.0
+    for _ in range(40):  # fill b's window; b's app reads nothing yet
+        now += 0.005
+        for p in a.datagrams_to_send(now):
+            b.receive_datagram(p, now)
+        for p in b.datagrams_to_send(now):
+            a.receive_datagram(p, now)
+    assert b.readable == window and a.statistics().bytes_in_flight == 0
+    assert b.receive() == bytes(window)
+    assert b.datagrams_to_send(now)  # the window update ...
+    pings = 0
+    for _ in range(100):  # ... is lost; a pings after a probe timeout, b answers
+        now += 0.01
+        if (t := a.timeout()) is not None and t <= now:
+            a.handle_timer(now)
+        for p in a.datagrams_to_send(now):
+            pings += len(p) == 21
+            b.receive_datagram(p, now)
+        for p in b.datagrams_to_send(now):
+            a.receive_datagram(p, now)
+        if b.readable == window:
+            break
+    assert pings >= 1 and b.readable == window
+
+
+def test_a_sender_blocked_by_a_peer_that_reads_nothing_pings_rarely():
+    window = 8 * MAX_PAYLOAD
+    a, b = Endpoint(peer_window=window), Endpoint(window=window)
+    a.send(bytes(2 * window))
+    now, pings = 0.0, 0
+    while now < 20.0:  # b's app never reads: a stays blocked
+        now += 0.005
+        if (t := a.timeout()) is not None and t <= now:
+            a.handle_timer(now)
+        for p in a.datagrams_to_send(now):
+            pings += len(p) == 21
+            b.receive_datagram(p, now)
+        for p in b.datagrams_to_send(now):
+            a.receive_datagram(p, now)
+    assert b.readable == window
+    assert 10 <= pings <= 30  # backed off to one a second, never silent

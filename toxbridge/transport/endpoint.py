@@ -31,6 +31,7 @@ from .wire import (ACK_ID, DATA_HEADER, DATA_ID, MAX_ACK_RANGES, MAX_DATAGRAM, M
 DEFAULT_WINDOW = 16 * 1024 * 1024  # receive window: > 2 BDP at 25 MB/s and 150 ms (7.5 MB)
 DEFAULT_SEND_BUFFER = 16 * 1024 * 1024  # unacked plus not yet sent stream bytes
 DEFAULT_MAX_ACK_DELAY = 0.010  # s: short, as the probe timeout and RTT samples include it
+BLOCKED_PING_MAX = 1.0  # s: the longest wait for a lost window update
 _INF = float("inf")
 
 
@@ -81,6 +82,7 @@ class Endpoint:
         self._peer_limit = peer_window
         self._resend: deque[tuple[int, int]] = deque()
         self._probes = 0
+        self._blocked_pings = 0
         # receiving
         self.window = window
         self._ready = bytearray()  # in order, not read yet: [_read, _received)
@@ -164,11 +166,22 @@ class Endpoint:
                 p = self.pacer.ready_at()
                 if p < t:
                     t = p
-            elif not self.recovery.outstanding:
-                # blocked by the peer's limit with nothing in flight: ping after a PTO, in
-                # case its window update was lost
-                t = min(t, self.recovery.probe_due_at())
+        elif self._blocked():
+            t = min(t, self._blocked_ping_at())
         return None if t == _INF else t
+
+    def _blocked(self) -> bool:
+        """Data waits, nothing is in flight, and the peer's limit stops it: the peer's
+        window update may have been lost, so ping now and then (the ACK repeats it)."""
+        return (not self.recovery.outstanding and self._next >= self._peer_limit
+                and self._next < self._base + len(self._buf))
+
+    def _blocked_ping_at(self) -> float:
+        # doubling from one probe timeout to at most BLOCKED_PING_MAX: the update comes
+        # unasked when the peer's app reads, so this is only the lost-update case
+        interval = self.recovery.probe_interval() * (1 << min(self._blocked_pings, 10))
+        return self.recovery.probe_due_at() - self.recovery.probe_interval() + \
+            min(interval, BLOCKED_PING_MAX)
 
     def handle_timer(self, now: float) -> None:
         lost, probe = self.recovery.on_timeout(now)
@@ -176,10 +189,9 @@ class Endpoint:
             self._resend.extend(lost)
         if probe:
             self._probes = 1
-        elif (not self.recovery.outstanding and self._next < self._base + len(self._buf)
-              and self._next >= self._peer_limit
-              and now >= self.recovery.probe_due_at()):
+        elif self._blocked() and now >= self._blocked_ping_at():
             self._probes = 1  # a ping while blocked by the peer's limit
+            self._blocked_pings += 1
 
     def datagrams_to_send(self, now: float) -> list[bytes]:
         out: list[bytes] = []
@@ -363,6 +375,7 @@ class Endpoint:
             self._base = stream_ack
         if limit > self._peer_limit:
             self._peer_limit = limit
+            self._blocked_pings = 0
         lost = self.recovery.on_ack(ranges, delay_us / 1e6, now)
         if lost:
             self._resend.extend(lost)
