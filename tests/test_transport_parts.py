@@ -116,13 +116,18 @@ def test_the_probe_timeout_backs_off_but_never_beyond_its_cap():
     assert max(intervals) == 2.0 and intervals[-1] == 2.0 and cc.ptos == list(range(1, 9))
 
 
-def test_by_default_blackout_probes_come_once_per_round_trip():
+def test_by_default_probes_wait_a_round_trip_then_come_three_times_per_round_trip():
     rec, _, rtt = _recovery()
     rtt.update(0.05, 0.0, 0.01)
     rec.on_sent(0.0, 10, 0, 1)
-    first = rec.timeout()
-    rec.on_timeout(first)
-    assert first == pytest.approx(rtt.pto(0.01)) and rec.timeout() - first == pytest.approx(0.05)
+    times = []
+    for _ in range(6):
+        times.append(rec.timeout())
+        rec.on_timeout(times[-1])
+    gaps = [b - a for a, b in zip(times, times[1:])]
+    assert times[0] == pytest.approx(rtt.pto(0.01))
+    assert gaps == pytest.approx([0.05, 0.05 / 3, 0.05 / 3, 0.05 / 3, 0.05 / 3])
+    assert rec.in_blackout  # later probes carry no data
 
 
 def _drive_controller(cc: BbrController, rate: float, rtt: float, seconds: float,

@@ -75,15 +75,16 @@ def test_two_flows_started_together_share_a_bottleneck_fairly():
     assert ga + gb >= 0.85 * MBIT50
 
 
-def test_a_late_flow_gets_its_share_within_two_to_one():
+def test_a_late_flow_gets_a_fair_share_within_a_factor_1_5():
     """The second flow starts 2 s later, into the queue the first keeps full. Over the 15 s
-    after its first 5 s the split is within 2:1 (issue 16's target); it converges slowly
-    and swings (docs/wire.md §3.5 has the per-5-s figures)."""
+    after its first 5 s the split is within 1.5 (seeds 1-6: 1.04-1.43; docs/wire.md §3.3)."""
     rate = 20e6 / 8
     sim, a, b = _two_flows(2.0, 22.0, rate, seed=3)
     ga, gb = sim.goodput(a, 7.0, 22.0), sim.goodput(b, 7.0, 22.0)
-    assert max(ga, gb) / min(ga, gb) < 2.0
+    assert max(ga, gb) / min(ga, gb) < 1.5
     assert ga + gb >= 0.85 * rate
+    queue = [q for t, q in sim.queue_delays if t >= 7.0]
+    assert statistics.median(queue) < 0.050  # below the round trip, even with two flows
 
 
 def test_after_a_5_s_blackout_data_flows_again_within_two_round_trips():
@@ -99,4 +100,4 @@ def test_after_a_5_s_blackout_data_flows_again_within_two_round_trips():
     assert first - 7.0 < 2 * rtt
     assert sim.goodput(flow, 7.0 + 2 * rtt, 8.0) >= 0.9 * before  # and at full rate
     probes = flow.sender.statistics().probes_sent
-    assert 5.0 / (2 * rtt) < probes < 5.0 / (0.5 * rtt)  # ~one per round trip, no backoff to minutes
+    assert 5.0 / rtt < probes < 5.0 / (0.2 * rtt)  # ~3 per round trip, no backoff to minutes

@@ -22,7 +22,7 @@ from .wire import MAX_DATAGRAM
 HIGH_GAIN = 2.885  # 2 / ln 2: doubles the rate each round trip in startup
 DRAIN_GAIN = 1 / HIGH_GAIN
 CYCLE_GAINS = (1.25, 0.75, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0)
-CWND_GAIN = 2.0
+CWND_GAIN = 1.5
 BW_ROUNDS = 10  # the bandwidth filter's window, in round trips
 MIN_RTT_WINDOW = 10.0  # s
 PROBE_RTT_TIME = 0.2  # s

@@ -201,7 +201,7 @@ class Endpoint:
         while self._probes:  # probes ignore the window and the pacer
             self._probes -= 1
             self._probes_sent += 1
-            rng = recovery.oldest_outstanding()
+            rng = None if recovery.in_blackout else recovery.oldest_outstanding()
             out.append(self._data_packet(now, *rng) if rng else self._ping(now))
         resend, buf = self._resend, self._buf
         header_pack = DATA_HEADER.pack
