@@ -1,6 +1,6 @@
 """A BBR-style congestion controller (after BBR v1): a model of the path, not a reaction to
 loss. It keeps the largest delivery rate seen over the last 10 round trips and the smallest
-round trip of the last 10 s; it paces at gain x that rate and keeps at most ~2 x their
+round trip of the last 10 s; it paces at gain x that rate and keeps at most 1.5 x their
 product (the bandwidth-delay product, BDP) in flight. Random loss does not move either
 estimate, so 1 % loss costs ~1 % of the rate, where a loss-based controller (Reno, CUBIC,
 toxcore's own) would halve its window again and again (docs/wire.md §3 says why we chose it).
@@ -9,7 +9,8 @@ States: STARTUP (gain 2/ln 2, until the rate stops growing by 25 % for 3 rounds)
 queue built in startup drains), PROBE_BW (gains 1.25, 0.75, then 1 for six round trips, over
 and over: probe for more, drain what that queued, cruise), PROBE_RTT (every 10 s without a
 new minimum, 4 packets in flight for 200 ms and a round trip, so that flows sharing a
-bottleneck see its empty-queue round trip and converge to fair shares).
+bottleneck see its empty-queue round trip and converge to fair shares). Beside the model, a
+loss ceiling (see LOSS_THRESH) answers rounds that lose far more than random loss would.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from .wire import MAX_DATAGRAM
 HIGH_GAIN = 2.885  # 2 / ln 2: doubles the rate each round trip in startup
 DRAIN_GAIN = 1 / HIGH_GAIN
 CYCLE_GAINS = (1.25, 0.75, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0)
+# BBR v1 has 2. 1.5 still covers the 1.25 probe and stretched acks, and flows sharing a
+# queue then pace instead of filling it: a late flow's share converges (docs/wire.md §3.3)
 CWND_GAIN = 1.5
 BW_ROUNDS = 10  # the bandwidth filter's window, in round trips
 MIN_RTT_WINDOW = 10.0  # s
