@@ -57,3 +57,16 @@ def test_a_blackout_loses_nothing():
     assert flow.mismatch is None and flow.delivered == 12_000_000
     assert 3.5 < flow.done_at < 6.0
     assert pattern(5, 3) == pattern(5 + (1 << 20), 3)  # the stream's pattern repeats per MiB
+
+
+def test_a_blackout_longer_than_the_ring_of_tracked_packets_still_recovers():
+    """With 64 packets tracked, a 10 s blackout fills the ring with unanswered probes; the
+    oldest are given up (resent later), so a probe can still go and find the path."""
+    spec = PathSpec(delay_s=0.025, rate_Bps=2e6, queue_bytes=100_000, seed=6)
+    sim = Simulation(spec, verify=True)
+    sender = Endpoint(max_tracked=64, controller=BbrController(rng=random.Random(6)))
+    flow = sim.add_flow(sender, Endpoint(), total=3_000_000)
+    sim.blackout(0.5, 10.5)
+    sim.run(30.0)
+    assert sender.statistics().probes_sent > 64
+    assert flow.mismatch is None and flow.delivered == 3_000_000 and flow.done_at < 13.0

@@ -201,6 +201,10 @@ class Endpoint:
         while self._probes:  # probes ignore the window and the pacer
             self._probes -= 1
             self._probes_sent += 1
+            if not recovery.can_send():  # a ring full of unanswered packets: drop the oldest
+                forgotten = recovery.forget_oldest()
+                if forgotten:
+                    self._resend.append(forgotten)
             rng = None if recovery.in_blackout else recovery.oldest_outstanding()
             out.append(self._data_packet(now, *rng) if rng else self._ping(now))
         resend, buf = self._resend, self._buf

@@ -200,6 +200,22 @@ class Recovery:
         self.cc.on_pto(now, self.pto_count)
         return [], True
 
+    def forget_oldest(self) -> tuple[int, int] | None:
+        """Give up on the oldest outstanding packet, to make room in a full ring for a
+        probe (a long blackout fills it with unanswered probes): it counts as lost, but
+        not as congestion. Returns its stream range to resend, if it carried data."""
+        pn = self.low
+        if pn >= self.next_pn:
+            return None
+        entry = self._slots[pn % self.max_tracked]
+        self._slots[pn % self.max_tracked] = None
+        self.outstanding -= 1
+        self.bytes_in_flight -= entry[1]
+        self.packets_lost += 1
+        self.bytes_lost += entry[1]
+        self._advance_low()
+        return (entry[2], entry[3]) if entry[3] else None
+
     def oldest_outstanding(self) -> tuple[int, int] | None:
         """The stream range of the oldest outstanding packet that carries data (a probe
         resends it: after a blackout it is the receiver's first missing byte)."""
