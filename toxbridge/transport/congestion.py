@@ -44,6 +44,13 @@ LOSS_MIN_PACKETS = 4
 BETA = 0.7
 AI_PACKETS = 1
 
+# Acks come in bursts when the shell works in loop turns (~1 ms: the receiver acks what one
+# turn brought, the sender sees it a turn later), so a window of gain x rate x min RTT
+# would stall between bursts when the turn is as long as the round trip (loopback, a LAN).
+# The window gets the largest excess of acked bytes over the model's rate in an ack epoch
+# of the last 10 rounds (Linux BBR's extra_acked), at most one window more.
+ACK_EPOCH_RESET = 1.0  # s: an epoch never runs longer
+
 STARTUP, DRAIN, PROBE_BW, PROBE_RTT = "startup", "drain", "probe_bw", "probe_rtt"
 
 
@@ -89,6 +96,11 @@ class BbrController:
         self._round_delivered = 0
         self._max_inflight_round = 0
         self._loss_quiet_until = 0  # a round count: losses before it are a blackout's
+        self._epoch_start: float | None = None
+        self._epoch_acked = 0
+        self._extra_rounds: deque[float] = deque(maxlen=BW_ROUNDS - 1)
+        self._extra_this_round = 0.0
+        self.extra_acked = 0.0
 
     # -- what recovery reports ------------------------------------------------------------
 
@@ -125,6 +137,9 @@ class BbrController:
             self._bw_rounds.append(self._bw_this_round)
             self._bw_this_round = 0.0
             self.max_bw = max(self._bw_rounds)
+            self._extra_rounds.append(self._extra_this_round)
+            self._extra_this_round = 0.0
+            self.extra_acked = max(self._extra_rounds)
         rtt = now - sent_time
         interval = max(sent_time - p_first_sent, now - p_delivered_time)
         self._first_sent_time = sent_time
@@ -140,8 +155,23 @@ class BbrController:
             if rtt < self.min_rtt or self.state != PROBE_RTT:
                 self.min_rtt = rtt
                 self._min_rtt_stamp = now
+        self._update_ack_aggregation(now, acked_bytes)
         self._update_state(now, round_start, bytes_in_flight, expired)
         self._update_outputs(acked_bytes)
+
+    def _update_ack_aggregation(self, now: float, acked_bytes: int) -> None:
+        if not self.max_bw:
+            return
+        start = self._epoch_start
+        expected = 0.0 if start is None else self.max_bw * (now - start)
+        if start is None or self._epoch_acked <= expected or now - start > ACK_EPOCH_RESET:
+            self._epoch_start, self._epoch_acked, expected = now, 0, 0.0
+        self._epoch_acked += acked_bytes
+        extra = min(self._epoch_acked - expected, self.cwnd)
+        if extra > self._extra_this_round:
+            self._extra_this_round = extra
+            if extra > self.extra_acked:
+                self.extra_acked = extra
 
     def on_lost(self, now: float, lost_bytes: int, bytes_in_flight: int) -> None:
         self.bytes_lost += lost_bytes  # random loss moves no estimate: that is the point
@@ -221,7 +251,8 @@ class BbrController:
             rate = self.pacing_gain * self.max_bw
             if self.filled_pipe or rate > self.pacing_rate:
                 self.pacing_rate = rate
-        target = self.bdp(self.cwnd_gain) + 3 * self.mss  # room for delayed, stretched acks
+        # room for acks that come in bursts, and for delayed, stretched ones
+        target = self.bdp(self.cwnd_gain) + self.extra_acked + 3 * self.mss
         cwnd = self.cwnd
         if self.filled_pipe:
             cwnd = min(cwnd + acked_bytes, target)
