@@ -385,9 +385,10 @@ class ToxLoop(threading.Thread):
             if moved:
                 self._last_traffic = now
             watched = self._udp_fd is not None and self.peer.link != "TCP"
-            if (len(outbound) or link.unacked_bytes or link.owes_ack
-                    or now - self._last_traffic < (BUSY_AFTER_TRAFFIC_WATCHED if watched
-                                                   else BUSY_AFTER_TRAFFIC)):
+            sending = self.peer.link != "none" and (len(outbound) or link.unacked_bytes
+                                                    or link.owes_ack)
+            if sending or now - self._last_traffic < (BUSY_AFTER_TRAFFIC_WATCHED if watched
+                                                      else BUSY_AFTER_TRAFFIC):
                 period = self.config.busy_period
             elif watched:
                 period = tox.iteration_interval()
