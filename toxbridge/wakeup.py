@@ -51,7 +51,12 @@ class Wakeup:
     def wait(self, timeout: float) -> bool:
         """Until set, a watched descriptor is readable, or ``timeout`` s; True if set."""
         if not self._flag:
-            self._poll.poll(max(0, math.ceil(timeout * 1000)))
+            for fd, _ in self._poll.poll(max(0, math.ceil(timeout * 1000))):
+                if fd == self._fd:
+                    # Written but the flag reads False: a clear() ran between a set()'s
+                    # flag and its write. Report it, so that the caller's clear() reads
+                    # the count; else the readable eventfd would end every later wait.
+                    return True
         return self._flag
 
     def __del__(self) -> None:  # nobody can set() it any more
