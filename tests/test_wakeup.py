@@ -86,3 +86,19 @@ def test_a_write_left_after_a_clear_is_reported_once_then_gone():
     t = time.monotonic()
     assert w.wait(0.05) is False
     assert time.monotonic() - t >= 0.04
+
+
+def test_an_unwatched_wait_ignores_the_socket_but_not_set():
+    w = Wakeup()
+    rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    with rx, tx:
+        rx.bind(("127.0.0.1", 0))
+        w.watch(rx.fileno())
+        tx.sendto(b"x", rx.getsockname())
+        time.sleep(0.01)
+        t = time.monotonic()
+        assert w.wait(0.05, watched=False) is False
+        assert time.monotonic() - t >= 0.04  # the datagram did not end it
+        threading.Timer(0.02, w.set).start()
+        assert w.wait(5, watched=False) is True
