@@ -48,6 +48,7 @@ LAYER_OF = {  # longest prefix wins; the two root packages are "root", bridge_lo
     "toxbridge.tox": "tox",
     "toxbridge.link": "channel",
     "toxbridge.streams": "channel",  # many streams over one Link (pure; errors and stdlib only)
+    "toxbridge.transport": "channel",  # our transport over lossy packets (sans-IO)
     "toxbridge.framing": "channel",
     "toxbridge.chanstream": "channel",  # the v1 channel's frames inside a mux stream (pure)
     "toxbridge.fragment": "channel",
@@ -222,6 +223,13 @@ def test_no_product_module_imports_the_testing_tools(graph):
     users = {(m, d) for m, deps in graph.items() if layer_of(m) != "testing"
              for d in deps if d.startswith("toxbridge.testing")}
     assert users <= EXCEPTIONS
+
+
+def test_the_transport_imports_only_itself_and_the_errors(graph):
+    """toxbridge.transport is pure: the stdlib and toxbridge.errors, nothing else of ours."""
+    deps = {d for m, ds in graph.items() if m.startswith("toxbridge.transport") for d in ds}
+    assert deps - {"toxbridge.errors"} == {d for d in deps if d.startswith("toxbridge.transport")}
+    assert any(m.startswith("toxbridge.transport.") for m in graph)
 
 
 def test_the_checker_finds_cycles_upward_imports_and_lazy_ones(tmp_path):

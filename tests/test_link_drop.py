@@ -82,6 +82,10 @@ async def freeze_peer_mid_stream(network, tmp_path, stop_seconds: float) -> tupl
                 assert got_ab[0] < FRAMES and got_ba[0] < FRAMES
         await a.aclose()
         await b.aclose()
+        # What the daemons said about the friend connection, for a failing assertion.
+        keys = ("friend connection", "link is now", "stuck", "restarted", "channel open")
+        a.notes = [f"listener: {x}" for x in listener.log if any(k in x for k in keys)]
+        b.notes = [f"peer: {x}" for x in peer.log if any(k in x for k in keys)]
         return a, b
 
 
@@ -92,9 +96,11 @@ async def test_frames_survive_a_link_drop_longer_than_the_friend_timeout(tox_net
     # The listener sees the drop and the return. The frozen side's toxcore may time the
     # friend out when it wakes, after the listener already saw it back (docs/benchmarks.md,
     # flaps): then the listener sees a second drop and return. Never a drop left open.
-    assert codes_a[:2] == [302, 301] and codes_a == [302, 301] * (len(codes_a) // 2), a.events
-    assert len(codes_a) <= 4, a.events
-    assert codes_b in ([302, 301], []), b.events
+    notes = "\n".join(a.notes + b.notes)
+    assert codes_a[:2] == [302, 301] and codes_a == [302, 301] * (len(codes_a) // 2), \
+        f"{a.events}\n{notes}"
+    assert len(codes_a) <= 4, f"{a.events}\n{notes}"
+    assert codes_b in ([302, 301], []), f"{b.events}\n{notes}"
 
 
 async def test_the_stream_catches_up_after_a_stall_shorter_than_the_friend_timeout(
@@ -105,4 +111,5 @@ async def test_the_stream_catches_up_after_a_stall_shorter_than_the_friend_timeo
     # each way) follows within seconds, not the ~10 minutes of the floor.
     a, b = await freeze_peer_mid_stream(tox_network, tmp_path, 5)
     for app in (a, b):
-        assert [e["code"] for e in app.events if e.get("code") in (301, 302)] == [], app.events
+        assert [e["code"] for e in app.events if e.get("code") in (301, 302)] == [], \
+            "\n".join([str(app.events), *a.notes, *b.notes])

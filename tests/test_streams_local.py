@@ -1,4 +1,4 @@
-"""The local endpoint for streams (``streams.sock``, docs/wire.md §4) between two real
+"""The local endpoint for streams (``streams.sock``, docs/wire.md §5) between two real
 daemons on the private Tox network: each local connection is one mux stream."""
 
 from __future__ import annotations

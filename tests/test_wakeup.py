@@ -3,6 +3,7 @@ socket, else after its timeout; and finding a process's UDP socket by its port."
 
 from __future__ import annotations
 
+import os
 import socket
 import threading
 import time
@@ -70,3 +71,34 @@ def test_udp_socket_fd_finds_toxcores_own_socket():
             s.detach()
     finally:
         tox.close()
+
+
+def test_a_write_left_after_a_clear_is_reported_once_then_gone():
+    """set() raises the flag, then writes; a clear() in between leaves a count with the
+    flag down. The next wait reports it, the caller clears, and waits time out again
+    (not a readable eventfd ending every wait: a busy loop)."""
+    w = Wakeup()
+    w.set()
+    w.clear()
+    os.eventfd_write(w._fd, 1)  # the late write of a racing set()
+    assert w.wait(5) is True
+    w.clear()
+    t = time.monotonic()
+    assert w.wait(0.05) is False
+    assert time.monotonic() - t >= 0.04
+
+
+def test_an_unwatched_wait_ignores_the_socket_but_not_set():
+    w = Wakeup()
+    rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    with rx, tx:
+        rx.bind(("127.0.0.1", 0))
+        w.watch(rx.fileno())
+        tx.sendto(b"x", rx.getsockname())
+        time.sleep(0.01)
+        t = time.monotonic()
+        assert w.wait(0.05, watched=False) is False
+        assert time.monotonic() - t >= 0.04  # the datagram did not end it
+        threading.Timer(0.02, w.set).start()
+        assert w.wait(5, watched=False) is True

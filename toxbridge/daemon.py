@@ -90,7 +90,7 @@ class Daemon:
                                     self.control_commands)
         loop = None
         try:
-            if c.control_socket is not None:  # the local streams (docs/wire.md §4)
+            if c.control_socket is not None:  # the local streams (docs/wire.md §5)
                 self.streams_path = c.control_socket.with_name(STREAMS_SOCKET)
                 streams_sock = bind_control_socket(self.streams_path)
             self.tox_loop = loop = ToxLoop(c, self._notify)

@@ -1,5 +1,5 @@
 """The local endpoint for streams (trio): ``streams.sock`` beside the control socket, mode
-0600; each connection is one stream to the peer (docs/wire.md §4).
+0600; each connection is one stream to the peer (docs/wire.md §5).
 
 The first line asks (``open`` or ``accept``), one JSON line answers, and then the
 connection carries the stream's bytes both ways. The socket is read only while the

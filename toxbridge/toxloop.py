@@ -386,16 +386,20 @@ class ToxLoop(threading.Thread):
             if moved:
                 self._last_traffic = now
             watched = self._udp_fd is not None and self.peer.link != "TCP"
-            if (len(outbound) or link.unacked_bytes or link.owes_ack
-                    or (self.io is not None and self.io.busy)
-                    or now - self._last_traffic < (BUSY_AFTER_TRAFFIC_WATCHED if watched
-                                                   else BUSY_AFTER_TRAFFIC)):
+            sending = self.peer.link != "none" and (len(outbound) or link.unacked_bytes
+                                                    or link.owes_ack
+                                                    or (self.io is not None and self.io.busy))
+            busy = sending or now - self._last_traffic < (BUSY_AFTER_TRAFFIC_WATCHED if watched
+                                                          else BUSY_AFTER_TRAFFIC)
+            if busy:
+                # A steady 1 ms cadence, as measured best with toxcore's congestion control
+                # (waking on every arriving packet changes how often it runs).
                 period = self.config.busy_period
             elif watched:
                 period = tox.iteration_interval()
             else:  # packets from a TCP relay arrive on sockets we do not watch
                 period = min(tox.iteration_interval(), self.config.idle_period)
-            if self.wake.wait(period):
+            if self.wake.wait(period, watched=not busy):
                 self.wake.clear()
 
     def _log_tick(self, last: tuple[int, ...]) -> tuple[int, ...]:

@@ -15,8 +15,10 @@ class Wakeup:
 
     def __init__(self) -> None:
         self._fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
-        self._poll = select.poll()
+        self._poll = select.poll()  # the eventfd and the watched descriptors
         self._poll.register(self._fd, select.POLLIN)
+        self._poll_self = select.poll()  # the eventfd alone
+        self._poll_self.register(self._fd, select.POLLIN)
         self._watched: set[int] = set()
         # Read without a lock: a set() that sees True skips its write, and the pending
         # wake is cleared (by the waiter) only before the waiter looks at the queues again.
@@ -48,10 +50,17 @@ class Wakeup:
             self._watched.discard(fd)
             self._poll.unregister(fd)
 
-    def wait(self, timeout: float) -> bool:
-        """Until set, a watched descriptor is readable, or ``timeout`` s; True if set."""
+    def wait(self, timeout: float, *, watched: bool = True) -> bool:
+        """Until set, a watched descriptor is readable (unless ``watched`` is False), or
+        ``timeout`` s; True if set."""
         if not self._flag:
-            self._poll.poll(max(0, math.ceil(timeout * 1000)))
+            poll = self._poll if watched else self._poll_self
+            for fd, _ in poll.poll(max(0, math.ceil(timeout * 1000))):
+                if fd == self._fd:
+                    # Written but the flag reads False: a clear() ran between a set()'s
+                    # flag and its write. Report it, so that the caller's clear() reads
+                    # the count; else the readable eventfd would end every later wait.
+                    return True
         return self._flag
 
     def __del__(self) -> None:  # nobody can set() it any more

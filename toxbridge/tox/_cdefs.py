@@ -226,6 +226,8 @@ uint32_t tox_friend_send_message(Tox *tox, uint32_t friend_number, Tox_Message_T
                                  Tox_Err_Friend_Send_Message *error);
 bool tox_friend_send_lossless_packet(Tox *tox, uint32_t friend_number, const uint8_t *data,
                                      size_t length, Tox_Err_Friend_Custom_Packet *error);
+bool tox_friend_send_lossy_packet(Tox *tox, uint32_t friend_number, const uint8_t *data,
+                                  size_t length, Tox_Err_Friend_Custom_Packet *error);
 
 typedef void tox_self_connection_status_cb(Tox *tox, Tox_Connection connection_status, void *user_data);
 typedef void tox_friend_connection_status_cb(Tox *tox, uint32_t friend_number,
@@ -236,11 +238,14 @@ typedef void tox_friend_message_cb(Tox *tox, uint32_t friend_number, Tox_Message
                                    const uint8_t *message, size_t length, void *user_data);
 typedef void tox_friend_lossless_packet_cb(Tox *tox, uint32_t friend_number, const uint8_t *data,
                                            size_t length, void *user_data);
+typedef void tox_friend_lossy_packet_cb(Tox *tox, uint32_t friend_number, const uint8_t *data,
+                                        size_t length, void *user_data);
 void tox_callback_self_connection_status(Tox *tox, tox_self_connection_status_cb *callback);
 void tox_callback_friend_connection_status(Tox *tox, tox_friend_connection_status_cb *callback);
 void tox_callback_friend_request(Tox *tox, tox_friend_request_cb *callback);
 void tox_callback_friend_message(Tox *tox, tox_friend_message_cb *callback);
 void tox_callback_friend_lossless_packet(Tox *tox, tox_friend_lossless_packet_cb *callback);
+void tox_callback_friend_lossy_packet(Tox *tox, tox_friend_lossy_packet_cb *callback);
 
 bool tox_pass_encrypt(const uint8_t *plaintext, size_t plaintext_len, const uint8_t *passphrase,
                       size_t passphrase_len, uint8_t *ciphertext, Tox_Err_Encryption *error);

@@ -30,10 +30,12 @@ __all__ = [
     "ToxOptions",
     "Tox",
     "LOSSLESS_PACKET_IDS",
+    "LOSSY_PACKET_IDS",
     "parse_key",
 ]
 
 LOSSLESS_PACKET_IDS = range(160, 192)
+LOSSY_PACKET_IDS = range(200, 255)
 
 
 class Connection(enum.IntEnum):
@@ -95,6 +97,7 @@ class Tox:
     - ``on_friend_request(public_key: bytes, message: bytes)``
     - ``on_friend_connection_status(friend: int, status: Connection)``
     - ``on_friend_lossless_packet(friend: int, data: bytes)`` (data includes the id byte)
+    - ``on_friend_lossy_packet(friend: int, data: bytes)`` (data includes the id byte)
     - ``on_friend_message(friend: int, type: MessageType, message: bytes)``
 
     Raises ``ToxNewError`` (e.g. ``NEW_PORT_ALLOC``, ``NEW_LOAD_ENCRYPTED``) when toxcore
@@ -110,6 +113,7 @@ class Tox:
         self.on_friend_request: Callable[[bytes, bytes], None] | None = None
         self.on_friend_connection_status: Callable[[int, Connection], None] | None = None
         self.on_friend_lossless_packet: Callable[[int, bytes], None] | None = None
+        self.on_friend_lossy_packet: Callable[[int, bytes], None] | None = None
         self.on_friend_message: Callable[[int, MessageType, bytes], None] | None = None
 
         err = ffi.new("Tox_Err_Options_New *")
@@ -386,6 +390,26 @@ class Tox:
         ensure(err, E.CustomPacketError, "tox_friend_send_lossless_packet")
         return True  # unreachable: ensure raised
 
+    def try_send_lossy_packet(self, friend: int, data: bytes) -> bool:
+        """Send a lossy custom packet (``data[0]``: its id, 200-254; 1373 bytes max), at
+        once and outside toxcore's send queue and rate control. False when toxcore says
+        SENDQ (here: it could not send the packet, e.g. no UDP path yet); the packet is
+        then gone, as any lossy packet may be. Raises CustomPacketError otherwise."""
+        n = len(data)
+        if n == 0:
+            raise E.CustomPacketError("tox_friend_send_lossy_packet", "FRIEND_CUSTOM_PACKET_EMPTY", 5)
+        if n > MAX_CUSTOM_PACKET_SIZE:
+            raise E.CustomPacketError("tox_friend_send_lossy_packet", "FRIEND_CUSTOM_PACKET_TOO_LONG", 6)
+        if data[0] not in LOSSY_PACKET_IDS:
+            raise E.CustomPacketError("tox_friend_send_lossy_packet", "FRIEND_CUSTOM_PACKET_INVALID", 4)
+        err = self._packet_err
+        if self._lib.tox_friend_send_lossy_packet(self._p(), friend, data, n, err):
+            return True
+        if err[0] == self._lib.TOX_ERR_FRIEND_CUSTOM_PACKET_SENDQ:
+            return False
+        ensure(err, E.CustomPacketError, "tox_friend_send_lossy_packet")
+        return True  # unreachable: ensure raised
+
     # -- callbacks ------------------------------------------------------------------
 
     def _record(self, exc: BaseException) -> None:
@@ -431,6 +455,14 @@ class Tox:
             except BaseException as exc:
                 self._record(exc)
 
+        def friend_lossy(_tox, friend, data, length, _ud):
+            try:
+                handler = self.on_friend_lossy_packet
+                if handler:
+                    handler(friend, buffer(data, length)[:])
+            except BaseException as exc:
+                self._record(exc)
+
         # The cdata callbacks must live as long as the Tox: keep them on the instance.
         callbacks = [
             (lib.tox_callback_self_connection_status,
@@ -441,6 +473,8 @@ class Tox:
             (lib.tox_callback_friend_message, ffi.callback("tox_friend_message_cb", friend_message)),
             (lib.tox_callback_friend_lossless_packet,
              ffi.callback("tox_friend_lossless_packet_cb", friend_lossless)),
+            (lib.tox_callback_friend_lossy_packet,
+             ffi.callback("tox_friend_lossy_packet_cb", friend_lossy)),
         ]
         for register, cb in callbacks:
             register(ptr, cb)

@@ -1,0 +1,276 @@
+"""A BBR-style congestion controller (after BBR v1): a model of the path, not a reaction to
+loss. It keeps the largest delivery rate seen over the last 10 round trips and the smallest
+round trip of the last 10 s; it paces at gain x that rate and keeps at most 1.5 x their
+product (the bandwidth-delay product, BDP) in flight. Random loss does not move either
+estimate, so 1 % loss costs ~1 % of the rate, where a loss-based controller (Reno, CUBIC,
+toxcore's own) would halve its window again and again (docs/wire.md §4 says why we chose it).
+
+States: STARTUP (gain 2/ln 2, until the rate stops growing by 25 % for 3 rounds), DRAIN (the
+queue built in startup drains), PROBE_BW (gains 1.25, 0.75, then 1 for six round trips, over
+and over: probe for more, drain what that queued, cruise), PROBE_RTT (every 10 s without a
+new minimum, 4 packets in flight for 200 ms and a round trip, so that flows sharing a
+bottleneck see its empty-queue round trip and converge to fair shares). Beside the model, a
+loss ceiling (see LOSS_THRESH) answers rounds that lose far more than random loss would.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import deque
+
+from .wire import MAX_DATAGRAM
+
+HIGH_GAIN = 2.885  # 2 / ln 2: doubles the rate each round trip in startup
+DRAIN_GAIN = 1 / HIGH_GAIN
+CYCLE_GAINS = (1.25, 0.75, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0)
+# BBR v1 has 2. 1.5 still covers the 1.25 probe and stretched acks, and flows sharing a
+# queue then pace instead of filling it: a late flow's share converges (docs/wire.md §4.3)
+CWND_GAIN = 1.5
+BW_ROUNDS = 10  # the bandwidth filter's window, in round trips
+MIN_RTT_WINDOW = 10.0  # s
+PROBE_RTT_TIME = 0.2  # s
+FULL_BW_GROWTH = 1.25
+FULL_BW_ROUNDS = 3
+MIN_CWND_PACKETS = 4
+# A round that loses more than LOSS_THRESH of its packets (and at least LOSS_MIN_PACKETS)
+# is a full queue, not random loss: the window's ceiling drops to BETA x what was in flight
+# and then climbs back by AI_PACKETS a round. The decrease takes more from a larger flow,
+# the increase gives each the same: flows sharing a drop-tail queue converge to fair shares
+# (the model alone is neutral there: any split of a full queue is a fixed point). Random
+# loss now and then puts 4 of a short round's packets over 2 %: the ceiling then comes
+# down to the BDP at most, which still fills the path.
+LOSS_THRESH = 0.02
+LOSS_MIN_PACKETS = 4
+BETA = 0.7
+AI_PACKETS = 1
+
+# Acks come in bursts when the shell works in loop turns (~1 ms: the receiver acks what one
+# turn brought, the sender sees it a turn later), so a window of gain x rate x min RTT
+# would stall between bursts when the turn is as long as the round trip (loopback, a LAN).
+# The window gets the largest excess of acked bytes over the model's rate in an ack epoch
+# of the last 10 rounds (Linux BBR's extra_acked), at most one window more.
+ACK_EPOCH_RESET = 1.0  # s: an epoch never runs longer
+
+STARTUP, DRAIN, PROBE_BW, PROBE_RTT = "startup", "drain", "probe_bw", "probe_rtt"
+
+
+class BbrController:
+    """``cwnd`` (bytes) and ``pacing_rate`` (bytes/s) are what the sender obeys. ``rng``
+    picks the first probe-bandwidth phase, so that flows started together do not probe in
+    lockstep."""
+
+    def __init__(self, *, mss: int = MAX_DATAGRAM, initial_rtt: float = 0.1,
+                 initial_cwnd_packets: int = 32, rng: random.Random | None = None) -> None:
+        self.mss = mss
+        self.min_cwnd = MIN_CWND_PACKETS * mss
+        self.cwnd = initial_cwnd_packets * mss
+        self._initial_cwnd = self.cwnd
+        self.pacing_rate = HIGH_GAIN * self.cwnd / initial_rtt
+        self._rng = rng if rng is not None else random.Random(0)
+        self.state = STARTUP
+        self.pacing_gain = self.cwnd_gain = HIGH_GAIN
+        # delivery-rate sampling (draft-cheng-iccrg-delivery-rate-estimation)
+        self.delivered = 0
+        self._delivered_time = 0.0
+        self._first_sent_time = 0.0
+        self._app_limited_until = 0  # a delivered count; 0: not app-limited
+        # the model
+        self.max_bw = 0.0
+        self._bw_rounds: deque[float] = deque(maxlen=BW_ROUNDS - 1)
+        self._bw_this_round = 0.0
+        self.min_rtt = float("inf")
+        self._min_rtt_stamp = 0.0
+        self.round_count = 0
+        self._next_round_delivered = 0
+        self._full_bw = 0.0
+        self._full_bw_count = 0
+        self.filled_pipe = False
+        self._cycle_index = 0
+        self._cycle_stamp = 0.0
+        self._probe_rtt_done: float | None = None
+        self._probe_rtt_round = 0
+        self._blackout = False  # persistent loss: only probes until an ack comes back
+        self.bytes_lost = 0
+        self.inflight_hi = float("inf")  # the loss-driven ceiling (inf: none yet)
+        self._round_lost = 0
+        self._round_delivered = 0
+        self._max_inflight_round = 0
+        self._loss_quiet_until = 0  # a round count: losses before it are a blackout's
+        self._epoch_start: float | None = None
+        self._epoch_acked = 0
+        self._extra_rounds: deque[float] = deque(maxlen=BW_ROUNDS - 1)
+        self._extra_this_round = 0.0
+        self.extra_acked = 0.0
+
+    # -- what recovery reports ------------------------------------------------------------
+
+    def on_sent(self, now: float, size: int, bytes_in_flight: int) -> tuple:
+        if bytes_in_flight == 0:  # a new flight: its rate is timed from here
+            self._first_sent_time = self._delivered_time = now
+        return (self.delivered, self._delivered_time, self._first_sent_time,
+                self._app_limited_until != 0)
+
+    def on_app_limited(self, bytes_in_flight: int) -> None:
+        """The sender had nothing to send with room in its window: the samples of this
+        flight measure the app, not the path (they may raise the estimate, never lower it)."""
+        self._app_limited_until = (self.delivered + bytes_in_flight) or 1
+
+    def on_ack(self, now: float, acked_bytes: int, sent_time: float, state: tuple,
+               bytes_in_flight: int) -> None:
+        """``sent_time``/``state``: of the most recently sent packet this ack acknowledged."""
+        self.delivered += acked_bytes
+        self._delivered_time = now
+        if self._blackout:  # what the blackout lost is declared now: not a full queue
+            self._blackout = False
+            self._loss_quiet_until = self.round_count + 2
+        p_delivered, p_delivered_time, p_first_sent, p_app_limited = state
+        if self._app_limited_until and self.delivered > self._app_limited_until:
+            self._app_limited_until = 0
+        self._round_delivered += acked_bytes
+        if bytes_in_flight + acked_bytes > self._max_inflight_round:
+            self._max_inflight_round = bytes_in_flight + acked_bytes
+        round_start = p_delivered >= self._next_round_delivered
+        if round_start:
+            self._end_loss_round()
+            self._next_round_delivered = self.delivered
+            self.round_count += 1
+            self._bw_rounds.append(self._bw_this_round)
+            self._bw_this_round = 0.0
+            self.max_bw = max(self._bw_rounds)
+            self._extra_rounds.append(self._extra_this_round)
+            self._extra_this_round = 0.0
+            self.extra_acked = max(self._extra_rounds)
+        rtt = now - sent_time
+        interval = max(sent_time - p_first_sent, now - p_delivered_time)
+        self._first_sent_time = sent_time
+        if interval > 0 and interval >= min(rtt, self.min_rtt):
+            rate = (self.delivered - p_delivered) / interval
+            if rate >= self.max_bw or not p_app_limited:
+                if rate > self._bw_this_round:
+                    self._bw_this_round = rate
+                if rate > self.max_bw:
+                    self.max_bw = rate
+        expired = now - self._min_rtt_stamp > MIN_RTT_WINDOW
+        if rtt <= self.min_rtt or expired:
+            if rtt < self.min_rtt or self.state != PROBE_RTT:
+                self.min_rtt = rtt
+                self._min_rtt_stamp = now
+        self._update_ack_aggregation(now, acked_bytes)
+        self._update_state(now, round_start, bytes_in_flight, expired)
+        self._update_outputs(acked_bytes)
+
+    def _update_ack_aggregation(self, now: float, acked_bytes: int) -> None:
+        if not self.max_bw:
+            return
+        start = self._epoch_start
+        expected = 0.0 if start is None else self.max_bw * (now - start)
+        if start is None or self._epoch_acked <= expected or now - start > ACK_EPOCH_RESET:
+            self._epoch_start, self._epoch_acked, expected = now, 0, 0.0
+        self._epoch_acked += acked_bytes
+        extra = min(self._epoch_acked - expected, self.cwnd)
+        if extra > self._extra_this_round:
+            self._extra_this_round = extra
+            if extra > self.extra_acked:
+                self.extra_acked = extra
+
+    def on_lost(self, now: float, lost_bytes: int, bytes_in_flight: int) -> None:
+        self.bytes_lost += lost_bytes  # random loss moves no estimate: that is the point
+        if self.round_count >= self._loss_quiet_until:
+            self._round_lost += lost_bytes
+
+    def _end_loss_round(self) -> None:
+        lost, total = self._round_lost, self._round_lost + self._round_delivered
+        if lost >= LOSS_MIN_PACKETS * self.mss and lost > LOSS_THRESH * total:
+            # never below the model's BDP: below it the ceiling would cut the delivery rate,
+            # the model would follow, and random loss would spiral it down (seen: 1 % loss,
+            # 50 ms: 2.3 MB/s of 6.25 with no floor)
+            self.inflight_hi = max(BETA * self._max_inflight_round, self.bdp(), self.min_cwnd)
+        elif self.inflight_hi != float("inf"):
+            self.inflight_hi += AI_PACKETS * self.mss
+            if self.inflight_hi > 4 * self.bdp(CWND_GAIN):
+                self.inflight_hi = float("inf")  # far above the model: no ceiling
+        self._round_lost = self._round_delivered = self._max_inflight_round = 0
+
+    def on_pto(self, now: float, count: int) -> None:
+        if count >= 2:  # two probe timeouts in a row: only probes until an ack returns
+            self._blackout = True
+
+    # -- the state machine -------------------------------------------------------------------
+
+    def bdp(self, gain: float = 1.0) -> float:
+        if not self.max_bw or self.min_rtt == float("inf"):
+            return self._initial_cwnd
+        return gain * self.max_bw * self.min_rtt
+
+    def _update_state(self, now: float, round_start: bool, inflight: int, expired: bool) -> None:
+        if round_start and not self.filled_pipe and not self._app_limited_until:
+            if self.max_bw >= self._full_bw * FULL_BW_GROWTH:
+                self._full_bw, self._full_bw_count = self.max_bw, 0
+            else:
+                self._full_bw_count += 1
+                self.filled_pipe = self._full_bw_count >= FULL_BW_ROUNDS
+        state = self.state
+        if state == STARTUP and self.filled_pipe:
+            self.state, self.pacing_gain, self.cwnd_gain = DRAIN, DRAIN_GAIN, HIGH_GAIN
+            state = DRAIN
+        if state == DRAIN and inflight <= self.bdp():
+            self._enter_probe_bw(now)
+        elif self.state == PROBE_BW:
+            gain = self.pacing_gain
+            due = now - self._cycle_stamp > self.min_rtt
+            if (gain == 1.0 and due) or (gain > 1.0 and due and inflight >= self.bdp(gain)) \
+                    or (gain < 1.0 and (due or inflight <= self.bdp())):
+                self._cycle_index = (self._cycle_index + 1) % len(CYCLE_GAINS)
+                self._cycle_stamp = now
+                self.pacing_gain = CYCLE_GAINS[self._cycle_index]
+        if self.state != PROBE_RTT and expired and self.min_rtt != float("inf"):
+            self.state, self.pacing_gain, self.cwnd_gain = PROBE_RTT, 1.0, 1.0
+            self._probe_rtt_done = None
+        if self.state == PROBE_RTT:
+            if self._probe_rtt_done is None:
+                if inflight <= self.min_cwnd:
+                    self._probe_rtt_done = now + PROBE_RTT_TIME
+                    self._probe_rtt_round = self.round_count
+            elif now >= self._probe_rtt_done and self.round_count > self._probe_rtt_round:
+                self._min_rtt_stamp = now
+                if self.filled_pipe:
+                    self._enter_probe_bw(now)
+                else:
+                    self.state, self.pacing_gain, self.cwnd_gain = STARTUP, HIGH_GAIN, HIGH_GAIN
+
+    def _enter_probe_bw(self, now: float) -> None:
+        self.state, self.cwnd_gain = PROBE_BW, CWND_GAIN
+        # any phase but the draining one, at random (BBR's way to desynchronize flows)
+        index = self._rng.randrange(len(CYCLE_GAINS) - 1)
+        self._cycle_index = index + 1 if index >= 1 else index
+        self.pacing_gain = CYCLE_GAINS[self._cycle_index]
+        self._cycle_stamp = now
+
+    def _update_outputs(self, acked_bytes: int) -> None:
+        if self.max_bw:
+            rate = self.pacing_gain * self.max_bw
+            if self.filled_pipe or rate > self.pacing_rate:
+                self.pacing_rate = rate
+        # room for acks that come in bursts, and for delayed, stretched ones
+        target = self.bdp(self.cwnd_gain) + self.extra_acked + 3 * self.mss
+        cwnd = self.cwnd
+        if self.filled_pipe:
+            cwnd = min(cwnd + acked_bytes, target)
+        elif cwnd < target or self.delivered < self._initial_cwnd:
+            cwnd += acked_bytes
+        self.cwnd = max(int(cwnd), self.min_cwnd)
+
+    def window(self) -> int:
+        """The bytes that may be in flight now."""
+        if self._blackout:
+            return self.min_cwnd
+        if self.state == PROBE_RTT:
+            return min(self.cwnd, self.min_cwnd)
+        hi = self.inflight_hi
+        return self.cwnd if hi > self.cwnd else max(int(hi), self.min_cwnd)
+
+    def statistics(self) -> dict:
+        return {"state": self.state, "max_bw_Bps": self.max_bw,
+                "min_rtt_s": None if self.min_rtt == float("inf") else self.min_rtt,
+                "cwnd": self.cwnd, "pacing_rate_Bps": self.pacing_rate,
+                "round_count": self.round_count, "bytes_lost": self.bytes_lost}
