@@ -1,5 +1,6 @@
 """Who may use a node's local ports: the owner uid of a connecting socket (SO_PEERCRED on a
-Unix socket; the kernel's socket tables for loopback TCP, parsed by the pure ``procnet``),
+Unix socket; for loopback TCP a sock_diag query, encoded by the pure ``sockdiag``, or the
+kernel's socket tables, parsed by the pure ``procnet``),
 the policy (same uid, an app token, or open), and the 0600 Unix listener (``policy``).
 
 Serves the daemon's bridge port and bridge_local's app port alike; it may import

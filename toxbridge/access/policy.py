@@ -1,9 +1,10 @@
 """Who may use a node's local ports: the app port (bridge_local) and the bridge port.
 
 By default only processes of the node's own uid: on accept the server asks the kernel who
-owns the other end, through ``SO_PEERCRED`` on a Unix socket, or for loopback TCP through
-the socket table (``/proc/net/tcp``, matched on both ends' address and port; parsing in
-:mod:`toxbridge.procnet`). With an app token (``--app-token-file``) other uids may use the
+owns the other end, through ``SO_PEERCRED`` on a Unix socket, or for loopback TCP by a
+sock_diag netlink lookup of the connecting socket by both ends' address and port
+(:mod:`.sockdiag`; microseconds), falling back to the socket table (``/proc/net/tcp``,
+:mod:`.procnet`; milliseconds, read in a worker thread) where netlink is not available. With an app token (``--app-token-file``) other uids may use the
 app port if their ``1000`` login carries it (``bridge_local.apptoken``); the bridge port
 has no login, so it stays same-uid. ``--app-open`` turns the check off.
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import hmac
+import ipaddress
 import logging
 import os
 import socket
@@ -24,7 +26,8 @@ from pathlib import Path
 import trio
 
 from ..errors import ConfigError
-from .procnet import find_owner, parse_table
+from .procnet import LISTEN, TIME_WAIT, find_owner, parse_table
+from .sockdiag import NETLINK_SOCK_DIAG, encode_request, parse_reply
 
 __all__ = ["ADMIT", "NEED_TOKEN", "REFUSE", "AccessPolicy", "access_options",
            "add_access_arguments", "check", "check_unix_path", "open_unix_listener", "peer_uid", "read_token_file", "refuse", "token_matches",
@@ -106,6 +109,45 @@ def tcp_owner_uid(peer: tuple, ours: tuple, tables: tuple[str, ...] | None = Non
     return None
 
 
+class DiagUnavailable(Exception):
+    """sock_diag cannot answer here (no netlink, a kernel without inet_diag): use /proc."""
+
+
+def diag_owner_uid(peer: tuple, ours: tuple) -> int | None:
+    """As :func:`tcp_owner_uid`, by one sock_diag lookup in the calling thread's network
+    namespace. Raises DiagUnavailable when netlink cannot answer."""
+    address = ipaddress.ip_address(peer[0])
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    mine = ipaddress.ip_address(ours[0])
+    if isinstance(mine, ipaddress.IPv6Address) and mine.ipv4_mapped is not None:
+        mine = mine.ipv4_mapped
+    if address.version == 4:
+        # The connecting socket is AF_INET, or a dual-stack AF_INET6 one that sees both
+        # ends as IPv4-mapped addresses.
+        asks = [(socket.AF_INET, str(address), str(mine)),
+                (socket.AF_INET6, f"::ffff:{address}", f"::ffff:{mine}")]
+    else:
+        asks = [(socket.AF_INET6, str(address), str(mine))]
+    try:
+        sock = socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC,
+                             NETLINK_SOCK_DIAG)
+    except OSError as exc:
+        raise DiagUnavailable(str(exc)) from None
+    with sock:
+        for seq, (family, local, remote) in enumerate(asks, 1):
+            try:
+                sock.send(encode_request(family, (local, peer[1]), (remote, ours[1]), seq))
+                # The kernel answers inside send(): the reply is already queued.
+                entry = parse_reply(sock.recv(8192, socket.MSG_DONTWAIT), seq)
+            except (OSError, ValueError) as exc:
+                raise DiagUnavailable(str(exc)) from None
+            # As in the /proc table: a socket no process holds (inode 0) shows uid 0.
+            if entry is not None and entry.inode and entry.state not in (TIME_WAIT, LISTEN):
+                return entry.uid
+    return None
+
+
 def unix_peer_uid(sock: socket.socket) -> int:
     """The uid of the process that connected to a Unix socket (SO_PEERCRED)."""
     _pid, uid, _gid = _UCRED.unpack(
@@ -114,13 +156,14 @@ def unix_peer_uid(sock: socket.socket) -> int:
 
 
 async def peer_uid(stream: trio.SocketStream, attempts: int = 5, delay: float = 0.01,
-                   tables: tuple[str, ...] = PROC_TABLES) -> int | None:
+                   tables: tuple[str, ...] | None = None) -> int | None:
     """The uid on the other end of an accepted connection, or None.
 
-    The connecting socket is in the table before its connection can be accepted; the
-    retries are for a kernel that has not published it yet, bounded by ``attempts``.
-    The tables are read in a worker thread: the kernel walks its whole socket hash to
-    print them (2-5 ms here, far more on a busy host), which must not stall the loop."""
+    The connecting socket is known to the kernel before its connection can be accepted;
+    the retries are for a kernel that has not published it yet, bounded by ``attempts``.
+    sock_diag answers on the loop; the /proc fallback reads the tables in a worker thread:
+    the kernel walks its whole socket hash to print them (2-5 ms here, far more on a busy
+    host), which must not stall the loop."""
     sock = stream.socket
     if sock.family == socket.AF_UNIX:
         return unix_peer_uid(sock)
@@ -128,9 +171,18 @@ async def peer_uid(stream: trio.SocketStream, attempts: int = 5, delay: float = 
         peer, ours = sock.getpeername()[:2], sock.getsockname()[:2]
     except OSError:  # already reset
         return None
-    tables = tuple(t.format(tid=threading.get_native_id()) for t in tables)
+    diag = tables is None  # given tables (the tests' own files): no netlink
+    tables = tuple(t.format(tid=threading.get_native_id()) for t in tables or PROC_TABLES)
     for attempt in range(attempts):
-        uid = await trio.to_thread.run_sync(tcp_owner_uid, peer, ours, tables)
+        uid = None
+        if diag:
+            try:
+                uid = diag_owner_uid(peer, ours)
+            except DiagUnavailable as exc:
+                log.debug("sock_diag unavailable (%s): reading the socket tables", exc)
+                diag = False
+        if not diag:
+            uid = await trio.to_thread.run_sync(tcp_owner_uid, peer, ours, tables)
         if uid is not None:
             return uid
         if attempt + 1 < attempts:
