@@ -10,7 +10,7 @@ import pytest
 from toxbridge.chanstream import ChannelDecoder, encode_frames
 from toxbridge.errors import RemoteProtocolError
 from toxbridge.link import Link
-from toxbridge.peerio import UNSENT_LOW, PeerIO
+from toxbridge.peerio import LINK_FRAME, UNSENT_LOW, PeerIO
 from toxbridge.toxloop import FrameQueue
 
 KEY_A, KEY_B = bytes(31) + b"\x01", bytes(31) + b"\x02"  # A is the mux initiator
@@ -19,7 +19,7 @@ KEY_A, KEY_B = bytes(31) + b"\x01", bytes(31) + b"\x02"  # A is the mux initiato
 class Side:
     def __init__(self, own: bytes, peer: bytes, session: bytes) -> None:
         self.errors: list[tuple[str, str]] = []
-        self.link = Link(session, window=1 << 20)
+        self.link = Link(session, window=1 << 20, max_frame=LINK_FRAME)
         self.io = PeerIO(self.link, own, peer, report=lambda c, m: self.errors.append((c, m)))
         self.outbound = FrameQueue(64)
         self.inbound = FrameQueue(4)
@@ -189,3 +189,59 @@ def test_local_streams_open_accept_data_fin_and_reset_through_the_tables() -> No
     a.io.table.request_open(op3)
     run(a, b)
     assert op3.reset_in == ResetCode.REFUSED
+
+
+def _sends_into_the_void(src: Side, dst: Side, frames: list[bytes], turns: int) -> int:
+    """``src``'s app writes ``frames`` and ``dst`` takes all it gets (and acks it), but
+    every packet of the last turns is lost: ``dst`` crashes with frames in flight and in
+    ``src``'s mux. Returns how many frames the app wrote."""
+    i = 0
+    for turn in range(turns):
+        while i < len(frames) and src.outbound.put_nowait(frames[i]):
+            i += 1
+        src.io.fill(src.outbound)
+        lost = turn >= turns - 2
+        while (p := src.link.next_packet(flush=True)) is not None:
+            if not lost:
+                dst.link.receive_packet(p)
+        dst.io.take_link_frames()
+        dst.io.deliver(dst.inbound, 64)
+        for run_ in dst.inbound.take(64):
+            dec = ChannelDecoder(1 << 20)
+            dec.receive(run_)
+            while (r := dec.take_run(1)):
+                dst.got.append(r[3:])
+        dst.io.fill(dst.outbound)
+        while (p := dst.link.next_packet(flush=True)) is not None:
+            src.link.receive_packet(p)  # its acks arrive: nothing it got is sent again
+    return i
+
+
+@pytest.mark.parametrize("restarted", ["acceptor", "initiator"])
+def test_frames_in_flight_when_the_peer_daemon_dies_reach_its_successor_once_in_order(
+        restarted: str) -> None:
+    a, b = pair()
+    keys = (KEY_A, KEY_B)
+    if restarted == "initiator":
+        a, b = b, a  # b is the side that dies, a survives and sends
+        keys = (KEY_B, KEY_A)
+    run(a, b)
+    rng = random.Random(3)
+    frames = [b"%05d" % i + rng.randbytes(rng.choice([0, 500, 1019])) for i in range(600)]
+    i = _sends_into_the_void(a, b, frames[:300], 8)
+    got_before = list(b.got)
+    assert 0 < len(got_before) < i  # some arrived, some were lost with the dead daemon
+    # b's daemon restarts: a new Link and mux on the same key; a's app keeps writing
+    b2 = Side(keys[1], keys[0], b"C" * 16)
+    a.link.connection_lost()
+    a.link.connection_made()
+    b2.link.connection_made()
+    for _ in range(20000):
+        while i < len(frames) and a.outbound.put_nowait(frames[i]):
+            i += 1
+        run(a, b2, 1)
+        if len(got_before) + len(b2.got) >= len(frames):
+            break
+    assert got_before + b2.got == frames  # once each, in order
+    assert a.io._resend.resent > 0
+    assert a.errors == b2.errors == []

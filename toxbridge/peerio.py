@@ -22,18 +22,21 @@ import logging
 import os
 from typing import Callable
 
-from .chanstream import CHANNEL_KIND, ChannelDecoder, encode_frames
+from .chanstream import CHANNEL_KIND, ChannelDecoder, ResendBuffer, encode_frames
 from .errors import ProtocolError
 from .link import Link
 from .localstreams import StreamTable
 from .streams import (Limits, Mux, PeerRestarted, Priority, ProtocolViolation, ResetCode,
                       StreamData, StreamEnded, StreamOpened, StreamReset)
 
-__all__ = ["PeerIO", "UNSENT_LOW"]
+__all__ = ["LINK_FRAME", "PeerIO", "UNSENT_LOW"]
 
 log = logging.getLogger(__name__)
 
-MAX_LINK_FRAME = 1024
+MAX_MUX_FRAME = 1024  # toxbridge.streams.MAX_FRAME
+# The Link frames of protocol v2 (Link(max_frame=...)): each a batch of mux frames. Any
+# Link window and in_flight (at least 8 KiB) hold one.
+LINK_FRAME = 4096
 # Pull from the mux only while the Link holds fewer unsent bytes than this: what the Link
 # has is FIFO below the mux's priorities, so an interactive frame waits behind at most
 # this (plus the packets in flight), not the Link's whole 32 KiB backlog.
@@ -42,6 +45,7 @@ UNSENT_LOW = 4096
 # the bounded outbound queue (and are not dropped with the mux's buffers when the peer
 # daemon restarts).
 CHANNEL_FEED = 8192
+CHAN_FRAME = 3 + 1024  # a channel frame in the stream, at most
 FILL_ROUNDS = 64  # Link frames per fill() call at most (the loop turn stays short)
 
 
@@ -73,6 +77,11 @@ class PeerIO:
         # Link did across a peer restart); they owe the mux no credit.
         self._decoder = ChannelDecoder(2 * self.limits.stream_window)
         self._stale = 0
+        # Our channel frames until the peer's Link acks them: resent in a new channel
+        # stream if the peer daemon restarts. What is framed is within the peer's credit.
+        self._resend = ResendBuffer(self.limits.stream_window + CHANNEL_FEED + 2 * CHAN_FRAME)
+        self._restarts = link.peer_restarts
+        self._frozen = False  # the Link saw a new peer session; the mux not yet
         if self.initiator:
             self._open_channel()
 
@@ -88,6 +97,7 @@ class PeerIO:
     def take_link_frames(self) -> bool:
         """Every frame the Link has goes to the mux. Returns whether there were any."""
         link, mux = self.link, self.mux
+        self._check_restart()
         moved = False
         while (frame := link.next_frame()) is not None:
             moved = True
@@ -162,9 +172,17 @@ class PeerIO:
             log.warning("peer broke a stream rule (stream %d): %s", event.stream_id, event.reason)
 
     def _channel_gone(self, code: int) -> None:
-        """The channel stream was reset: keep its whole frames, start a new one."""
-        if code != ResetCode.PEER_RESTARTED:
+        """The channel stream was reset: keep its whole frames, start a new one. After a
+        peer restart our unacknowledged frames go first into the new one."""
+        self._check_restart()
+        if code == ResetCode.PEER_RESTARTED:
+            self._resend.restart()
+            if len(self._resend):
+                log.info("%d channel bytes go again to the restarted peer", len(self._resend))
+        else:
             log.warning("the channel stream was reset (code %s)", code)
+            self._resend.clear()
+        self._frozen = False
         self._stale = self._decoder.drop_partial()
         self._channel = None
         if self.initiator and not self.failed:
@@ -189,6 +207,9 @@ class PeerIO:
         holds little unsent. Returns whether anything moved."""
         if self.failed:
             return False
+        self._check_restart()
+        if not self._frozen:
+            self._resend.acked(self.link.acked_total)
         moved = self._fill(outbound)
         # Framing frees send buffers: the CreditAvailable events it queued let local
         # streams hand over more (nothing else would drain them until a frame arrives).
@@ -208,19 +229,25 @@ class PeerIO:
         moved = False
         table = self.table
         for i in range(FILL_ROUNDS):
-            if link.unsent_bytes > UNSENT_LOW or not link.can_send_frame(MAX_LINK_FRAME):
+            # One Link frame carries as many mux frames as keep the Link's unsent bytes
+            # under UNSENT_LOW + one mux frame: the Link's per-frame cost is paid per batch.
+            size = min(link.max_frame, UNSENT_LOW + MAX_MUX_FRAME - link.unsent_bytes)
+            if size < MAX_MUX_FRAME or not link.can_send_frame(size):
                 break
             # Every 4th Link frame is often enough: a feed holds 8 KiB, and refills at 4.
             if not i & 3:
-                if self._channel is not None and len(outbound):
+                if self._channel is not None and (len(outbound) or self._resend.pending):
                     moved |= self._feed(outbound)
                 if table is not None:
                     table.service(mux)
-            chunk = mux.data_to_send(MAX_LINK_FRAME)
+            chunk = mux.data_to_send(size)
             if not chunk:
                 break
             link.send_frame(chunk)
             self.queued += 2 + len(chunk)  # the Link frame's length prefix too
+            if self._channel is not None and not self._frozen:
+                self._resend.framed(link.acked_total + link.unacked_bytes,
+                                    mux.framed_bytes(self._channel))
             moved = True
         return moved
 
@@ -228,20 +255,37 @@ class PeerIO:
         """App frames into the channel stream, several under one lock, and only once the
         mux has framed half of what it had (a call per Link frame was the hot spot)."""
         mux, sid = self.mux, self._channel
-        room = mux.send_room(sid)
+        if self._frozen:
+            return False  # the channel stream is about to be reset; new frames wait
+        resend = self._resend
+        if resend.pending:  # what the restarted peer's predecessor did not ack, first
+            n = mux.send(sid, resend.unfed(CHANNEL_FEED))
+            resend.refed(n)
+            return n > 0
+        room = min(mux.send_room(sid), resend.room())
         # What the channel already has in the mux: its send buffer minus its room (or more,
         # when the per-peer total is what limits the room).
         buffered = self.limits.stream_send_buffer - room
         if buffered > CHANNEL_FEED // 2:
             return False
-        frames = outbound.take(min(room, CHANNEL_FEED - buffered) // (3 + MAX_LINK_FRAME))
+        frames = outbound.take(min(room, CHANNEL_FEED - buffered) // CHAN_FRAME)
         if not frames:
             return False
         data = encode_frames(frames)
         taken = mux.send(sid, data)
         assert taken == len(data)  # within send_room
+        resend.fed(data)
         self.frames_sent += len(frames)
         return True
+
+    def _check_restart(self) -> None:
+        """The Link saw a new peer session: what the old one acked is final (the new one
+        acks the renumbered old frames, which its mux drops)."""
+        link = self.link
+        if link.peer_restarts != self._restarts:
+            self._restarts = link.peer_restarts
+            self._resend.acked(link.restart_acked)
+            self._frozen = self._channel is not None
 
     # -- state ---------------------------------------------------------------------------
 

@@ -30,7 +30,7 @@ from .crawl import CrawlWatch
 from .link import ChannelOpen, Link, LinkState, PeerHello, VersionMismatch
 from .network import loopback_options
 from .localstreams import StreamTable
-from .peerio import PeerIO
+from .peerio import LINK_FRAME, PeerIO
 from .errors import ConfigError, ProtocolError
 from .control.snapshot import NodeSnapshot, PeerSnapshot, RateMeter, RttMeter
 from .tox import (Connection, FriendAddError, Tox, ToxError, ToxOptions, load_profile,
@@ -147,7 +147,8 @@ class ToxLoop(threading.Thread):
         self._queued = 0  # stream bytes given to this Link: offsets for the RttMeter
         self._rtt = RttMeter()
         self.io: PeerIO | None = None  # made once the peer's key is known (its mux role)
-        return Link(os.urandom(16), window=c.window, in_flight=c.in_flight, backlog=c.backlog)
+        return Link(os.urandom(16), window=c.window, in_flight=c.in_flight, backlog=c.backlog,
+                    max_frame=LINK_FRAME)
 
     def _find_udp_fd(self) -> int | None:
         try:

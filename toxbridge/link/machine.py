@@ -55,6 +55,7 @@ from .wire import (
     HELLO_REPLY,
     HELLO_SIZE,
     MAX_CHUNK,
+    MAX_BIG_FRAME,
     MAX_FRAME_PAYLOAD,
     MAX_PACKET_SIZE,
     MIN_WINDOW,
@@ -88,18 +89,25 @@ class Link:
 
     ``session_id``: 16 random bytes, new for each daemon process. ``window``: the most stream
     bytes kept unacknowledged for resending, and the receive window advertised to the peer.
+    ``max_frame``: the largest frame payload either way (both ends must agree: 1024 for the
+    channel's frames; the stream mux of protocol v2 batches its frames into larger ones).
     """
 
     def __init__(self, session_id: bytes, *, window: int = DEFAULT_WINDOW,
-                 in_flight: int = DEFAULT_IN_FLIGHT, backlog: int = DEFAULT_BACKLOG) -> None:
+                 in_flight: int = DEFAULT_IN_FLIGHT, backlog: int = DEFAULT_BACKLOG,
+                 max_frame: int = MAX_FRAME_PAYLOAD) -> None:
         if len(session_id) != SESSION_ID_SIZE or session_id == _NO_SESSION:
             raise LocalProtocolError(f"session_id must be {SESSION_ID_SIZE} random bytes")
         if not MIN_WINDOW <= window <= _MAX_WINDOW:
             raise LocalProtocolError(f"window must be {MIN_WINDOW}..{_MAX_WINDOW} bytes")
         if in_flight < MIN_WINDOW:  # as for the window: progress past a partial frame
             raise LocalProtocolError(f"in_flight must be at least {MIN_WINDOW} bytes")
-        if backlog < FRAME_HEADER_SIZE + MAX_FRAME_PAYLOAD:
-            raise LocalProtocolError("backlog must hold at least one frame")
+        if not MAX_FRAME_PAYLOAD <= max_frame <= MAX_BIG_FRAME:
+            raise LocalProtocolError(f"max_frame must be {MAX_FRAME_PAYLOAD}..{MAX_BIG_FRAME} bytes")
+        # A frame is acked only once whole: the window and in_flight must hold one.
+        if min(backlog, window, in_flight) < FRAME_HEADER_SIZE + max_frame:
+            raise LocalProtocolError("backlog, window and in_flight must hold at least one frame")
+        self.max_frame = max_frame
         self._session_id = bytes(session_id)
         self._window = window
         self._in_flight = in_flight
@@ -118,6 +126,7 @@ class Link:
         self._sent = 0  # next offset to transmit (rewound by HELLO and RESYNC)
         self._high = 0  # highest offset ever transmitted (in this numbering)
         self._end = 0  # end of the queued stream
+        self._acked_base = 0  # bytes acked under earlier numberings (peer sessions)
         self._peer_window = MIN_WINDOW
         # Receive side. _rbuf: bytes of the incomplete frame at the end of the stream.
         self._rbuf = bytearray()
@@ -162,7 +171,7 @@ class Link:
         backlog of bytes not yet transmitted now."""
         more = FRAME_HEADER_SIZE + size
         return (
-            0 <= size <= MAX_FRAME_PAYLOAD
+            0 <= size <= self.max_frame
             and self._end - self._acked + more <= self._window
             and self._end - self._sent + more <= self._backlog
         )
@@ -174,8 +183,8 @@ class Link:
         full (check can_send_frame), or the link is in the ERROR state.
         """
         n = len(payload)
-        if n > MAX_FRAME_PAYLOAD:
-            raise LocalProtocolError(f"frame of {n} bytes is over the limit of {MAX_FRAME_PAYLOAD}")
+        if n > self.max_frame:
+            raise LocalProtocolError(f"frame of {n} bytes is over the limit of {self.max_frame}")
         if self._error is not None:
             raise LocalProtocolError(f"link failed: {self._error}")
         end = self._end + FRAME_HEADER_SIZE + n
@@ -370,6 +379,22 @@ class Link:
         return self._end - self._acked
 
     @property
+    def acked_total(self) -> int:
+        """Stream bytes the peer acknowledged, all peer sessions together: with the frame
+        sizes given to send_frame, it says which frames were acked (any peer session)."""
+        return self._acked_base + self._acked
+
+    @property
+    def restart_acked(self) -> int:
+        """``acked_total`` when the peer daemon last restarted (what the previous session
+        had acked; the rest was renumbered and resent to the new one)."""
+        return self._acked_base
+
+    @property
+    def peer_restarts(self) -> int:
+        return self._n_restarts
+
+    @property
     def owes_ack(self) -> bool:
         """Delivered stream bytes the peer has not been told of yet."""
         return self._delivered > self._ack_sent
@@ -460,12 +485,13 @@ class Link:
         size = len(rbuf)
         base = end - size  # stream offset of rbuf[0]
         frames = self._rframes
+        max_frame = self.max_frame
         pos = 0
         while size - pos >= FRAME_HEADER_SIZE:
             length = (rbuf[pos] << 8) | rbuf[pos + 1]
-            if length > MAX_FRAME_PAYLOAD:
+            if length > max_frame:
                 self._fail(f"frame length {length} at stream byte {base + pos} is over "
-                           f"the limit of {MAX_FRAME_PAYLOAD}")  # fmt: skip
+                           f"the limit of {max_frame}")  # fmt: skip
             stop = pos + FRAME_HEADER_SIZE + length
             if stop > size:
                 break
@@ -492,6 +518,8 @@ class Link:
             self._fail("HELLO without a session id")
         if window < MIN_WINDOW:
             self._fail(f"peer window of {window} bytes is under the minimum of {MIN_WINDOW}")
+        if window < FRAME_HEADER_SIZE + self.max_frame:  # our frames could never be acked
+            self._fail(f"peer window of {window} bytes cannot hold a frame of {self.max_frame}")
         if delivered > received:
             self._fail(f"HELLO says {delivered} bytes delivered but only {received} received")
         if not self._connected:
@@ -550,6 +578,7 @@ class Link:
         self._resync_for = None
         # What the old peer acknowledged is gone; the rest is resent from offset 0.
         shift = self._acked
+        self._acked_base += shift
         self._bounds = deque(b - shift for b in self._bounds)
         self._end -= shift
         self._acked = self._sent = self._high = 0

@@ -12,6 +12,7 @@ MAX_PACKET_SIZE = 1373  # toxcore's limit, the id byte included
 PROTOCOL_VERSION = 2  # 2: the Link frames carry the stream mux (docs/wire.md §3)
 SESSION_ID_SIZE = 16
 MAX_FRAME_PAYLOAD = 1024
+MAX_BIG_FRAME = 16 * 1024  # Link(max_frame=...) at most: what the mux batches into one frame
 FRAME_HEADER_SIZE = 2  # u16 length in front of each frame in the stream
 
 
