@@ -4,12 +4,14 @@
                                             Mux <-> Link frames <-
     inbound  FrameQueue <- channel stream -/
 
-Every Link frame is one ``mux.data_to_send(1024)``; every Link frame received goes to
-``mux.receive_data`` and the events are drained before the next one (the mux's rule). The
+Every Link frame is one ``mux.data_to_send(n)``, a batch of mux frames (``LINK_FRAME``);
+every Link frame received goes to ``mux.receive_data`` and the events are drained before
+the next one (the mux's rule). The
 tox thread takes Link frames at once, so the Link's acks no longer wait for the app: the
 mux's credit is the backpressure, per stream. The channel of bridge port v1 is one
 INTERACTIVE stream of kind CHANNEL, opened by the mux initiator (docs/wire.md §3, "The
-channel"); its app frames travel whole (``toxbridge.chanstream``). Every other stream
+channel"); its app frames travel whole (``toxbridge.chanstream``) and are kept until the
+peer's Link acks them, to go again into a new channel stream if the peer daemon restarts. Every other stream
 belongs to a connection on ``streams.sock`` (``toxbridge.localstreams``, §4).
 
 Not thread-safe: only the tox thread calls it. It does no I/O of its own (the queues are
