@@ -223,8 +223,9 @@ class PeerIO:
 
     @property
     def busy(self) -> bool:
-        """The mux holds bytes for the Link (maybe waiting for the peer's credit)."""
-        return self.mux.buffered_bytes > 0 and not self.failed
+        """The mux holds bytes for the Link (maybe waiting for the peer's credit), or kept
+        channel frames wait to go again to a restarted peer."""
+        return (self.mux.buffered_bytes > 0 or self._resend.pending > 0) and not self.failed
 
     def _fill(self, outbound) -> bool:
         link, mux = self.link, self.mux
