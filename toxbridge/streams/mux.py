@@ -26,6 +26,7 @@ invisible here: the Link resends what was lost.
 
 from __future__ import annotations
 
+import struct
 from collections import deque
 
 from ..errors import LocalProtocolError, StreamProtocolError
@@ -37,19 +38,16 @@ from .flow import ReceiveWindow, Stream
 from .limits import Limits
 from .sender import Sender
 from .wire import (
-    EPOCH_SIZE, MAX_FRAME, MAX_HEADER, MAX_STREAM_ID, Credit, Data, Fin, Frame, FrameType, Hello,
-    Open, Priority, ResetCode, decode_frame, encode_hello,
+    EPOCH_SIZE, HEADER_SIZE, MAX_FRAME, MAX_HEADER, MAX_PAYLOAD, MAX_STREAM_ID, Credit, Data,
+    Fin, Frame, FrameType, Hello, Open, Priority, ResetCode, decode_frame, encode_hello,
 )
 
 __all__ = ["Mux"]
 
 _CODES = frozenset(ResetCode)
 _DATA_TYPE = FrameType.DATA.value
-_MERGE_FRAMES = 64  # DATA frames joined into one StreamData at most (64 KiB)
-
-
-def _same_data(a: MuxEvent, b: MuxEvent) -> bool:
-    return type(b) is StreamData and type(a) is StreamData and a.stream_id == b.stream_id
+_MERGE_FRAMES = 64  # more DATA frames joined into one StreamData at most (64 KiB)
+_HEADER = struct.Struct(">BIH")  # wire._HEADER: type, stream id, payload length
 
 _PRIORITIES = frozenset(Priority)
 
@@ -187,41 +185,58 @@ class Mux:
         events = self._events
         rbuf = self._rbuf
         pos = 0
-        parts: list[bytes] = []  # DATA frames of one stream in a row: one event
         try:
-            while not events or self._merging(events, rbuf, pos, len(parts)):
+            while not events:
                 self._check()
                 try:
                     parsed = decode_frame(rbuf, pos)
                     if parsed is None:
-                        break
+                        return None
                     frame, pos = parsed
                     self._n_recv += 1
                     self._handle(frame)
                 except StreamProtocolError as exc:
                     self._error = str(exc)
-                    if events:  # handed out first; the next call raises
-                        break
                     raise
-                if len(events) == 2 and _same_data(events[0], events[1]):
-                    if not parts:
-                        parts.append(events[0].data)
-                    parts.append(events.pop().data)
+            first = events[0]
+            if len(events) == 1 and type(first) is StreamData:
+                stream = self._streams.get(first.stream_id)
+                if stream is not None and not stream.fin_received:
+                    parts = [first.data]
+                    pos = self._data_run(rbuf, pos, stream, parts)
+                    if len(parts) > 1:
+                        events[0] = StreamData(first.stream_id, b"".join(parts))
         finally:
             if pos:
                 del rbuf[:pos]
-        if not events:
-            return None
-        if parts:
-            return StreamData(events.popleft().stream_id, b"".join(parts))
         return events.popleft()
 
-    @staticmethod
-    def _merging(events: deque[MuxEvent], rbuf: bytearray, pos: int, merged: int) -> bool:
-        """The one event is StreamData and the next frame is DATA too (maybe the same
-        stream's: then it joins the event; per-frame events were the receive hot spot)."""
-        return (len(events) == 1 and merged < _MERGE_FRAMES and len(rbuf) > pos
-                and rbuf[pos] == _DATA_TYPE and type(events[0]) is StreamData)
+    def _data_run(self, rbuf: bytearray, pos: int, stream: Stream, parts: list[bytes]) -> int:
+        """More DATA frames of ``stream`` right at ``pos`` join one StreamData (per-frame
+        events were the receive side's hot spot), with _on_data's accounting. Anything else
+        (another frame, an incomplete one, one beyond a credit) ends the run and is left to
+        decode_frame and _handle. Returns the offset after the frames taken."""
+        conn, recv, wire = self._conn, stream.recv, stream.wire_id
+        size = len(rbuf)
+        unpack = _HEADER.unpack_from
+        taken = 0
+        for _ in range(_MERGE_FRAMES):
+            if pos + HEADER_SIZE > size:
+                break
+            ftype, sid, n = unpack(rbuf, pos)
+            start = pos + HEADER_SIZE
+            if (ftype != _DATA_TYPE or sid != wire or not 0 < n <= MAX_PAYLOAD
+                    or start + n > size or conn.received + n > conn.limit
+                    or recv.received + n > recv.limit):
+                break
+            conn.received += n
+            recv.received += n
+            taken += n
+            parts.append(bytes(rbuf[start : start + n]))
+            self._n_recv += 1
+            pos = start + n
+        self._b_recv += taken
+        return pos
 
     # -- bytes out -----------------------------------------------------------------------
 

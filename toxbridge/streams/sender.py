@@ -165,25 +165,35 @@ class Sender:
 
     def _frame(self, stream: Stream, limit: int) -> tuple[int, bool]:
         out = self._out
-        written = 0
         buf = stream.buf
+        credit = min(stream.send_limit - stream.sent, self.conn_credit)
+        wire = stream.wire_id
+        written = total = frames = 0
+        more = None  # why framing stopped with bytes left: None = it did not
         while buf:
-            credit = min(stream.send_limit - stream.sent, self.conn_credit)
             if credit <= 0:
-                return written, False  # back in the ring when credit comes
+                more = False  # back in the ring when credit comes
+                break
             want = min(len(buf), credit, MAX_PAYLOAD)
             n = min(want, limit - written - HEADER_SIZE)
-            if n < min(want, _MIN_DATA):
-                return written, True  # no tiny frames: wait for the next turn or call
-            out += data_header(stream.wire_id, n)
+            if n < want and n < _MIN_DATA:
+                more = True  # no tiny frames: wait for the next turn or call
+                break
+            out += data_header(wire, n)
             out += buf[:n]
             del buf[:n]
-            stream.sent += n
-            self.conn_credit -= n
-            self.buffered -= n
-            self.data_bytes += n
-            self.frames += 1
+            credit -= n
+            total += n
+            frames += 1
             written += HEADER_SIZE + n
+        if total:
+            stream.sent += total
+            self.conn_credit -= total
+            self.buffered -= total
+            self.data_bytes += total
+            self.frames += frames
+        if more is not None:
+            return written, more
         if stream.fin_pending:
             if limit - written < FIN_SIZE:
                 return written, True
