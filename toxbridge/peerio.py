@@ -265,13 +265,14 @@ class PeerIO:
             n = mux.send(sid, resend.unfed(CHANNEL_FEED))
             resend.refed(n)
             return n > 0
-        room = min(mux.send_room(sid), resend.room())
+        room = mux.send_room(sid)
         # What the channel already has in the mux: its send buffer minus its room (or more,
         # when the per-peer total is what limits the room).
         buffered = self.limits.stream_send_buffer - room
         if buffered > CHANNEL_FEED // 2:
             return False
-        frames = outbound.take(min(room, CHANNEL_FEED - buffered) // CHAN_FRAME)
+        room = min(room, CHANNEL_FEED - buffered, resend.room())
+        frames = outbound.take(room // CHAN_FRAME)
         if not frames:
             return False
         data = encode_frames(frames)
