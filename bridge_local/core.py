@@ -159,17 +159,21 @@ class BridgeCore:
         return len(c.out) if c and c.out is not None else 0
 
     def take_client_output(self, cid: int) -> list[dict[str, Any]]:
-        """Replies and events for this client, oldest first; commits the store first."""
+        """Replies and events for this client, oldest first; commits the store first.
+
+        The local outbox rows of the messages taken leave in the same commit: taken for
+        writing is delivered (a row that was still waiting to be written is never written).
+        """
         c = self._clients.get(cid)
         if c is None or not c.out:
             return []
-        self.store.commit()
         items = list(c.out)
-        c.out.clear()
         seqs = [seq for _, seq in items if seq]
         if seqs:
             self.store.delete_local(seqs)
-            self._outbox_count -= len(seqs)
+        self.store.commit()
+        c.out.clear()
+        self._outbox_count -= len(seqs)
         self._refill(c)
         return [obj for obj, _ in items]
 
@@ -306,7 +310,7 @@ class BridgeCore:
             fileid=command.fileid,
         )
         message_id = os.urandom(16)  # random, like a uuid4, without building a UUID
-        self.store.add_message(message_id, message)
+        self.store.add_new_message(message_id, message)
         if side == "local":
             self.stats["sent_local"] += 1
             online = self._deliver_local(message_id, message)
