@@ -108,6 +108,10 @@ class Store:
         self._new_local: dict[int, tuple[int, bytes, str]] = {}  # seq -> row
         self._new_peer: list[tuple[int, bytes, str, bytes]] = []
         self._broken: sqlite3.Error | None = None
+        # Writes so far, and how many of them the last commit covered: an output produced
+        # when ``writes`` was w needs a commit only if ``committed < w``.
+        self.writes = 0
+        self.committed = 0
 
     def _last_seq(self, table: str) -> int:
         """The highest seq ever given in ``table`` (AUTOINCREMENT's record, or the rows')."""
@@ -133,12 +137,14 @@ class Store:
         """Make everything written so far durable: one transaction. Raises StoreError."""
         if self._broken is not None:
             raise StoreError(f"an earlier write failed: {self._broken}")
+        writes = self.writes
         self._flush()
         try:
             self._db.commit()
         except sqlite3.Error as exc:
             self._broken = exc
             raise StoreError(f"commit failed: {exc}") from exc
+        self.committed = writes
 
     def _flush(self) -> None:
         """Write the waiting rows (into the open transaction)."""
@@ -179,9 +185,11 @@ class Store:
         return None if row is None else bytes(row[0])
 
     def set_meta(self, key: str, value: bytes) -> None:
+        self.writes += 1
         self._run("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
 
     def remember_user(self, token: str, name: str, side: str, now: float) -> None:
+        self.writes += 1
         self._run(
             "INSERT INTO users (token, name, side, seen) VALUES (?, ?, ?, ?) "
             "ON CONFLICT (token) DO UPDATE SET name = excluded.name, side = excluded.side, "
@@ -206,6 +214,7 @@ class Store:
 
     def add_message(self, message_id: bytes, message: ChatMessage) -> bool:
         """Add to the history; False if a message with this id is already there."""
+        self.writes += 1
         body = jsonfast.dumps(message.to_dict()).decode("utf-8")
         cur = self._run(
             "INSERT OR IGNORE INTO messages (id, src, goal, time, body) VALUES (?, ?, ?, ?, ?)",
@@ -216,6 +225,7 @@ class Store:
     def add_new_message(self, message_id: bytes, message: ChatMessage) -> None:
         """Add to the history a message whose id was just drawn at random (so no other has
         it): written at the next flush."""
+        self.writes += 1
         body = jsonfast.dumps(message.to_dict()).decode("utf-8")
         self._new_messages.append(
             (message_id, message.srctoken, message.goaltoken, message.time, body))
@@ -236,6 +246,7 @@ class Store:
 
     def add_local(self, message_id: bytes, goal: str) -> int:
         """Queue a message (already in the history) for a local user; returns its seq."""
+        self.writes += 1
         self._last_local += 1
         self._new_local[self._last_local] = (self._last_local, message_id, goal)
         return self._last_local
@@ -251,6 +262,7 @@ class Store:
 
     def delete_local(self, seqs: list[int]) -> None:
         """Rows taken for writing; those still waiting for the flush are simply not written."""
+        self.writes += 1
         new = self._new_local
         gone = [(s,) for s in seqs if new.pop(s, None) is None]
         if gone:
@@ -263,6 +275,7 @@ class Store:
 
     def add_peer(self, message_id: bytes, pair: str, payload: bytes) -> int:
         """Queue a message (already in the history) for the peer bridge; returns its seq."""
+        self.writes += 1
         self._last_peer += 1
         self._new_peer.append((self._last_peer, message_id, pair, payload))
         return self._last_peer
@@ -275,6 +288,7 @@ class Store:
         return [OutgoingEntry(int(s), bytes(i), str(p), bytes(pl)) for s, i, p, pl in rows]
 
     def delete_peer(self, ids: list[bytes]) -> None:
+        self.writes += 1
         if ids:
             self._flush()
             try:
