@@ -171,8 +171,11 @@ class Store:
         finally:
             self._new_messages, self._new_local, self._new_peer = [], {}, []
 
-    def _run(self, sql: str, args: tuple = ()) -> sqlite3.Cursor:
-        self._flush()
+    def _run(self, sql: str, args: tuple = (), flush: bool = True) -> sqlite3.Cursor:
+        """One statement; ``flush``: write the waiting rows first (a read must see them; a
+        write needs not, nor a read of users or meta: their rows never wait)."""
+        if flush:
+            self._flush()
         try:
             return self._db.execute(sql, args)
         except sqlite3.Error as exc:
@@ -181,12 +184,13 @@ class Store:
     # -- meta and users ------------------------------------------------------------
 
     def get_meta(self, key: str) -> bytes | None:
-        row = self._run("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        row = self._run("SELECT value FROM meta WHERE key = ?", (key,), flush=False).fetchone()
         return None if row is None else bytes(row[0])
 
     def set_meta(self, key: str, value: bytes) -> None:
         self.writes += 1
-        self._run("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
+        self._run("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value),
+                  flush=False)
 
     def remember_user(self, token: str, name: str, side: str, now: float) -> None:
         self.writes += 1
@@ -194,19 +198,19 @@ class Store:
             "INSERT INTO users (token, name, side, seen) VALUES (?, ?, ?, ?) "
             "ON CONFLICT (token) DO UPDATE SET name = excluded.name, side = excluded.side, "
             "seen = excluded.seen",
-            (token, name, side, now),
+            (token, name, side, now), flush=False,
         )
 
     def user_side(self, token: str) -> str | None:
         """``local``, ``peer`` or None (never seen)."""
-        row = self._run("SELECT side FROM users WHERE token = ?", (token,)).fetchone()
+        row = self._run("SELECT side FROM users WHERE token = ?", (token,), flush=False).fetchone()
         return None if row is None else str(row[0])
 
     def known_users(self, side: str, limit: int) -> list[tuple[str, str]]:
         """(token, name) of the users seen on ``side``, most recently seen first."""
         rows = self._run(
             "SELECT token, name FROM users WHERE side = ? ORDER BY seen DESC LIMIT ?",
-            (side, limit),
+            (side, limit), flush=False,
         )
         return [(str(t), str(n)) for t, n in rows]
 
@@ -218,7 +222,7 @@ class Store:
         body = jsonfast.dumps(message.to_dict()).decode("utf-8")
         cur = self._run(
             "INSERT OR IGNORE INTO messages (id, src, goal, time, body) VALUES (?, ?, ?, ?, ?)",
-            (message_id, message.srctoken, message.goaltoken, message.time, body),
+            (message_id, message.srctoken, message.goaltoken, message.time, body), flush=False,
         )
         return cur.rowcount == 1
 
