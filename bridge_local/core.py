@@ -75,6 +75,7 @@ from .store import Store, StoreError
 __all__ = ["BridgeCore", "Limits"]
 
 _ID_TIME = struct.Struct(">Q")
+_U64 = (1 << 64) - 1
 
 
 @dataclass(frozen=True)
@@ -334,7 +335,7 @@ class BridgeCore:
         # The time first, like a UUIDv7: SQLite's indexes on ids then grow at their end (a
         # random id dirtied a page of the index per message: commits grew with the history).
         # 8 random bytes per microsecond keep ids unique across both bridges.
-        message_id = _ID_TIME.pack(int(message.time * 1_000_000)) + os.urandom(8)
+        message_id = _ID_TIME.pack(int(message.time * 1e6) & _U64) + os.urandom(8)
         self.store.add_new_message(message_id, message)
         if side == "local":
             self.stats["sent_local"] += 1

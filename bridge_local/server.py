@@ -347,13 +347,19 @@ class BridgeServer:
         assert core is not None
         if core.has_frames():
             self._frames.set()
+        closing = core.take_closing()
+        for cid in closing:  # first: what they hold stays in the outbox, never taken
+            conn = self._conns.get(cid)
+            if conn is not None:
+                log.warning("client %d fell too far behind; closing it", cid)
+                conn.scope.cancel()
         # The waiting writers' output in one take: one commit for all of them (a busy
         # writer takes its own when its send is done; the commit is skipped if covered).
         dirty = core.take_dirty()
         idle = []
         for cid in dirty:
             conn = self._conns.get(cid)
-            if conn is not None and conn.idle and conn.ready is None:
+            if conn is not None and conn.idle and conn.ready is None and cid not in closing:
                 idle.append(cid)
         if idle:
             for cid, out in core.take_client_outputs(idle).items():
@@ -362,11 +368,6 @@ class BridgeServer:
             conn = self._conns.get(cid)
             if conn is not None:
                 conn.event.set()
-        for cid in core.take_closing():
-            conn = self._conns.get(cid)
-            if conn is not None:
-                log.warning("client %d fell too far behind; closing it", cid)
-                conn.scope.cancel()
         for notice in core.take_notices():
             log.warning("%s", notice)
         if core.peer_up != self._peer_state:
