@@ -18,7 +18,6 @@ app token: ``open_client(port, name="carol", apptoken="…")`` (docs/protocol.md
 from __future__ import annotations
 
 import argparse
-import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -26,7 +25,7 @@ from typing import Any
 
 import trio
 
-from .protocol import DEFAULT_MAX_LINE_LENGTH, LineDecoder, LineTooLong
+from .protocol import DEFAULT_MAX_LINE_LENGTH, LineDecoder, LineTooLong, jsonfast
 
 __all__ = ["BridgeError", "Client", "EVENT_COMMANDS", "TRANSFER_COMMANDS", "add_app_arguments",
            "app_options", "client_on", "open_client"]
@@ -66,7 +65,7 @@ class Client:
                 while (line := decoder.next_line()) is not None:
                     if isinstance(line, LineTooLong):
                         continue
-                    obj = json.loads(line)
+                    obj = jsonfast.loads(line)
                     if obj.get("command") in TRANSFER_COMMANDS:
                         taskid = obj.get("taskid")
                         inbox = self._tasks.get((type(taskid), taskid))
@@ -95,8 +94,7 @@ class Client:
 
     async def send_obj(self, obj: dict[str, Any]) -> None:
         """Send one object that gets no reply (transfer messages)."""
-        await self.send_line(
-            json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode() + b"\n")
+        await self.send_line(jsonfast.dumps(obj) + b"\n")
 
     def open_task(self, taskid: Any, size: int = 1024
                   ) -> trio.MemoryReceiveChannel[dict[str, Any]]:

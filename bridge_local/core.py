@@ -13,9 +13,11 @@ Outputs
     far behind) in :meth:`take_closing`; data frames for the daemon from :meth:`take_frames`;
     human-readable notices (peer protocol errors, ...) from :meth:`take_notices`.
 
-Both ``take_client_output`` and ``take_frames`` commit the store first, so a ``2002``
+Both ``take_client_output(s)`` and ``take_frames`` commit the store first, so a ``2002``
 promising durable delivery, or an ack to the peer bridge, never leaves before the data it
-speaks of is on disk.
+speaks of is on disk. Each output remembers the store's write count when it was made, and
+the commit is skipped when an earlier one already covered it: one commit per batch of
+requests read, shared by every client's replies and the frames.
 
 Delivery rules
     * Every accepted message gets a 16-byte id and goes into the history.
@@ -32,6 +34,7 @@ Delivery rules
 from __future__ import annotations
 
 import os
+import struct
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -71,6 +74,9 @@ from .store import Store, StoreError
 
 __all__ = ["BridgeCore", "Limits"]
 
+_ID_TIME = struct.Struct(">Q")
+_U64 = (1 << 64) - 1
+
 
 @dataclass(frozen=True)
 class Limits:
@@ -97,6 +103,7 @@ class _Client:
     out: deque[tuple[dict[str, Any], int]] | None = None  # (reply, local outbox seq or 0)
     upto: int = 0  # highest local outbox seq handed to this connection
     backlog: bool = False  # rows beyond ``upto`` may wait in the store
+    need: int = 0  # the store's write count when ``out`` last grew: a commit must cover it
 
 
 class BridgeCore:
@@ -119,6 +126,7 @@ class BridgeCore:
         self._closing: set[int] = set()
         self._notices: deque[str] = deque(maxlen=256)
         self._outbox_count = store.outbox_count()
+        self._frames_need = 0  # the store's write count when the frames last gained a promise
         # The daemon and the peer bridge.
         self.daemon_up = False
         self.link_up = False  # the daemon says the peer daemon is online
@@ -160,24 +168,43 @@ class BridgeCore:
 
     def take_client_output(self, cid: int) -> list[dict[str, Any]]:
         """Replies and events for this client, oldest first; commits the store first."""
-        c = self._clients.get(cid)
-        if c is None or not c.out:
-            return []
-        self.store.commit()
-        items = list(c.out)
-        c.out.clear()
-        seqs = [seq for _, seq in items if seq]
+        return self.take_client_outputs([cid]).get(cid, [])
+
+    def take_client_outputs(self, cids: Iterable[int]) -> dict[int, list[dict[str, Any]]]:
+        """The replies and events of several clients, after one commit that covers them all
+        (none if an earlier commit already did).
+
+        The local outbox rows of the messages taken leave in that commit: taken for writing
+        is delivered (a row still waiting to be written is never written)."""
+        taken: dict[int, list[tuple[dict[str, Any], int]]] = {}
+        need = 0
+        for cid in cids:
+            c = self._clients.get(cid)
+            if c is not None and c.out:
+                taken[cid] = list(c.out)
+                need = max(need, c.need)
+        if not taken:
+            return {}
+        seqs = [seq for items in taken.values() for _, seq in items if seq]
         if seqs:
             self.store.delete_local(seqs)
-            self._outbox_count -= len(seqs)
-        self._refill(c)
-        return [obj for obj, _ in items]
+        if need > self.store.committed:
+            self.store.commit()
+        self._outbox_count -= len(seqs)
+        result = {}
+        for cid, items in taken.items():
+            c = self._clients[cid]
+            c.out.clear()  # type: ignore[union-attr]
+            self._refill(c)
+            result[cid] = [obj for obj, _ in items]
+        return result
 
     def take_frames(self, limit: int = 256) -> list[bytes]:
         """Data frames for the daemon (at most ``limit``); commits the store first."""
         if not self.daemon_up:
             return []
-        self.store.commit()
+        if self._frames_need > self.store.committed:
+            self.store.commit()
         frames = self._out.take_frames(limit, self.peer_up)
         if frames:
             self._last_tx = self._now
@@ -305,8 +332,11 @@ class BridgeCore:
             filename=command.filename, filesize=command.filesize, md5=command.md5,
             fileid=command.fileid,
         )
-        message_id = os.urandom(16)  # random, like a uuid4, without building a UUID
-        self.store.add_message(message_id, message)
+        # The time first, like a UUIDv7: SQLite's indexes on ids then grow at their end (a
+        # random id dirtied a page of the index per message: commits grew with the history).
+        # 8 random bytes per microsecond keep ids unique across both bridges.
+        message_id = _ID_TIME.pack(int(message.time * 1e6) & _U64) + os.urandom(8)
+        self.store.add_new_message(message_id, message)
         if side == "local":
             self.stats["sent_local"] += 1
             online = self._deliver_local(message_id, message)
@@ -316,6 +346,7 @@ class BridgeCore:
                                 wire.encode_msg(message_id, message))
             self._outbox_count += 1
             self._out.outbox_grew()
+            self._frames_need = self.store.writes
             online = self.peer_up and goal in self.peer_users
             if message.fileid is not None and self.files is not None:
                 self.files.file_message(message.fileid, now)
@@ -353,6 +384,7 @@ class BridgeCore:
     def _push(self, c: _Client, obj: dict[str, Any], seq: int = 0) -> None:
         assert c.out is not None
         c.out.append((obj, seq))
+        c.need = self.store.writes
         self._dirty.add(c.id)
         if len(c.out) > self.limits.client_queue:
             self._closing.add(c.id)
@@ -458,6 +490,7 @@ class BridgeCore:
             self._notices.append("control queue overflow: resynchronising with a hello")
             self._send_hello(reply=False, now=self._now)
         self._out.add_control(packed)
+        self._frames_need = self.store.writes
 
     def _handle_peer(self, command: wire.PeerCommand, now: float) -> None:
         if isinstance(command, wire.Msg):
@@ -509,6 +542,7 @@ class BridgeCore:
             self._notices.append(f"could not store a message from the peer bridge: {exc}")
             return
         self._out.ack(command.id)
+        self._frames_need = self.store.writes
 
     def _receive_hello(self, hello: wire.Hello, now: float) -> None:
         if not hello.reply:
@@ -560,6 +594,7 @@ class BridgeCore:
                 self._push(c, obj)
         if self.peer_up:
             self._out.add_xfer(files.take_peer_output())
+            self._frames_need = self.store.writes
         else:
             files.take_peer_output()
         for token, event in files.take_available():  # offline users: told at their login

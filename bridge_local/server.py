@@ -96,10 +96,12 @@ class BridgeConfig:
 
 
 class _Conn:
-    __slots__ = ("event", "drained", "scope", "gate", "refusal")
+    __slots__ = ("event", "drained", "scope", "gate", "refusal", "idle", "ready")
 
     def __init__(self, gate: TokenGate | None) -> None:
         self.event = trio.Event()
+        self.idle = False  # the writer waits for ``event``: _after may take for it
+        self.ready: list[dict] | None = None  # taken for the writer by _after
         self.drained = trio.Event()
         self.scope = trio.CancelScope()
         self.gate = gate  # another account's connection: its login must carry the token
@@ -275,7 +277,7 @@ class BridgeServer:
         async def read_then_flush() -> None:
             await self._client_reader(cid, stream, conn)
             with trio.move_on_after(5):  # the client closed its side: flush the replies
-                while core.output_size(cid):
+                while core.output_size(cid) or conn.ready is not None:
                     await conn.drained.wait()
 
         try:
@@ -323,14 +325,18 @@ class BridgeServer:
         core = self.core
         assert core is not None
         while True:
-            out = core.take_client_output(cid)
+            out, conn.ready = conn.ready, None
+            if out is None:
+                out = core.take_client_output(cid)
             conn.drained.set()
             conn.drained = trio.Event()
             if out:
                 await stream.send_all(b"".join(encode_reply(o) for o in out))
                 self._after()
                 continue
+            conn.idle = True
             await conn.event.wait()
+            conn.idle = False
             conn.event = trio.Event()
 
     # -- glue --------------------------------------------------------------------------
@@ -341,15 +347,27 @@ class BridgeServer:
         assert core is not None
         if core.has_frames():
             self._frames.set()
-        for cid in core.take_dirty():
-            conn = self._conns.get(cid)
-            if conn is not None:
-                conn.event.set()
-        for cid in core.take_closing():
+        closing = core.take_closing()
+        for cid in closing:  # first: what they hold stays in the outbox, never taken
             conn = self._conns.get(cid)
             if conn is not None:
                 log.warning("client %d fell too far behind; closing it", cid)
                 conn.scope.cancel()
+        # The waiting writers' output in one take: one commit for all of them (a busy
+        # writer takes its own when its send is done; the commit is skipped if covered).
+        dirty = core.take_dirty()
+        idle = []
+        for cid in dirty:
+            conn = self._conns.get(cid)
+            if conn is not None and conn.idle and conn.ready is None and cid not in closing:
+                idle.append(cid)
+        if idle:
+            for cid, out in core.take_client_outputs(idle).items():
+                self._conns[cid].ready = out
+        for cid in dirty:
+            conn = self._conns.get(cid)
+            if conn is not None:
+                conn.event.set()
         for notice in core.take_notices():
             log.warning("%s", notice)
         if core.peer_up != self._peer_state:

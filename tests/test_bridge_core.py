@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import random
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -24,12 +25,26 @@ KEY_B = bytes(range(100, 132))
 T0 = 1_700_000_000.0
 
 
+_LIVE: list["Node"] = []  # every Node of the running test; their stores are closed after it
+
+
+@pytest.fixture(autouse=True)
+def _close_stores():
+    yield
+    while _LIVE:  # Python 3.13 warns of an unclosed sqlite3 connection
+        try:
+            _LIVE.pop().store.close()
+        except sqlite3.ProgrammingError:  # the test closed it itself
+            pass
+
+
 class Node:
     """One bridge: a core on a store, with clients whose output is collected."""
 
     def __init__(self, key: bytes, path: Path | str = ":memory:", limits: Limits = Limits()):
         self.key, self.path, self.limits = key, path, limits
         self.store = Store(path)
+        _LIVE.append(self)
         self.core = BridgeCore(self.store, key, T0, limits)
         self.inbox: dict[int, list[dict]] = {}
         self.clock = lambda: T0

@@ -7,6 +7,7 @@ two bridge_local servers in its trio loop, on fresh databases, and uses names of
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import signal
 import subprocess
@@ -254,6 +255,58 @@ async def test_every_bad_input_class_gets_its_error_while_another_client_keeps_c
                                        "goaltoken": bob.token, "type": 1, "msg": "forged"})
             assert err.value.code == 9009
             assert (await bob.wait_event(command=2003))["msg"] == "hello"
+
+
+async def test_one_clients_flood_does_not_hold_back_another_clients_replies(bridges, names):
+    """Fairness between clients (issue 18): while flood pipelines 30,000 messages to sink,
+    carol's 20 request/reply round trips (to dave, on the same bridge and across Tox) are
+    answered at once, long before the flood ends; replies held until the flood had been
+    read (one batch for all) would come after it."""
+    a, b = bridges
+    count = 30_000
+    with trio.fail_after(120):
+        async with open_client(a.app_port, name=names("sink")) as sink, \
+                open_client(a.app_port, name=names("flood")) as flood, \
+                open_client(a.app_port, name=names("carol")) as carol, \
+                open_client(a.app_port, name=names("dave")) as dave, \
+                open_client(b.app_port, name=names("erin")) as erin:
+            await carol.wait_event(command=301, name=names("erin"))
+            line = json.dumps({"command": 1002, "token": flood.token, "goaltoken": sink.token,
+                               "type": 1, "msg": "x" * 40}).encode() + b"\n"
+            received = 0
+            rtts: list[float] = []
+
+            async def pour() -> None:  # ahead of sink by at most 5,000 (its queue: 10,000)
+                for sent in range(0, count, 500):
+                    while sent - received > 5_000:
+                        await trio.sleep(0.001)
+                    await flood.send_line(line * 500)
+
+            async def drain() -> None:  # flood's 2002s, so its own output stays bounded
+                for _ in range(count):
+                    assert (await flood.next_reply())["code"] == 201
+
+            async def sink_all() -> None:
+                nonlocal received
+                for _ in range(count):
+                    await sink.wait_event(command=2003)
+                    received += 1
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(pour)
+                nursery.start_soon(drain)
+                nursery.start_soon(sink_all)
+                while received < 100:  # the flood is under way
+                    await trio.sleep(0.005)
+                for i in range(20):
+                    target = dave if i % 2 else erin
+                    start = trio.current_time()
+                    assert (await carol.send(target.token, f"chat {i}"))["code"] == 201
+                    assert (await target.wait_event(command=2003))["msg"] == f"chat {i}"
+                    rtts.append(trio.current_time() - start)
+                at_end = received
+            assert at_end < count * 0.8, (at_end, rtts)  # served while the flood went on
+            assert max(rtts) < 1.0, rtts
 
 
 def test_bridge_local_runs_as_its_own_process(pair, tmp_path):

@@ -52,9 +52,9 @@ async def freeze_peer_mid_stream(network, tmp_path, stop_seconds: float) -> tupl
     with DaemonProc(["--listen"], tmp_path / "l.tox", network) as listener, \
             DaemonProc(["--peer", listener.tox_id], tmp_path / "p.tox", network) as peer:
         a, b = await App.connect(listener.port), await App.connect(peer.port)
-        with trio.fail_after(90):
-            await a.wait_event(code=301)
-            await b.wait_event(code=301)
+        with trio.fail_after(90):  # the drop to test is that of a settled, direct link
+            await a.wait_direct()
+            await b.wait_direct()
         a.events.clear()
         b.events.clear()
         released = trio.Event()

@@ -12,8 +12,9 @@ reference for client writers.
 
 The modules, each read top to bottom: ``codes`` (limits, ids, codes, CommandError), ``lines``
 (the line splitter), ``fields`` (the field checker), ``commands`` (requests), ``replies``
-(records, replies, events). Pure; it may import ``toxbridge.errors`` and nothing else of the
-project; every other module of bridge_local may import it.
+(records, replies, events), ``jsonfast`` (orjson with the stdlib's exact results). Pure;
+it may import ``toxbridge.errors`` and nothing else of the project; every other module of
+bridge_local may import it.
 """
 
 from .codes import (

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, ClassVar
 
+from . import jsonfast
 from .codes import (
     _INT32,
     HISTORY_DEFAULT_LIMIT,
@@ -203,22 +204,12 @@ def parse_command(obj: Any) -> Command:
     raise CommandError(ErrorCode.UNKNOWN_COMMAND, f"unknown command {number}", number)
 
 
-def _no_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")  # json.loads would accept NaN and Infinity
-
-
-# Built once: json.loads with arguments builds a new decoder at every call.
-_DECODER = json.JSONDecoder(parse_constant=_no_constant)
-
-
 def decode_command(line: bytes | bytearray | str) -> Command:
     """Decode and validate one request line. Raises :class:`CommandError`, nothing else."""
     try:
-        text = line if isinstance(line, str) else bytes(line).decode("utf-8")
+        obj = jsonfast.loads(line if isinstance(line, (bytes, str)) else bytes(line))
     except UnicodeDecodeError:
         raise CommandError(ErrorCode.MALFORMED_JSON, "line is not valid UTF-8") from None
-    try:
-        obj = _DECODER.decode(text)
     except json.JSONDecodeError as exc:
         raise CommandError(
             ErrorCode.MALFORMED_JSON, f"malformed JSON: {exc.msg} at column {exc.colno}"

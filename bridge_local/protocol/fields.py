@@ -47,6 +47,9 @@ def _check(spec: _Field, value: Any, request: int) -> Any:
             return value
     elif kind == "int" and type(value) is int and spec.lo <= value <= spec.hi:
         return value
+    elif (kind == "number" and (type(value) is float or type(value) is int)
+          and spec.lo <= value <= spec.hi):  # NaN and the infinities fail the range
+        return value
 
     def fail(code: ErrorCode, what: str) -> CommandError:
         return CommandError(code, f"field '{spec.name}' {what}", request)

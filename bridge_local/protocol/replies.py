@@ -3,11 +3,11 @@ line encoder."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from . import jsonfast
 from .codes import MAX_TOKEN_LENGTH, CommandId, ResultCode
 from .commands import SendMessage
 from .fields import _GOAL, _IP, _NAME, _PORT, _TOKEN, _check_file_fields, _Field, _record_values
@@ -151,13 +151,10 @@ def status_event(
     return event
 
 
-_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
-
-
 def encode_reply(reply: Mapping[str, Any]) -> bytes:
     """One reply line: compact JSON, UTF-8, ``\\n``-terminated.
 
     Raises ValueError/TypeError for what JSON cannot carry (a bug in the caller): NaN,
     bytes, lone surrogates.
     """
-    return (_ENCODER.encode(reply) + "\n").encode("utf-8")
+    return jsonfast.dumps(reply) + b"\n"

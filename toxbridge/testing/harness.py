@@ -198,6 +198,19 @@ class App:
             if all(event.get(k) == v for k, v in match.items()):
                 return event
 
+    async def wait_direct(self) -> dict:
+        """Wait until the peer is online over direct UDP (the friend connection may come
+        up over a TCP relay first; toxcore 0.2.20 then ends that connection and opens a new
+        one when the UDP path is found, which the apps see as 302 and 301). Returns the
+        event that said so."""
+        online = False
+        while True:
+            event = await self.next_event()
+            if event.get("code") in (301, 302):
+                online = event["code"] == 301
+            if online and event.get("link") == "UDP" and event.get("code") in (301, None):
+                return event
+
     async def next_data(self) -> bytes | None:
         while True:
             frame = await self.next_frame()
