@@ -1,0 +1,340 @@
+"""Port forwarding between two real daemons on the private Tox network (docs/forwarding.md):
+``-L`` on one node, ``--expose`` on the other, real TCP servers behind it."""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import socket
+import struct
+import threading
+import time
+
+import pytest
+import trio
+
+from toxbridge.testing import DaemonProc
+
+pytestmark = [pytest.mark.tox, pytest.mark.xdist_group("forward")]
+
+DOWNLOAD = random.Random(5).randbytes(5_000_000)
+MAX_SERVER_CONNECTIONS = 128
+
+
+def _rst(sock: socket.socket) -> None:
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    sock.close()
+
+
+class Server:
+    """A TCP server on 127.0.0.1 in threads; ``handle(sock)`` serves one connection."""
+
+    def __init__(self, handle) -> None:
+        self.sock = socket.create_server(("127.0.0.1", 0), backlog=128)
+        self.port = self.sock.getsockname()[1]
+        self.handle = handle
+        self.events: list = []  # what the handlers saw
+        self._threads: list[threading.Thread] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while len(self._threads) < 10 * MAX_SERVER_CONNECTIONS:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            t = threading.Thread(target=self._one, args=(conn,), daemon=True)
+            self._threads.append(t)
+            t.start()
+
+    def _one(self, conn: socket.socket) -> None:
+        conn.settimeout(120)
+        try:
+            self.handle(self, conn)
+        except OSError as exc:
+            self.events.append(("error", type(exc).__name__))
+        finally:
+            conn.close()
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def echo(server: Server, conn: socket.socket) -> None:
+    """Everything back; at EOF, EOF back."""
+    while data := conn.recv(65536):
+        conn.sendall(data)
+    conn.shutdown(socket.SHUT_WR)
+
+
+def source(server: Server, conn: socket.socket) -> None:
+    """The 5 MB download, then close."""
+    conn.sendall(DOWNLOAD)
+
+
+def endless(server: Server, conn: socket.socket) -> None:
+    """Up to 200 MB, for a client that does not read."""
+    chunk = b"e" * 65536
+    for _ in range(3200):
+        conn.sendall(chunk)
+
+
+def half(server: Server, conn: socket.socket) -> None:
+    """1 MB, then SHUT_WR; then it reads to EOF and records what it got."""
+    conn.sendall(DOWNLOAD[:1_000_000])
+    conn.shutdown(socket.SHUT_WR)
+    got = bytearray()
+    while data := conn.recv(65536):
+        got += data
+    server.events.append(("got", hashlib.sha256(got).hexdigest(), len(got)))
+
+
+def sink(server: Server, conn: socket.socket) -> None:
+    """Reads until EOF or a reset; records which."""
+    n = 0
+    try:
+        while data := conn.recv(65536):
+            n += len(data)
+    except ConnectionResetError:
+        server.events.append(("reset", n))
+        return
+    server.events.append(("eof", n))
+
+
+def resetter(server: Server, conn: socket.socket) -> None:
+    """Reads 10 bytes, then resets the connection."""
+    got = b""
+    while len(got) < 10 and (data := conn.recv(10 - len(got))):
+        got += data
+    _rst(conn)
+    server.events.append(("sent-rst", got))
+
+
+@pytest.fixture(scope="module")
+def servers():
+    made = {name: Server(fn) for name, fn in [("echo", echo), ("source", source),
+                                              ("endless", endless), ("half", half),
+                                              ("sink", sink), ("resetter", resetter)]}
+    dead = socket.socket()  # a port nothing listens on
+    dead.bind(("127.0.0.1", 0))
+    made["dead_port"] = dead.getsockname()[1]
+    dead.close()
+    yield made
+    for s in made.values():
+        if isinstance(s, Server):
+            s.close()
+
+
+@pytest.fixture(scope="module")
+def nodes(tox_network, tmp_path_factory, servers):
+    """(exposer, forwarder, {name: local port}): the listener exposes the servers (not
+    ``localhost``, and the dead port); the peer forwards a local port to each."""
+    d = tmp_path_factory.mktemp("fwd")
+    targets = {name: f"127.0.0.1:{s.port}" for name, s in servers.items() if isinstance(s, Server)}
+    targets["dead"] = f"127.0.0.1:{servers['dead_port']}"
+    targets["unexposed"] = f"localhost:{servers['echo'].port}"
+    expose = [a for name, t in targets.items() if name != "unexposed" for a in ("--expose", t)]
+    forward = [a for t in targets.values() for a in ("-L", f"0:{t}")]
+    with DaemonProc(["--listen", *expose], d / "x.tox", tox_network) as exposer:
+        with DaemonProc(["--peer", exposer.tox_id, *forward], d / "f.tox", tox_network) as fwd:
+            ports = {}
+            by_target = {t: name for name, t in targets.items()}
+            for _ in targets:
+                line = fwd.expect("forward ")  # forward 127.0.0.1:PORT -> HOST:PORT
+                _, local, _, target = line.split()
+                ports[by_target[target]] = int(local.rsplit(":", 1)[1])
+            yield exposer, fwd, ports
+
+
+async def read_all(stream: trio.SocketStream, limit: int = 1 << 30) -> bytes:
+    out = bytearray()
+    while data := await stream.receive_some(65536):
+        out += data
+        assert len(out) <= limit
+    return bytes(out)
+
+
+async def connect(port: int) -> trio.SocketStream:
+    return await trio.open_tcp_stream("127.0.0.1", port)
+
+
+async def echo_once(port: int, data: bytes) -> bytes:
+    got = []
+    async with await connect(port) as stream:
+        async with trio.open_nursery() as nursery:
+            async def recv():
+                got.append(await read_all(stream))
+            nursery.start_soon(recv)
+            await stream.send_all(data)
+            await stream.send_eof()  # SHUT_WR; the answer still comes
+    return got[0]
+
+
+_online = []
+
+
+async def online(nodes) -> None:
+    """The peers are connected: a forward through the echo works (once per module)."""
+    if _online:
+        return
+    _, _, ports = nodes
+    with trio.fail_after(120):
+        while True:
+            try:
+                with trio.move_on_after(5):
+                    if await echo_once(ports["echo"], b"hello") == b"hello":
+                        _online.append(True)
+                        return
+            except (trio.BrokenResourceError, OSError):
+                pass
+            await trio.sleep(0.5)
+
+
+async def sees_reset(stream: trio.SocketStream, timeout: float = 10) -> bytes:
+    """The connection ends with an RST (not a clean EOF); what came before it."""
+    got = bytearray()
+    with trio.fail_after(timeout):
+        with pytest.raises(trio.BrokenResourceError):
+            while data := await stream.receive_some(65536):
+                got += data
+            raise AssertionError(f"a clean EOF after {len(got)} bytes, not a reset")
+    return bytes(got)
+
+
+async def test_50_concurrent_connections_through_one_forward_are_exact(nodes):
+    await online(nodes)
+    _, _, ports = nodes
+    rng = random.Random(50)
+    sent = [rng.randbytes(rng.randrange(1, 200_000)) for _ in range(50)]
+    got: dict[int, bytes] = {}
+    start = time.monotonic()
+    with trio.fail_after(180):
+        async with trio.open_nursery() as nursery:
+            async def one(i):
+                got[i] = await echo_once(ports["echo"], sent[i])
+            for i in range(50):
+                nursery.start_soon(one, i)
+    elapsed = time.monotonic() - start
+    assert [got[i] == sent[i] for i in range(50)] == [True] * 50
+    print(f"50 connections, {sum(map(len, sent)) / 1e6:.1f} MB each way in {elapsed:.1f} s")
+
+
+async def test_a_5MB_download_is_exact(nodes):
+    await online(nodes)
+    _, _, ports = nodes
+    with trio.fail_after(120):
+        start = time.monotonic()
+        stream = await connect(ports["source"])
+        data = await read_all(stream)
+        elapsed = time.monotonic() - start
+        await stream.aclose()
+    assert data == DOWNLOAD
+    print(f"5 MB download: {len(data) / elapsed / 1e6:.2f} MB/s")
+
+
+async def test_a_client_that_shuts_down_its_write_side_gets_the_whole_answer(nodes):
+    await online(nodes)
+    _, _, ports = nodes
+    data = random.Random(7).randbytes(2_000_000)
+    with trio.fail_after(120):
+        stream = await connect(ports["echo"])
+        await stream.send_all(data)
+        await stream.send_eof()  # before reading a byte of the answer
+        assert await read_all(stream) == data
+        await stream.aclose()
+
+
+async def test_a_server_that_shuts_down_first_still_gets_the_clients_bytes(nodes, servers):
+    await online(nodes)
+    _, _, ports = nodes
+    upload = random.Random(8).randbytes(1_500_000)
+    with trio.fail_after(120):
+        stream = await connect(ports["half"])
+        assert await read_all(stream) == DOWNLOAD[:1_000_000]  # then the server's EOF
+        await stream.send_all(upload)  # our direction is still open
+        await stream.send_eof()
+        assert await stream.receive_some(10) == b""
+        await stream.aclose()
+        want = ("got", hashlib.sha256(upload).hexdigest(), len(upload))
+        while want not in servers["half"].events:
+            await trio.sleep(0.05)
+
+
+async def test_a_client_reset_resets_the_servers_connection(nodes, servers):
+    await online(nodes)
+    _, _, ports = nodes
+    events = servers["sink"].events
+    with trio.fail_after(30):
+        stream = await connect(ports["sink"])
+        await stream.send_all(b"x" * 100_000)
+        await trio.sleep(1)  # the bytes are through
+        stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        stream.socket.close()
+        while not events:
+            await trio.sleep(0.05)
+    assert events[-1] == ("reset", 100_000)
+
+
+async def test_a_server_reset_resets_the_clients_connection(nodes, servers):
+    await online(nodes)
+    _, _, ports = nodes
+    with trio.fail_after(30):
+        stream = await connect(ports["resetter"])
+        await stream.send_all(b"0123456789")
+        await sees_reset(stream)
+        await stream.aclose()
+    assert ("sent-rst", b"0123456789") in servers["resetter"].events
+
+
+@pytest.mark.parametrize("name, reason", [
+    ("dead", "refused by the peer: connect_refused: connection refused"),
+    ("unexposed", "refused by the peer: not_exposed: localhost:{port} is not exposed"),
+])
+async def test_a_refused_destination_fails_fast_with_its_reason(nodes, servers, name, reason):
+    await online(nodes)
+    _, fwd, ports = nodes
+    reason = reason.format(port=servers["echo"].port)
+    start = time.monotonic()
+    stream = await connect(ports[name])
+    await sees_reset(stream, timeout=5)
+    elapsed = time.monotonic() - start
+    await stream.aclose()
+    assert elapsed < 2, elapsed
+    with trio.fail_after(5):
+        while not any(reason in line for line in fwd.log):
+            await trio.sleep(0.05)
+    print(f"{name}: refused in {elapsed * 1000:.0f} ms")
+
+
+async def test_a_stalled_connection_does_not_slow_another(nodes):
+    await online(nodes)
+    _, _, ports = nodes
+
+    async def download() -> float:
+        start = time.monotonic()
+        stream = await connect(ports["source"])
+        assert await read_all(stream) == DOWNLOAD
+        await stream.aclose()
+        return len(DOWNLOAD) / (time.monotonic() - start)
+
+    with trio.fail_after(180):
+        alone = await download()
+        stalled = await connect(ports["endless"])  # never read
+        await trio.sleep(2)  # it fills its window and buffers
+        beside = await download()
+        assert await stalled.receive_some(10) == b"e" * 10  # still alive, just not read
+        stalled.socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        stalled.socket.close()
+    print(f"alone {alone / 1e6:.2f} MB/s, beside a stalled one {beside / 1e6:.2f} MB/s")
+    assert beside >= 0.5 * alone, (alone, beside)
+
+
+async def test_status_lists_the_forwards_and_exposed(nodes):
+    exposer, fwd, ports = nodes
+    proc = await trio.run_process(
+        [*fwd.args[:fwd.args.index("-m") + 1], "toxbridge", "status", "--json", "--profile",
+         fwd.args[fwd.args.index("--profile") + 1]], capture_stdout=True)
+    import json
+    reply = json.loads(proc.stdout)
+    listens = {f["listen"] for f in reply["forwards"]}
+    assert {f"127.0.0.1:{p}" for p in ports.values()} == listens
