@@ -7,6 +7,8 @@ import hashlib
 import random
 import socket
 import struct
+import subprocess
+import sys
 import threading
 import time
 
@@ -338,3 +340,63 @@ async def test_status_lists_the_forwards_and_exposed(nodes):
     reply = json.loads(proc.stdout)
     listens = {f["listen"] for f in reply["forwards"]}
     assert {f"127.0.0.1:{p}" for p in ports.values()} == listens
+
+
+def _stdio_node(exposer: DaemonProc, network, profile, dest: str) -> list[str]:
+    cmd = [sys.executable, "-m", "toxbridge", "--peer", exposer.tox_id, "-W", dest, "--raw",
+           "--profile", str(profile), "--bootstrap", str(network), "--secret", "s3cret", "-v"]
+    if network.tcp_port:
+        cmd += ["--tcp-relay", f"{network.host}:{network.tcp_port}:{network.public_key.hex()}"]
+    return cmd
+
+
+async def test_stdio_is_one_connection_then_the_node_exits(tox_network, tmp_path, servers):
+    echo_to = f"127.0.0.1:{servers['echo'].port}"
+    dead_to = f"127.0.0.1:{servers['dead_port']}"
+    with DaemonProc(["--listen", "--expose", echo_to, "--expose", dead_to], tmp_path / "x.tox",
+                    tox_network) as exposer:
+        profile, err = tmp_path / "w.tox", tmp_path / "w.err"
+        with trio.fail_after(150), open(err, "wb") as log:
+            proc = await trio.lowlevel.open_process(
+                _stdio_node(exposer, tox_network, profile, echo_to), stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE, stderr=log)
+            try:
+                rtts, got = [], b""
+                for i in range(30):  # keystrokes: a line, its echo
+                    line = f"key {i}\n".encode()
+                    start = time.monotonic()
+                    await proc.stdin.send_all(line)
+                    while not got.endswith(line):
+                        data = await proc.stdout.receive_some(65536)
+                        assert data, err.read_text()
+                        got += data
+                    rtts.append(time.monotonic() - start)
+                bulk = random.Random(9).randbytes(1_000_000)
+                rest = bytearray()
+                async with trio.open_nursery() as nursery:
+                    async def send() -> None:
+                        await proc.stdin.send_all(bulk)
+                        await proc.stdin.aclose()  # EOF: FIN; the echo's EOF ends the node
+                    nursery.start_soon(send)
+                    while data := await proc.stdout.receive_some(65536):
+                        rest += data
+                assert bytes(rest) == bulk
+                assert await proc.wait() == 0, err.read_text()
+            finally:
+                if proc.returncode is None:
+                    proc.kill()
+                    await proc.wait()
+                await proc.stdin.aclose()
+                await proc.stdout.aclose()
+        assert b"tox-id " in err.read_bytes()  # announcements go to stderr with -W
+        first, rtts = rtts[0], sorted(rtts[1:])  # the first waits for the Tox link
+        print(f"-W: first byte after {first:.1f} s; keystroke round trip p50 "
+              f"{rtts[14] * 1000:.1f} ms, max {rtts[-1] * 1000:.1f} ms")
+        # The same node refused: one line, exit status 2.
+        with trio.fail_after(150):
+            r = await trio.run_process(_stdio_node(exposer, tox_network, profile, dead_to),
+                                       stdin=b"", capture_stdout=True, capture_stderr=True,
+                                       check=False)
+        assert r.returncode == 2 and r.stdout == b"", r.stderr
+        assert (f"toxbridge: -W {dead_to}: connect_refused: connection refused"
+                in r.stderr.decode().splitlines()), r.stderr

@@ -374,6 +374,7 @@ class Forwarder:
                 wake.set()
                 if not data:
                     ends["out"] = True
+                    ls.poke_local()  # the watcher may be waiting for this alone
                     return
 
         async def writer() -> None:  # stream -> socket
@@ -402,6 +403,7 @@ class Forwarder:
                     except (trio.BrokenResourceError, OSError):
                         raise _Aborted() from None
                     ends["in"] = True
+                    ls.poke_local()
                     return
                 await ls.changed()
 
