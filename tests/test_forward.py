@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import random
 import socket
 import struct
@@ -331,15 +332,36 @@ async def test_a_stalled_connection_does_not_slow_another(nodes):
     assert beside >= 0.5 * alone, (alone, beside)
 
 
-async def test_status_lists_the_forwards_and_exposed(nodes):
+async def test_status_shows_the_forwards_and_their_connections(nodes):
+    await online(nodes)
     exposer, fwd, ports = nodes
-    proc = await trio.run_process(
-        [*fwd.args[:fwd.args.index("-m") + 1], "toxbridge", "status", "--json", "--profile",
-         fwd.args[fwd.args.index("--profile") + 1]], capture_stdout=True)
-    import json
-    reply = json.loads(proc.stdout)
-    listens = {f["listen"] for f in reply["forwards"]}
-    assert {f"127.0.0.1:{p}" for p in ports.values()} == listens
+
+    async def status(node: DaemonProc, *json_flag: str) -> bytes:
+        profile = node.args[node.args.index("--profile") + 1]
+        proc = await trio.run_process([sys.executable, "-m", "toxbridge", "status", *json_flag,
+                                       "--profile", profile], capture_stdout=True)
+        return proc.stdout
+
+    with trio.fail_after(30):
+        async with await connect(ports["echo"]) as stream:
+            await stream.send_all(b"s" * 50_000)
+            got = 0
+            while got < 50_000:
+                got += len(await stream.receive_some(65536))
+            await trio.sleep(0.5)
+            mine = json.loads(await status(fwd, "--json"))
+            theirs = json.loads(await status(exposer, "--json"))
+            human = (await status(fwd)).decode()
+    assert {f["listen"] for f in mine["forwards"]} == {f"127.0.0.1:{p}" for p in ports.values()}
+    assert mine["exposed"] == []
+    conns = [c for c in mine["forward_connections"] if c["bytes_to_peer"] == 50_000]
+    assert len(conns) == 1 and conns[0]["bytes_from_peer"] == 50_000, mine["forward_connections"]
+    dest = conns[0]["destination"]
+    assert dest in theirs["exposed"]
+    assert [(c["side"], c["bytes_to_peer"], c["bytes_from_peer"])
+            for c in theirs["forward_connections"] if c["destination"] == dest] == [
+        ("expose", 50_000, 50_000)]
+    assert "forwarded connections" in human and f"-> {dest}" in human, human
 
 
 def _stdio_node(exposer: DaemonProc, network, profile, dest: str) -> list[str]:
