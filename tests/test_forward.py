@@ -16,7 +16,9 @@ import time
 import pytest
 import trio
 
+from toxbridge.network import loopback_options
 from toxbridge.testing import DaemonProc
+from toxbridge.tox import Tox, save_profile
 
 pytestmark = [pytest.mark.tox, pytest.mark.xdist_group("forward")]
 
@@ -373,11 +375,16 @@ def _stdio_node(exposer: DaemonProc, network, profile, dest: str) -> list[str]:
 
 
 async def test_stdio_is_one_connection_then_the_node_exits(tox_network, tmp_path, servers):
+    """... and the exposing node's per-peer rules apply to it: its own list only."""
     echo_to = f"127.0.0.1:{servers['echo'].port}"
     dead_to = f"127.0.0.1:{servers['dead_port']}"
-    with DaemonProc(["--listen", "--expose", echo_to, "--expose", dead_to], tmp_path / "x.tox",
-                    tox_network) as exposer:
-        profile, err = tmp_path / "w.tox", tmp_path / "w.err"
+    profile, err, rules = tmp_path / "w.tox", tmp_path / "w.err", tmp_path / "rules.toml"
+    with Tox(loopback_options()) as tox:  # the -W node's identity, to name it in the rules
+        save_profile(profile, tox.savedata())
+        key = tox.public_key.hex()
+    rules.write_text(f'[[peer]]\nkey = "{key}"\nexpose = ["{echo_to}"]\n')
+    with DaemonProc(["--listen", "--expose", dead_to, "--expose-file", str(rules)],
+                    tmp_path / "x.tox", tox_network) as exposer:
         with trio.fail_after(150), open(err, "wb") as log:
             proc = await trio.lowlevel.open_process(
                 _stdio_node(exposer, tox_network, profile, echo_to), stdin=subprocess.PIPE,
@@ -420,5 +427,6 @@ async def test_stdio_is_one_connection_then_the_node_exits(tox_network, tmp_path
                                        stdin=b"", capture_stdout=True, capture_stderr=True,
                                        check=False)
         assert r.returncode == 2 and r.stdout == b"", r.stderr
-        assert (f"toxbridge: -W {dead_to}: connect_refused: connection refused"
+        # dead_to is exposed to every peer, but this one has a list of its own
+        assert (f"toxbridge: -W {dead_to}: not_exposed: {dead_to} is not exposed to this peer"
                 in r.stderr.decode().splitlines()), r.stderr

@@ -77,3 +77,24 @@ def test_a_forward_port_in_use_is_one_line(tmp_path):
     line = one_error_line(r.stderr)
     assert line.startswith(f"toxbridge: -L 127.0.0.1:{port}:127.0.0.1:22: cannot listen on "
                            f"127.0.0.1:{port}: "), line
+
+
+def test_a_forward_off_loopback_warns(tmp_path):
+    """In a network namespace that has only ``lo``: 0.0.0.0 reaches nothing else. The
+    second -L's port is in use, so the node stops right after binding the first."""
+    import os
+    import subprocess
+    import sys
+
+    if os.geteuid() != 0:
+        pytest.skip("needs root for a network namespace")
+    script = (f"ip link set lo up && python3 -c 'import socket,subprocess,sys; s=socket.create_server((\"127.0.0.1\",0)); "
+              f"sys.exit(subprocess.run(sys.argv[1:]+[\"-L\",\"%d:127.0.0.1:1\" % s.getsockname()[1]]).returncode)' "
+              f"{sys.executable} -m toxbridge --listen --secret s --bootstrap {NODE} "
+              f"--profile {tmp_path / 'p.tox'} -L 0.0.0.0:0:127.0.0.1:1")
+    r = subprocess.run(["unshare", "--net", "sh", "-c", script], capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 2, r.stderr
+    assert ("-L 0.0.0.0:0:127.0.0.1:1 listens on 0.0.0.0: anyone who reaches it reaches "
+            "127.0.0.1:1") in r.stderr, r.stderr
+    assert one_error_line(r.stderr).startswith("toxbridge: -L 127.0.0.1:"), r.stderr

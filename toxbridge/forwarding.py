@@ -15,6 +15,7 @@ with an RST, and a socket that fails (ECONNRESET, EPIPE) resets the stream.
 from __future__ import annotations
 
 import errno
+import ipaddress
 import logging
 import socket
 import struct
@@ -40,7 +41,6 @@ CONNECT_TIMEOUT = 10.0  # s for the exposing side's connect
 STDIO_WAIT = 120.0  # s -W waits for the peer to come online
 DRAIN_TIMEOUT = 30.0  # s a refused stream waits for the opener's reset
 MAX_CONNECTIONS = 256  # forwarded connections at once, each side (the mux's stream limit)
-LOOPBACK = ("127.0.0.1", "::1", "localhost")
 
 
 class _Conn(LocalStream):
@@ -93,6 +93,13 @@ def _rst(sock: trio.SocketStream) -> None:
     sock.socket.close()
 
 
+def _loopback(host: str) -> bool:
+    try:
+        return host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def _connect_status(exc: OSError) -> tuple[Status, str]:
     causes = [exc, exc.__cause__, *getattr(exc.__cause__, "exceptions", ())]
     if any(isinstance(c, ConnectionRefusedError) or getattr(c, "errno", None) == errno.ECONNREFUSED
@@ -120,7 +127,7 @@ class Forwarder:
     async def open_listeners(self) -> None:
         """Bind every ``-L`` (before the tox thread starts: a port in use fails the node)."""
         for fwd in self._config.forwards:
-            if fwd.bind not in LOOPBACK:
+            if not _loopback(fwd.bind):
                 log.warning("-L %s listens on %s: anyone who reaches it reaches %s",
                             fwd, fwd.bind, fwd.destination)
             try:
@@ -195,6 +202,7 @@ class Forwarder:
                 answer = await self._open(conn, dest, OPEN_TIMEOUT, quiet_no_peer=True)
                 if answer is not None or trio.current_time() > deadline:
                     break
+                self._conns.discard(conn)
                 conn = self._new("forward", "stdio")  # no peer yet: try again
                 await trio.sleep(0.5)
             answer = answer or Answer(Status.TIMEOUT, "the peer did not come online")
@@ -270,10 +278,10 @@ class Forwarder:
             self._token.run_sync_soon(self._spawn, conn)
         except trio.RunFinishedError:
             return None
-        self._incoming += 1  # a hint for the check above; the trio side decrements it
         return conn
 
     def _spawn(self, conn: _Conn) -> None:
+        self._incoming += 1  # read on the tox thread: a hint (the mux caps streams anyway)
         self._conns.add(conn)
         self._nursery.start_soon(self._expose, conn)
 
