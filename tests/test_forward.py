@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+import signal
 import socket
 import struct
 import subprocess
@@ -185,14 +186,20 @@ async def online(nodes) -> None:
     _, _, ports = nodes
     with trio.fail_after(120):
         while True:
-            try:
-                with trio.move_on_after(5):
-                    if await echo_once(ports["echo"], b"hello") == b"hello":
-                        _online.append(True)
-                        return
-            except (trio.BrokenResourceError, OSError):
-                pass
+            if await try_echo(ports["echo"]):
+                _online.append(True)
+                return
             await trio.sleep(0.5)
+
+
+async def try_echo(port: int) -> bool:
+    """One short echo through a forward worked (not yet, while the link comes up)."""
+    try:
+        with trio.move_on_after(5):
+            return await echo_once(port, b"hello") == b"hello"
+    except* (trio.BrokenResourceError, OSError):
+        pass
+    return False
 
 
 async def sees_reset(stream: trio.SocketStream, timeout: float = 10) -> bytes:
@@ -430,3 +437,60 @@ async def test_stdio_is_one_connection_then_the_node_exits(tox_network, tmp_path
         # dead_to is exposed to every peer, but this one has a list of its own
         assert (f"toxbridge: -W {dead_to}: not_exposed: {dead_to} is not exposed to this peer"
                 in r.stderr.decode().splitlines()), r.stderr
+
+
+async def test_a_connection_survives_a_35s_cut_of_the_link(nodes):
+    """SIGSTOP of the exposing daemon for 35 s (past toxcore's friend timeout, so the
+    friend connection goes down) in the middle of a download: the bytes are exact."""
+    await online(nodes)
+    exposer, fwd, ports = nodes
+    with trio.fail_after(200):
+        stream = await connect(ports["source"])
+        got = bytearray()
+        while len(got) < 1_000_000:
+            got += await stream.receive_some(65536)
+        exposer.signal(signal.SIGSTOP)
+        try:
+            with trio.move_on_after(35):
+                while data := await stream.receive_some(65536):  # what was in flight
+                    got += data
+                raise AssertionError("the connection ended during the cut")
+        finally:
+            exposer.signal(signal.SIGCONT)
+        assert len(got) < len(DOWNLOAD)  # the cut was in the middle
+        cut_at = len(got)
+        got += await read_all(stream)
+        await stream.aclose()
+    assert bytes(got) == DOWNLOAD
+    assert any("friend connection down" in line for line in fwd.log), "the link never went down"
+    print(f"cut after {cut_at} bytes; the rest came after the link returned")
+
+
+async def test_hold_open_resets_connections_once_the_link_is_down_that_long(
+        tox_network, tmp_path, servers):
+    """--hold-open 2: a cut (SIGSTOP of the exposing daemon) past toxcore's friend timeout
+    resets the forwarded connection about 2 s after the link is seen down."""
+    echo_to = f"127.0.0.1:{servers['echo'].port}"
+    with DaemonProc(["--listen", "--expose", echo_to], tmp_path / "x.tox", tox_network) as exposer:
+        with DaemonProc(["--peer", exposer.tox_id, "-L", f"0:{echo_to}", "--hold-open", "2"],
+                        tmp_path / "f.tox", tox_network) as fwd:
+            port = int(fwd.expect("forward ").split()[1].rsplit(":", 1)[1])
+            with trio.fail_after(150):
+                while not await try_echo(port):  # until the link is up
+                    await trio.sleep(0.5)
+                stream = await connect(port)
+                await stream.send_all(b"ping")
+                assert await stream.receive_some(10) == b"ping"
+                exposer.signal(signal.SIGSTOP)
+                try:
+                    start = time.monotonic()
+                    await sees_reset(stream, timeout=60)
+                    after = time.monotonic() - start
+                finally:
+                    exposer.signal(signal.SIGCONT)
+                await stream.aclose()
+            down = [line for line in fwd.log if "friend connection down" in line]
+            held = [line for line in fwd.log if "(--hold-open 2): resetting 1 forwarded" in line]
+            assert down and held, fwd.log[-20:]
+            assert after > 20, after  # not before toxcore's friend timeout (28-32 s)
+            print(f"reset {after:.1f} s after the cut")

@@ -44,6 +44,7 @@ class Config:
     forwards: tuple[LocalForward, ...] = ()  # -L (toxbridge.forwarding)
     stdio: Destination | None = None  # -W: stdin/stdout as one forwarded connection
     rules: Rules = Rules()  # --expose, --expose-file: what peers may reach (nothing)
+    hold_open: int = 120  # s forwarded connections stay open while the link is down
     window: int = DEFAULT_WINDOW  # see toxbridge/link/wire.py for these three
     in_flight: int = DEFAULT_IN_FLIGHT
     backlog: int = DEFAULT_BACKLOG

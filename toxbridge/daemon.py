@@ -98,7 +98,8 @@ class Daemon:
                 streams_sock = bind_control_socket(self.streams_path)
             self.tox_loop = loop = ToxLoop(c, self._notify)
             listeners = await trio.open_tcp_listeners(c.bridge_port, host=c.bridge_host)
-            self.forwarder = Forwarder(c, loop.streams, loop.wake, self.announce)
+            self.forwarder = Forwarder(c, loop.streams, loop.wake, self.announce,
+                                       link_up=lambda: loop.peer.link != "none")
             await self.forwarder.open_listeners()
         except BaseException:  # e.g. the port is in use: the tox thread never runs
             for listener in listeners:

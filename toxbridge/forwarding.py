@@ -39,6 +39,7 @@ READ_SIZE = 64 * 1024
 OPEN_TIMEOUT = 20.0  # s from accept to the answer (the exposing side connects within 10)
 CONNECT_TIMEOUT = 10.0  # s for the exposing side's connect
 STDIO_WAIT = 120.0  # s -W waits for the peer to come online
+HOLD_OPEN_CHECK = 1.0  # s between looks at the link state
 DRAIN_TIMEOUT = 30.0  # s a refused stream waits for the opener's reset
 MAX_CONNECTIONS = 256  # forwarded connections at once, each side (the mux's stream limit)
 
@@ -113,8 +114,9 @@ class Forwarder:
     side (``config.rules``). ``wake``: tells the tox thread to look at ``table``."""
 
     def __init__(self, config: Config, table: StreamTable, wake,
-                 announce: Callable[[str], None]) -> None:
+                 announce: Callable[[str], None], link_up: Callable[[], bool]) -> None:
         self._config = config
+        self._link_up = link_up
         self._table = table
         self._wake = wake
         self._announce = announce
@@ -152,7 +154,31 @@ class Forwarder:
                 handler = lambda tcp, fwd=fwd: self._forward_tcp(fwd, tcp)  # noqa: E731
                 nursery.start_soon(trio.serve_listeners, handler, listeners)
             task_status.started()
-            await trio.sleep_forever()
+            await self._hold_open()
+
+    async def _hold_open(self) -> None:
+        """While the link is down the streams wait (the Link loses nothing); a forwarded
+        connection that waited ``hold_open`` s for it (since it went down, or since the
+        connection began) is reset."""
+        down_since = None
+        while True:
+            await trio.sleep(HOLD_OPEN_CHECK)
+            if self._link_up():
+                down_since = None
+                continue
+            now = time.monotonic()
+            if down_since is None:
+                down_since = now
+            late = [c for c in self._conns
+                    if now - max(down_since, c.since) >= self._config.hold_open]
+            if late:
+                log.warning("the link has been down for %.0f s (--hold-open %d): resetting "
+                            "%d forwarded connections", now - down_since,
+                            self._config.hold_open, len(late))
+            for conn in late:
+                self._conns.discard(conn)  # once
+                self._reset(conn, ResetCode.TIMEOUT)
+                conn.poke_local()
 
     def status(self, reply: dict) -> None:
         """The forwards and their open connections, for ``toxbridge status``."""
@@ -227,7 +253,8 @@ class Forwarder:
             while True:
                 with ls.lock:
                     failure, parsed = ls.failure, parse_answer(bytes(ls.to_app[:257]))
-                    closed = ls.reset_in is not None or (ls.end_in and parsed is None)
+                    closed = (ls.reset_in is not None or ls.reset_out is not None
+                              or (ls.end_in and parsed is None))
                     if parsed is not None:
                         answer, n = parsed
                         del ls.to_app[:n]

@@ -74,6 +74,14 @@ def destination_arg(text: str):
 
 
 @_checked
+def hold_open_arg(text) -> int:
+    seconds = int(text)
+    if not 1 <= seconds <= 86400:
+        raise ValueError(f"{seconds} is outside 1..86400 seconds")
+    return seconds
+
+
+@_checked
 def tox_id_arg(text: str) -> bytes:
     from ..tox import ADDRESS_SIZE, parse_key
 
@@ -179,6 +187,9 @@ def node_parser() -> argparse.ArgumentParser:
                    help="peers may reach HOST:PORT through this node (repeatable; nothing by default)")
     p.add_argument("--expose-file", metavar="FILE", type=Path,
                    help="forwarding rules: destinations for every peer and per peer (docs/forwarding.md)")
+    p.add_argument("--hold-open", metavar="SECONDS", type=hold_open_arg, default=120,
+                   help="forwarded connections stay open this long while the Tox link is down "
+                        "(default 120)")
     p.add_argument("--data-dir", type=Path,
                    help="the node's data: its control socket; bridge_local's history, queued "
                         "messages, files (default: PROFILE_NAME.bridge next to the profile)")
@@ -303,6 +314,7 @@ def build_config(args: argparse.Namespace):
         forwards=tuple(args.forward),
         stdio=args.stdio,
         rules=rules,
+        hold_open=args.hold_open,
     )
 
 
