@@ -20,6 +20,8 @@ KEY = "AB" * 32
     (["-L", "8080:host:0"], "argument -L/--forward: port 0 is outside 1..65535"),
     (["-W", "host"], "argument -W/--stdio: 'host' is not HOST:PORT"),
     (["--expose", "a b:22"], "argument --expose: host 'a b' is not a host name"),
+    (["--hold-open", "0"], "argument --hold-open: 0 is outside 1..86400 seconds"),
+    (["--hold-open", "soon"], "argument --hold-open: 'soon' is not a whole number of seconds"),
     (["--expose-file", "/nonexistent/rules.toml"], "cannot read the rules file /nonexistent/rules.toml"),
 ])
 def test_bad_forward_flags_are_one_line(args, message, capsys, tmp_path):

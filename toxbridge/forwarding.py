@@ -94,6 +94,11 @@ def _rst(sock: trio.SocketStream) -> None:
     sock.socket.close()
 
 
+def _local_address(listeners: list[trio.SocketListener]) -> str:
+    host, port = listeners[0].socket.getsockname()[:2]
+    return str(Destination(host, port))
+
+
 def _loopback(host: str) -> bool:
     try:
         return host == "localhost" or ipaddress.ip_address(host).is_loopback
@@ -149,8 +154,7 @@ class Forwarder:
             self._nursery = nursery
             self._table.serve_kind(FORWARD_KIND, self._accept_stream)
             for fwd, listeners in self._listeners:
-                host, port = listeners[0].socket.getsockname()[:2]
-                self._announce(f"forward {host}:{port} -> {fwd.destination}")
+                self._announce(f"forward {_local_address(listeners)} -> {fwd.destination}")
                 handler = lambda tcp, fwd=fwd: self._forward_tcp(fwd, tcp)  # noqa: E731
                 nursery.start_soon(trio.serve_listeners, handler, listeners)
             task_status.started()
@@ -184,8 +188,8 @@ class Forwarder:
         """The forwards and their open connections, for ``toxbridge status``."""
         forwards = []
         for fwd, listeners in self._listeners:
-            host, port = listeners[0].socket.getsockname()[:2]
-            forwards.append({"listen": f"{host}:{port}", "destination": str(fwd.destination)})
+            forwards.append({"listen": _local_address(listeners),
+                             "destination": str(fwd.destination)})
         if self._config.stdio is not None:
             forwards.append({"listen": "stdio", "destination": str(self._config.stdio)})
         rules = self._config.rules

@@ -75,7 +75,12 @@ def destination_arg(text: str):
 
 @_checked
 def hold_open_arg(text) -> int:
-    seconds = int(text)
+    if isinstance(text, int) and not isinstance(text, bool):
+        seconds = text  # from the config file
+    elif isinstance(text, str) and text.isdigit():
+        seconds = int(text)
+    else:
+        raise ValueError(f"{text!r} is not a whole number of seconds")
     if not 1 <= seconds <= 86400:
         raise ValueError(f"{seconds} is outside 1..86400 seconds")
     return seconds
