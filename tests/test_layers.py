@@ -54,6 +54,7 @@ LAYER_OF = {  # longest prefix wins; the two root packages are "root", bridge_lo
     "toxbridge.fragment": "channel",
     "toxbridge.crawl": "channel",
     "toxbridge.network": "channel",
+    "toxbridge.forward": "channel",  # port forwarding's specs, rules, header and answer (pure)
     "toxbridge.control": "channel",  # the package's __init__: a docstring
     "toxbridge.control.protocol": "channel",  # the control protocol's codec (pure)
     "toxbridge.control.snapshot": "channel",  # the status snapshot and its meters (pure)
@@ -65,6 +66,7 @@ LAYER_OF = {  # longest prefix wins; the two root packages are "root", bridge_lo
     "toxbridge.localstreams": "toxthread",  # streams.sock's streams: shared state, tox side
     "toxbridge.localsock": "daemon",  # streams.sock: its trio shell
     "toxbridge.daemon": "daemon",
+    "toxbridge.forwarding": "daemon",  # -L / -W / --expose: trio shells over local streams
     "toxbridge.control.server": "daemon",  # the control socket's trio shell
     "toxbridge.testing": "testing",
 }

@@ -6,6 +6,7 @@ import hmac
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .forward import Destination, LocalForward, Rules
 from .link import DEFAULT_BACKLOG, DEFAULT_IN_FLIGHT, DEFAULT_WINDOW
 from .network import NodeInfo
 
@@ -40,6 +41,10 @@ class Config:
     id_file: Path | None = None
     control_socket: Path | None = None  # the control socket (toxbridge.control.server); None: none
     app_open: bool = False  # --app-open: processes of any uid may use the bridge port
+    forwards: tuple[LocalForward, ...] = ()  # -L (toxbridge.forwarding)
+    stdio: Destination | None = None  # -W: stdin/stdout as one forwarded connection
+    rules: Rules = Rules()  # --expose, --expose-file: what peers may reach (nothing)
+    hold_open: int = 120  # s forwarded connections stay open while the link is down
     window: int = DEFAULT_WINDOW  # see toxbridge/link/wire.py for these three
     in_flight: int = DEFAULT_IN_FLIGHT
     backlog: int = DEFAULT_BACKLOG

@@ -21,6 +21,7 @@ from .config import Config
 from .control.protocol import ControlError
 from .control.server import ControlServer, bind_control_socket
 from .errors import RemoteProtocolError
+from .forwarding import Forwarder
 from .framing import DATA, FrameDecoder, encode_event
 from .localsock import SOCKET_NAME as STREAMS_SOCKET, StreamsServer
 from .toxloop import ToxLoop
@@ -62,6 +63,7 @@ class Daemon:
         self.status_sections: list[Callable[[dict], None]] = []
         self._access = access.AccessPolicy(os.geteuid(), open=config.app_open)
         self.streams_path: os.PathLike | None = None
+        self.forwarder: Forwarder | None = None  # port forwarding (toxbridge.forwarding)
 
     # Called from the tox thread.
     def _notify(self, event: dict | None) -> None:
@@ -89,13 +91,19 @@ class Daemon:
             control = ControlServer(bind_control_socket(c.control_socket), c.control_socket,
                                     self.control_commands)
         loop = None
+        listeners: list = []
         try:
             if c.control_socket is not None:  # the local streams (docs/wire.md §5)
                 self.streams_path = c.control_socket.with_name(STREAMS_SOCKET)
                 streams_sock = bind_control_socket(self.streams_path)
             self.tox_loop = loop = ToxLoop(c, self._notify)
             listeners = await trio.open_tcp_listeners(c.bridge_port, host=c.bridge_host)
+            self.forwarder = Forwarder(c, loop.streams, loop.wake, self.announce,
+                                       link_up=lambda: loop.peer.link != "none")
+            await self.forwarder.open_listeners()
         except BaseException:  # e.g. the port is in use: the tox thread never runs
+            for listener in listeners:
+                listener.socket.close()
             if loop is not None:
                 loop.tox.close()
             if control is not None:
@@ -124,6 +132,10 @@ class Daemon:
                     await nursery.start(server.serve)
                 self.announce(f"tox-id {tox_id}")
                 self.announce(f"bridge {c.bridge_host}:{self.port}")
+                await nursery.start(self.forwarder.serve)  # announces each -L
+                self.status_sections.append(self.forwarder.status)
+                if c.stdio is not None:
+                    nursery.start_soon(self.forwarder.run_stdio, self.stop)
                 task_status.started(self)
         finally:
             loop.stop()

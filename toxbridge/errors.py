@@ -28,3 +28,7 @@ class StreamProtocolError(RemoteProtocolError):
 
 class ConfigError(ToxbridgeError):
     """The configuration is invalid."""
+
+
+class ForwardError(ToxbridgeError):
+    """A port forward failed (its message says which and why)."""

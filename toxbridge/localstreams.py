@@ -60,7 +60,11 @@ class StreamTable:
         self._acceptors: dict[int, deque[LocalStream]] = {}  # kind -> waiting connections
         self._live: dict[int, LocalStream] = {}  # stream id -> (tox thread only)
         self._dirty: set[LocalStream] = set()  # changed by the trio side
+        # kind -> accept(event, peer_key): a LocalStream for an OPEN of that kind that no
+        # connection waits for, or None (refused); called on the tox thread, must not block.
+        self._servers: dict[int, Callable[[StreamOpened, bytes | None], LocalStream | None]] = {}
         self.mux: Mux | None = None  # set by the tox thread (PeerIO)
+        self.peer_key: bytes | None = None  # the peer's public key (set with its PeerIO)
 
     # -- the trio side ---------------------------------------------------------------------
 
@@ -75,6 +79,11 @@ class StreamTable:
                 return False
             self._acceptors.setdefault(ls.kind, deque()).append(ls)
             return True
+
+    def serve_kind(self, kind: int, accept) -> None:
+        """Every OPEN of ``kind`` goes to ``accept`` (port forwarding's exposing side)."""
+        with self._lock:
+            self._servers[kind] = accept
 
     def withdraw(self, ls: LocalStream) -> None:
         """A connection that waited (open or accept) went away before its stream."""
@@ -151,6 +160,9 @@ class StreamTable:
             with self._lock:
                 queue = self._acceptors.get(event.kind)
                 ls = queue.popleft() if queue else None
+                server = self._servers.get(event.kind)
+            if ls is None and server is not None:
+                ls = server(event, self.peer_key)
             if ls is None:
                 return False
             with ls.lock:

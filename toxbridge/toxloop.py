@@ -441,6 +441,7 @@ class ToxLoop(threading.Thread):
         if (io is None or io.link is not link) and self.peer.public_key is not None:
             if io is not None:
                 self.streams.peer_gone()
+            self.streams.peer_key = self.peer.public_key
             io = self.io = PeerIO(link, self.address[:32], self.peer.public_key,
                                   report=self._report, table=self.streams)
         return io

@@ -13,7 +13,7 @@ import errno
 from pathlib import Path
 from typing import Iterator, Mapping
 
-from ..errors import ConfigError, ToxbridgeError
+from ..errors import ConfigError, ForwardError, ToxbridgeError
 from ..usage import USER_ERROR, OneLineParser
 
 __all__ = ["USER_ERROR", "OneLineParser", "user_message", "leaves"]
@@ -46,7 +46,7 @@ def _explain(exc: BaseException, profile: Path | None, passphrase_env: str | Non
     from ..tox.profile import ProfileError
 
     where = f"the profile {profile}" if profile else "the profile"
-    if isinstance(exc, ConfigError):
+    if isinstance(exc, (ConfigError, ForwardError)):
         return str(exc)
     if isinstance(exc, ProfileError) and exc.error == "PROFILE_ENCRYPTED":
         return f"{where} is encrypted: give its passphrase with --passphrase-env VAR"

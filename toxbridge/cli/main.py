@@ -100,8 +100,20 @@ def _config(argv: list[str]) -> int:
     app = "none (raw)" if node_args.raw else f"{node_args.app_host}:{node_args.app_port or 'free'}"
     print(f"{args.file}: ok: {config.mode}, profile {config.profile}, "
           f"{len(config.bootstrap)} bootstrap nodes, {len(config.tcp_relays)} TCP relays, "
-          f"bridge {config.bridge_host}:{config.bridge_port or 'free'}, app {app}")
+          f"bridge {config.bridge_host}:{config.bridge_port or 'free'}, app {app}"
+          + "".join(f", -L {f}" for f in config.forwards)
+          + (f", -W {config.stdio}" if config.stdio else "")
+          + _exposed(config.rules))
     return 0
+
+
+def _exposed(rules) -> str:
+    everyone = ", ".join(str(d) for d in sorted(rules.everyone))
+    per_peer = sum(1 for _ in rules.peers)
+    if not everyone and not per_peer:
+        return ", nothing exposed"
+    return (f", exposed to every peer: {everyone or 'nothing'}"
+            + (f", rules for {per_peer} peers" if per_peer else ""))
 
 
 def _id(argv: list[str]) -> int:
@@ -224,7 +236,10 @@ def _run_node(argv: list[str], context: dict) -> int:
     app_config = None if args.raw else build_app_config(args, config)
     from ..node import run_node_process
 
-    run_node_process(config, app_config)
+    if config.stdio is not None:  # stdout is the forwarded connection
+        run_node_process(config, app_config, announce=lambda line: print(line, file=sys.stderr))
+    else:
+        run_node_process(config, app_config)
     return 0
 
 

@@ -22,7 +22,7 @@ from ..errors import ConfigError
 from ..usage import OneLineParser, port_arg
 
 __all__ = ["node_parser", "parse_node_args", "option_table", "build_config", "build_app_config",
-           "read_nodes", "read_passphrase", "BUNDLED_NODES", "BUNDLED_DATE", "NODES_SOURCE"]
+           "read_nodes", "read_passphrase", "read_rules", "BUNDLED_NODES", "BUNDLED_DATE", "NODES_SOURCE"]
 
 log = logging.getLogger("toxbridge")
 
@@ -57,6 +57,33 @@ def public_key_arg(text: str) -> bytes:
     from ..tox import PUBLIC_KEY_SIZE, parse_key
 
     return parse_key(text, PUBLIC_KEY_SIZE, "public key")
+
+
+@_checked
+def forward_arg(text: str):
+    from ..forward import parse_local_forward
+
+    return parse_local_forward(text)
+
+
+@_checked
+def destination_arg(text: str):
+    from ..forward import parse_destination
+
+    return parse_destination(text)
+
+
+@_checked
+def hold_open_arg(text) -> int:
+    if isinstance(text, int) and not isinstance(text, bool):
+        seconds = text  # from the config file
+    elif isinstance(text, str) and text.isdigit():
+        seconds = int(text)
+    else:
+        raise ValueError(f"{text!r} is not a whole number of seconds")
+    if not 1 <= seconds <= 86400:
+        raise ValueError(f"{seconds} is outside 1..86400 seconds")
+    return seconds
 
 
 @_checked
@@ -155,6 +182,19 @@ def node_parser() -> argparse.ArgumentParser:
     p.add_argument("--app-host", default="127.0.0.1",
                    help="address the app server binds (default 127.0.0.1; others need --public-bind)")
     add_access_arguments(p)
+    p.add_argument("-L", "--forward", action="append", default=[], metavar="[BIND:]LPORT:HOST:PORT",
+                   type=forward_arg, help="connections to LPORT here reach HOST:PORT at the peer "
+                   "(repeatable; BIND default 127.0.0.1; LPORT 0: a free port, announced)")
+    p.add_argument("-W", "--stdio", metavar="HOST:PORT", type=destination_arg,
+                   help="stdin/stdout as one connection to HOST:PORT at the peer, then exit "
+                        "(ssh ProxyCommand); our own lines go to stderr")
+    p.add_argument("--expose", action="append", default=[], metavar="HOST:PORT", type=destination_arg,
+                   help="peers may reach HOST:PORT through this node (repeatable; nothing by default)")
+    p.add_argument("--expose-file", metavar="FILE", type=Path,
+                   help="forwarding rules: destinations for every peer and per peer (docs/forwarding.md)")
+    p.add_argument("--hold-open", metavar="SECONDS", type=hold_open_arg, default=120,
+                   help="forwarded connections stay open this long while the Tox link is down "
+                        "(default 120)")
     p.add_argument("--data-dir", type=Path,
                    help="the node's data: its control socket; bridge_local's history, queued "
                         "messages, files (default: PROFILE_NAME.bridge next to the profile)")
@@ -258,6 +298,7 @@ def build_config(args: argparse.Namespace):
         log.warning("bootstrapping from the bundled public nodes list (%d nodes, of %s); "
                     "for a fresher one: --nodes FILE from %s", len(bootstrap), BUNDLED_DATE, NODES_SOURCE)
     passphrase = read_passphrase(args.passphrase_env, args.passphrase_file)
+    rules = read_rules(args.expose, args.expose_file)
     return Config(
         mode="listen" if args.listen else "peer",
         profile=args.profile or default_profile(),
@@ -275,7 +316,26 @@ def build_config(args: argparse.Namespace):
         bridge_port=args.bridge_port,
         id_file=args.id_file,
         app_open=args.app_open,
+        forwards=tuple(args.forward),
+        stdio=args.stdio,
+        rules=rules,
+        hold_open=args.hold_open,
     )
+
+
+def read_rules(expose: list, path: Path | None):
+    """``--expose`` and the ``--expose-file`` rules together."""
+    from ..forward import Rules, parse_rules
+
+    rules = Rules(frozenset(expose))
+    if path is not None:
+        try:
+            text = Path(path).read_text()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"cannot read the rules file {path}: "
+                              f"{getattr(exc, 'strerror', None) or exc}") from None
+        rules = rules.merged(parse_rules(text, str(path)))
+    return rules
 
 
 def build_app_config(args: argparse.Namespace, config):

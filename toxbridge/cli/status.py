@@ -92,6 +92,29 @@ def render(status: dict[str, Any]) -> list:
                 transfers.add_row(t["hop"], t["filename"] or str(t["fileid"]), done,
                                   _size(t["filesize"]), state)
             out.append(transfers)
+    out += _forwards(status)
+    return out
+
+
+def _forwards(status: dict[str, Any]) -> list:
+    """Port forwarding: the -L listeners, what is exposed, the open connections."""
+    out: list = []
+    if status.get("forwards"):
+        out.append("forwards: " + ", ".join(f"{f['listen']} -> {f['destination']}"
+                                            for f in status["forwards"]))
+    if "exposed" in status:
+        per_peer = status.get("exposed_per_peer") or {}
+        out.append("exposed to every peer: " + (", ".join(status["exposed"]) or "nothing")
+                   + (f"; rules for {len(per_peer)} peers" if per_peer else ""))
+    conns = status.get("forward_connections") or []
+    if conns:
+        table = _table("forwarded connections", ("side", "destination", "stream", "to peer",
+                                                 "from peer", "age"))
+        for c in conns:
+            table.add_row(c["side"], c["destination"] or "-", str(c["stream"]),
+                          _size(c["bytes_to_peer"]), _size(c["bytes_from_peer"]),
+                          f"{c['age_s']:.0f}s")
+        out.append(table)
     return out
 
 

@@ -1,0 +1,511 @@
+"""Port forwarding's trio shells in the daemon (docs/forwarding.md).
+
+Forwarding side: a TCP listener per ``-L``; each accepted connection opens one BULK stream
+of kind ``FORWARD_KIND`` whose header names the destination, waits for the exposing side's
+answer, then pipes bytes both ways. ``-W``: stdin/stdout as one such connection.
+Exposing side: every forward stream the peer opens is checked against the rules, then
+connected with ``trio.open_tcp_stream``; a refusal or a failed connect is answered at once.
+
+Both sides pipe the same way (``_pipe``): the socket is read only while the stream has
+room, so TCP backpressure is the stream's flow control; bytes from the peer are consumed
+only once written; SHUT_WR is FIN and FIN is SHUT_WR; a reset stream aborts the socket
+with an RST, and a socket that fails (ECONNRESET, EPIPE) resets the stream.
+"""
+
+from __future__ import annotations
+
+import errno
+import ipaddress
+import logging
+import socket
+import struct
+import time
+from typing import Callable
+
+import trio
+
+from .config import Config
+from .forward import (FORWARD_KIND, Answer, Destination, LocalForward, Status, decode_header,
+                      encode_answer, encode_header, parse_answer)
+from .errors import ConfigError, ForwardError, RemoteProtocolError
+from .localstreams import LocalStream, StreamTable
+from .streams import Priority, ResetCode, StreamOpened
+
+__all__ = ["Forwarder"]
+
+log = logging.getLogger(__name__)
+
+READ_SIZE = 64 * 1024
+OPEN_TIMEOUT = 20.0  # s from accept to the answer (the exposing side connects within 10)
+CONNECT_TIMEOUT = 10.0  # s for the exposing side's connect
+STDIO_WAIT = 120.0  # s -W waits for the peer to come online
+HOLD_OPEN_CHECK = 1.0  # s between looks at the link state
+DRAIN_TIMEOUT = 30.0  # s a refused stream waits for the opener's reset
+MAX_CONNECTIONS = 256  # forwarded connections at once, each side (the mux's stream limit)
+
+
+class _Conn(LocalStream):
+    """A forwarded connection's stream; ``poke()`` (any thread) wakes its trio tasks."""
+
+    def __init__(self, token: trio.lowlevel.TrioToken, side: str, label: str) -> None:
+        super().__init__(self._poke)
+        self._token = token
+        self._event = trio.Event()
+        self._pending = False
+        self.side, self.label = side, label  # for status
+        self.dest: Destination | None = None
+        self.peer_key: bytes | None = None
+        self.bytes_out = self.bytes_in = 0  # to the peer, from the peer (after the answer)
+        self.since = time.monotonic()
+
+    def _poke(self) -> None:
+        if not self._pending:
+            self._pending = True
+            try:
+                self._token.run_sync_soon(self.poke_local)
+            except trio.RunFinishedError:
+                pass
+
+    def poke_local(self) -> None:
+        self._pending = False
+        self._event.set()
+        self._event = trio.Event()
+
+    async def changed(self) -> None:
+        await self._event.wait()
+
+    def status(self) -> dict:
+        return {"side": self.side, "forward": self.label, "stream": self.sid,
+                "destination": str(self.dest) if self.dest else None,
+                "bytes_to_peer": self.bytes_out, "bytes_from_peer": self.bytes_in,
+                "age_s": round(time.monotonic() - self.since, 1)}
+
+
+class _Aborted(Exception):
+    """The local socket failed: reset the stream."""
+
+
+def _rst(sock: trio.SocketStream) -> None:
+    """Close with an RST, as a TCP peer sees a reset connection."""
+    try:
+        sock.socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    except OSError:
+        pass
+    sock.socket.close()
+
+
+def _local_address(listeners: list[trio.SocketListener]) -> str:
+    host, port = listeners[0].socket.getsockname()[:2]
+    return str(Destination(host, port))
+
+
+def _loopback(host: str) -> bool:
+    try:
+        return host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _connect_status(exc: OSError) -> tuple[Status, str]:
+    causes = [exc, exc.__cause__, *getattr(exc.__cause__, "exceptions", ())]
+    if any(isinstance(c, ConnectionRefusedError) or getattr(c, "errno", None) == errno.ECONNREFUSED
+           for c in causes):
+        return Status.CONNECT_REFUSED, "connection refused"
+    return Status.UNREACHABLE, str(exc)
+
+
+class Forwarder:
+    """The forwards of one node (``config.forwards``, ``config.stdio``) and its exposing
+    side (``config.rules``). ``wake``: tells the tox thread to look at ``table``."""
+
+    def __init__(self, config: Config, table: StreamTable, wake,
+                 announce: Callable[[str], None], link_up: Callable[[], bool]) -> None:
+        self._config = config
+        self._link_up = link_up
+        self._table = table
+        self._wake = wake
+        self._announce = announce
+        self._listeners: list[tuple[LocalForward, list[trio.SocketListener]]] = []
+        self._conns: set[_Conn] = set()
+        self._incoming = 0  # exposing-side connections (read on the tox thread: a hint)
+        self._token: trio.lowlevel.TrioToken | None = None
+        self._nursery: trio.Nursery | None = None
+
+    async def open_listeners(self) -> None:
+        """Bind every ``-L`` (before the tox thread starts: a port in use fails the node)."""
+        for fwd in self._config.forwards:
+            if not _loopback(fwd.bind):
+                log.warning("-L %s listens on %s: anyone who reaches it reaches %s",
+                            fwd, fwd.bind, fwd.destination)
+            try:
+                listeners = await trio.open_tcp_listeners(fwd.port, host=fwd.bind)
+            except OSError as exc:
+                for _, opened in self._listeners:
+                    for listener in opened:
+                        listener.socket.close()
+                raise ConfigError(f"-L {fwd}: cannot listen on {fwd.bind}:{fwd.port}: "
+                                    f"{exc.strerror or exc}") from None
+            self._listeners.append((fwd, listeners))
+
+    async def serve(self, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        """Until cancelled. The exposing side serves from here on."""
+        self._token = trio.lowlevel.current_trio_token()
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            self._table.serve_kind(FORWARD_KIND, self._accept_stream)
+            for fwd, listeners in self._listeners:
+                self._announce(f"forward {_local_address(listeners)} -> {fwd.destination}")
+                handler = lambda tcp, fwd=fwd: self._forward_tcp(fwd, tcp)  # noqa: E731
+                nursery.start_soon(trio.serve_listeners, handler, listeners)
+            task_status.started()
+            await self._hold_open()
+
+    async def _hold_open(self) -> None:
+        """While the link is down the streams wait (the Link loses nothing); a forwarded
+        connection that waited ``hold_open`` s for it (since it went down, or since the
+        connection began) is reset."""
+        down_since = None
+        while True:
+            await trio.sleep(HOLD_OPEN_CHECK)
+            if self._link_up():
+                down_since = None
+                continue
+            now = time.monotonic()
+            if down_since is None:
+                down_since = now
+            late = [c for c in self._conns
+                    if now - max(down_since, c.since) >= self._config.hold_open]
+            if late:
+                log.warning("the link has been down for %.0f s (--hold-open %d): resetting "
+                            "%d forwarded connections", now - down_since,
+                            self._config.hold_open, len(late))
+            for conn in late:
+                self._conns.discard(conn)  # once
+                self._reset(conn, ResetCode.TIMEOUT)
+                conn.poke_local()
+
+    def status(self, reply: dict) -> None:
+        """The forwards and their open connections, for ``toxbridge status``."""
+        forwards = []
+        for fwd, listeners in self._listeners:
+            forwards.append({"listen": _local_address(listeners),
+                             "destination": str(fwd.destination)})
+        if self._config.stdio is not None:
+            forwards.append({"listen": "stdio", "destination": str(self._config.stdio)})
+        rules = self._config.rules
+        reply["forwards"] = forwards
+        reply["exposed"] = sorted(str(d) for d in rules.everyone)
+        reply["exposed_per_peer"] = {k.hex().upper(): sorted(str(d) for d in v)
+                                     for k, v in rules.peers}
+        reply["forward_connections"] = [c.status() for c in self._conns]
+
+    # -- the forwarding side ------------------------------------------------------------
+
+    def _new(self, side: str, label: str) -> _Conn:
+        conn = _Conn(self._token, side, label)
+        self._conns.add(conn)
+        return conn
+
+    async def _forward_tcp(self, fwd: LocalForward, tcp: trio.SocketStream) -> None:
+        if len(self._conns) >= MAX_CONNECTIONS:
+            log.warning("-L %s: %d connections already; refusing one", fwd, MAX_CONNECTIONS)
+            _rst(tcp)
+            return
+        conn = self._new("forward", str(fwd))
+        try:
+            answer = await self._open(conn, fwd.destination, OPEN_TIMEOUT)
+            if answer is None or not answer.ok:
+                _rst(tcp)
+                return
+            await self._pipe(conn, tcp)
+        finally:
+            self._conns.discard(conn)
+
+    async def run_stdio(self, stop: Callable[[], None]) -> None:
+        """``-W``: stdin/stdout as one connection, once the peer is online; then ``stop``.
+        Raises ForwardError if the peer refuses it (the node then exits with its line)."""
+        dest = self._config.stdio
+        conn = self._new("forward", "stdio")
+        try:
+            deadline = trio.current_time() + STDIO_WAIT
+            while True:
+                answer = await self._open(conn, dest, OPEN_TIMEOUT, quiet_no_peer=True)
+                if answer is not None or trio.current_time() > deadline:
+                    break
+                self._conns.discard(conn)
+                conn = self._new("forward", "stdio")  # no peer yet: try again
+                await trio.sleep(0.5)
+            answer = answer or Answer(Status.TIMEOUT, "the peer did not come online")
+            if not answer.ok:
+                raise ForwardError(f"-W {dest}: {answer.reason}")
+            await self._pipe(conn, _Stdio())
+        finally:
+            self._conns.discard(conn)
+            stop()
+
+    async def _open(self, conn: _Conn, dest: Destination, timeout: float,
+                    quiet_no_peer: bool = False) -> Answer | None:
+        """Open the stream and wait for the answer; the answer's bytes are consumed.
+        None: no stream (no peer; with ``quiet_no_peer`` not logged)."""
+        ls, table = conn, self._table
+        ls.kind, ls.priority, ls.header = FORWARD_KIND, Priority.BULK, encode_header(dest)
+        conn.dest = dest
+        table.request_open(ls)
+        self._wake.set()
+        answer = None
+        with trio.move_on_after(timeout) as scope:
+            while True:
+                with ls.lock:
+                    failure, parsed = ls.failure, parse_answer(bytes(ls.to_app[:257]))
+                    closed = (ls.reset_in is not None or ls.reset_out is not None
+                              or (ls.end_in and parsed is None))
+                    if parsed is not None:
+                        answer, n = parsed
+                        del ls.to_app[:n]
+                        ls.taken += n
+                        ls.written += n
+                if failure is not None or answer is not None or closed:
+                    break
+                await ls.changed()
+        if answer is not None:
+            table.touch(ls)
+            self._wake.set()
+            if not answer.ok:
+                log.warning("forward to %s refused by the peer: %s", dest, answer.reason)
+                self._reset(ls, ResetCode.CANCELLED)
+            return answer
+        if failure is not None:
+            if not (quiet_no_peer and failure[0] == "no_peer"):
+                log.warning("forward to %s: no stream: %s", dest, failure[1])
+            return None
+        if scope.cancelled_caught:
+            log.warning("forward to %s: no answer within %.0f s", dest, timeout)
+            with ls.lock:
+                sid = ls.sid
+            if sid is None:
+                table.withdraw(ls)
+            self._reset(ls, ResetCode.TIMEOUT)
+            return Answer(Status.TIMEOUT, f"no answer within {timeout:.0f} s")
+        log.warning("forward to %s: the peer closed the stream without an answer "
+                    "(code %s)", dest, ls.reset_in)
+        return Answer(Status.UNREACHABLE, "the peer closed the stream without an answer")
+
+    def _reset(self, ls: LocalStream, code: int) -> None:
+        with ls.lock:
+            if ls.reset_in is None and ls.reset_out is None:
+                ls.reset_out = code
+        self._table.touch(ls)
+        self._wake.set()
+
+    # -- the exposing side --------------------------------------------------------------
+
+    def _accept_stream(self, event: StreamOpened, peer_key: bytes | None) -> LocalStream | None:
+        """On the tox thread: an OPEN of the forward kind. None refuses it (RESET)."""
+        if self._incoming >= MAX_CONNECTIONS or self._token is None:
+            return None
+        conn = _Conn(self._token, "expose", "")
+        conn.peer_key = peer_key
+        try:
+            self._token.run_sync_soon(self._spawn, conn)
+        except trio.RunFinishedError:
+            return None
+        return conn
+
+    def _spawn(self, conn: _Conn) -> None:
+        self._incoming += 1  # read on the tox thread: a hint (the mux caps streams anyway)
+        self._conns.add(conn)
+        self._nursery.start_soon(self._expose, conn)
+
+    async def _expose(self, conn: _Conn) -> None:
+        ls = conn
+        try:
+            with trio.move_on_after(5):
+                while True:
+                    with ls.lock:
+                        if ls.sid is not None:
+                            break
+                    await ls.changed()
+            try:
+                dest = decode_header(ls.header)
+            except RemoteProtocolError as exc:
+                log.warning("peer opened a forward stream with a bad header: %s", exc)
+                await self._refuse(ls, Status.BAD_REQUEST, str(exc))
+                return
+            conn.dest, conn.label = dest, str(dest)
+            verdict = self._config.rules.allowed(conn.peer_key, dest)
+            if verdict is not True:
+                log.warning("refused a forward to %s: %s", dest, verdict.text)
+                await self._refuse(ls, Status.NOT_EXPOSED, verdict.text)
+                return
+            try:
+                with trio.fail_after(CONNECT_TIMEOUT):
+                    tcp = await trio.open_tcp_stream(dest.host, dest.port)
+            except trio.TooSlowError:
+                await self._refuse(ls, Status.TIMEOUT, f"no connection within {CONNECT_TIMEOUT:.0f} s")
+                return
+            except OSError as exc:
+                status, text = _connect_status(exc)
+                log.info("forward to %s failed: %s", dest, text)
+                await self._refuse(ls, status, text)
+                return
+            with ls.lock:
+                ls.to_peer += encode_answer(Status.OK)
+            await self._pipe(conn, tcp)
+        finally:
+            self._incoming -= 1
+            self._conns.discard(conn)
+
+    async def _refuse(self, ls: _Conn, status: Status, text: str) -> None:
+        """The answer and FIN; then wait (bounded) for the opener to reset or end."""
+        with ls.lock:
+            ls.to_peer += encode_answer(status, text)
+            ls.end_out = True
+        self._table.touch(ls)
+        self._wake.set()
+        with trio.move_on_after(DRAIN_TIMEOUT):
+            while True:
+                with ls.lock:
+                    n = len(ls.to_app)  # anything the client sent meanwhile: dropped
+                    del ls.to_app[:]
+                    ls.taken += n
+                    ls.written += n
+                    over = ls.reset_in is not None or ls.end_in
+                self._table.touch(ls)
+                self._wake.set()
+                if over:
+                    return
+                await ls.changed()
+        self._reset(ls, ResetCode.TIMEOUT)
+
+    # -- both sides ---------------------------------------------------------------------
+
+    async def _pipe(self, conn: _Conn, sock) -> None:
+        """Bytes both ways until both directions ended or either side reset."""
+        ls, table, wake = conn, self._table, self._wake
+        ends = {"in": False, "out": False}
+        table.touch(ls)
+        wake.set()
+
+        def gone() -> bool:
+            with ls.lock:
+                return ls.reset_in is not None
+
+        async def reader() -> None:  # socket -> stream
+            while True:
+                with ls.lock:
+                    room = ls.send_room
+                if gone():
+                    return
+                if room <= 0:
+                    await ls.changed()
+                    continue
+                try:
+                    data = await sock.receive_some(min(room, READ_SIZE))
+                except (trio.BrokenResourceError, OSError):  # ECONNRESET
+                    raise _Aborted() from None
+                with ls.lock:
+                    if data:
+                        ls.to_peer += data
+                    else:
+                        ls.end_out = True
+                conn.bytes_out += len(data)
+                table.touch(ls)
+                wake.set()
+                if not data:
+                    ends["out"] = True
+                    ls.poke_local()  # the watcher may be waiting for this alone
+                    return
+
+        async def writer() -> None:  # stream -> socket
+            while True:
+                with ls.lock:
+                    chunk = bytes(ls.to_app[:READ_SIZE])
+                    del ls.to_app[:len(chunk)]
+                    ls.taken += len(chunk)
+                    end = ls.end_in and not chunk
+                if chunk:
+                    try:
+                        await sock.send_all(chunk)
+                    except (trio.BrokenResourceError, OSError):
+                        raise _Aborted() from None
+                    with ls.lock:
+                        ls.written += len(chunk)
+                    conn.bytes_in += len(chunk)
+                    table.touch(ls)
+                    wake.set()
+                    continue
+                if gone():
+                    return
+                if end:
+                    try:
+                        await sock.send_eof()
+                    except (trio.BrokenResourceError, OSError):
+                        raise _Aborted() from None
+                    ends["in"] = True
+                    ls.poke_local()
+                    return
+                await ls.changed()
+
+        async def guard(fn) -> None:
+            try:
+                await fn()
+            except _Aborted:
+                self._reset(ls, ResetCode.CANCELLED)
+                ls.poke_local()
+
+        aborted = False
+        try:
+            async with trio.open_nursery() as nursery:
+                async def watch() -> None:
+                    while not (gone() or ends["in"] and ends["out"]):
+                        with ls.lock:
+                            if ls.reset_out is not None:
+                                break
+                        await ls.changed()
+                    nursery.cancel_scope.cancel()
+                nursery.start_soon(watch)
+                nursery.start_soon(guard, reader)
+                nursery.start_soon(guard, writer)
+        finally:
+            if gone():
+                log.info("forward %s: stream %s reset (code %s): resetting the connection",
+                         conn.label, ls.sid, ls.reset_in)
+                aborted = True
+            elif not (ends["in"] and ends["out"]):
+                self._reset(ls, ResetCode.CANCELLED)  # cancelled, or our socket failed
+                aborted = True
+            table.touch(ls)  # the last credit goes back
+            wake.set()
+            if aborted:
+                sock.abort() if isinstance(sock, _Stdio) else _rst(sock)
+            else:
+                await sock.aclose()
+
+
+class _Stdio:
+    """stdin and stdout as one stream-like connection (``-W``)."""
+
+    def __init__(self) -> None:
+        self._in = trio.lowlevel.FdStream(0)
+        self._out = trio.lowlevel.FdStream(1)
+
+    async def receive_some(self, n: int) -> bytes:
+        return await self._in.receive_some(n)
+
+    async def send_all(self, data: bytes) -> None:
+        await self._out.send_all(data)
+
+    async def send_eof(self) -> None:
+        await self._out.aclose()
+
+    def abort(self) -> None:
+        for s in (self._in, self._out):
+            try:
+                s.close()
+            except OSError:
+                pass
+
+    async def aclose(self) -> None:
+        await self._in.aclose()
+        await self._out.aclose()
+
