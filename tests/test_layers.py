@@ -60,6 +60,7 @@ LAYER_OF = {  # longest prefix wins; the two root packages are "root", bridge_lo
     "toxbridge.config": "config",
     "toxbridge.toxloop": "toxthread",
     "toxbridge.wakeup": "toxthread",
+    "toxbridge.linkpath": "toxthread",  # the Link over lossless packets or our transport
     "toxbridge.daemon": "daemon",
     "toxbridge.control.server": "daemon",  # the control socket's trio shell
     "toxbridge.testing": "testing",
