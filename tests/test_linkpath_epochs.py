@@ -7,6 +7,9 @@ from __future__ import annotations
 
 from collections import deque
 
+import pytest
+
+from toxbridge.errors import RemoteProtocolError
 from toxbridge.link import Link, LinkState
 from toxbridge.linkpath import LinkPath
 
@@ -95,3 +98,19 @@ def test_stale_transport_packets_are_dropped_and_a_reconnect_loses_nothing() -> 
         run(1)
     assert got == frames  # each frame once, in order
     assert paths[0].statistics().epochs == paths[1].statistics().epochs == 4  # 2 per connection
+
+
+def test_a_malformed_transport_packet_raises_once_then_lossy_packets_are_ignored() -> None:
+    wire = Wire()
+    a, b = Link(SID_A, transport=True), Link(SID_B, transport=True)
+    paths = [LinkPath(a), LinkPath(b)]
+    for link in (a, b):
+        link.connection_made()
+    for i in range(20):
+        step(wire, paths, [], i * 0.001)
+    assert paths[1].active
+    bad = bytes([200, paths[1]._recv_epoch]) + bytes(5)  # a DATA packet too short
+    with pytest.raises(RemoteProtocolError):
+        paths[1].receive_lossy(bad, 1.0)
+    paths[1].receive_lossy(bad, 1.0)  # deaf now: no error per packet
+    assert paths[1].error is not None

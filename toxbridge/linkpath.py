@@ -70,6 +70,7 @@ class LinkPath:
         self._sent = {DATA_ID: 0, ACK_ID: 0}
         self._received = {DATA_ID: 0, ACK_ID: 0}
         self._refused = self._stale = self._epochs = 0
+        self.error: str | None = None  # the peer broke the transport: raised once, then deaf
 
     # -- state ------------------------------------------------------------------------
 
@@ -114,8 +115,8 @@ class LinkPath:
 
     def receive_lossy(self, packet: bytes, now: float) -> None:
         """One lossy packet from the peer (id first). RemoteProtocolError if the transport
-        finds it malformed."""
-        if len(packet) < 2 or packet[0] not in self._received:
+        finds it malformed; after that, lossy packets are ignored (no error per packet)."""
+        if self.error is not None or len(packet) < 2 or packet[0] not in self._received:
             return  # not ours: another id of the range 200..254
         self._sync()
         kind, epoch = packet[0], packet[1]
@@ -127,7 +128,11 @@ class LinkPath:
             self._stale += 1
             return
         self._received[kind] += 1
-        ep.receive_datagram(packet[:1] + packet[2:], now)
+        try:
+            ep.receive_datagram(packet[:1] + packet[2:], now)
+        except RemoteProtocolError as exc:
+            self.error = str(exc)
+            raise
 
     def deliver(self) -> None:
         """Hand the peer's Link packets that arrived in order to the Link (once its channel
