@@ -65,6 +65,7 @@ LAYER_OF = {  # longest prefix wins; the two root packages are "root", bridge_lo
     "toxbridge.peerio": "toxthread",  # one peer's mux between its Link and the app queues
     "toxbridge.localstreams": "toxthread",  # streams.sock's streams: shared state, tox side
     "toxbridge.localsock": "daemon",  # streams.sock: its trio shell
+    "toxbridge.linkpath": "toxthread",  # the Link over lossless packets or our transport
     "toxbridge.daemon": "daemon",
     "toxbridge.forwarding": "daemon",  # -L / -W / --expose: trio shells over local streams
     "toxbridge.control.server": "daemon",  # the control socket's trio shell

@@ -30,6 +30,7 @@ from toxbridge.link import (
     DATA_HEADER_SIZE,
     DEFAULT_BACKLOG,
     DEFAULT_IN_FLIGHT,
+    HELLO_TRANSPORT,
     MAX_CHUNK,
     MAX_PACKET_SIZE,
     MIN_WINDOW,
@@ -52,10 +53,12 @@ def u64(n: int) -> bytes:
 
 
 def hello(session: bytes, echo: bytes = bytes(16), *, reply: bool = False, window: int = 65536,
-          received: int = 0, delivered: int = 0, version: int = 2) -> bytes:  # fmt: skip
+          received: int = 0, delivered: int = 0, version: int = 2, transport: bool = False,
+          epoch: int = 1) -> bytes:  # fmt: skip
+    flags = int(reply) | (HELLO_TRANSPORT if transport else 0)
     return (
-        bytes([PACKET_ID, 1]) + version.to_bytes(2, "big") + bytes([int(reply)]) + session + echo
-        + window.to_bytes(4, "big") + u64(received) + u64(delivered)
+        bytes([PACKET_ID, 1]) + version.to_bytes(2, "big") + bytes([flags]) + session + echo
+        + window.to_bytes(4, "big") + u64(received) + u64(delivered) + bytes([epoch])
     )  # fmt: skip
 
 
@@ -210,8 +213,9 @@ def test_hello_packet_exact_bytes() -> None:
     packet = link.next_packet()
     assert packet == (
         bytes.fromhex("a0 01 0002 00") + SID_A + bytes(16) + bytes.fromhex("00010000") + Z8 + Z8
+        + b"\x01"  # the transport epoch: 1 on the first connection
     )
-    assert len(packet) == 57
+    assert len(packet) == 58
     assert packet == hello(SID_A)
 
 
@@ -228,7 +232,8 @@ def test_data_ack_resync_and_reply_hello_exact_bytes() -> None:
     assert events == [PeerHello(SID_B, 2, False), ChannelOpen(SID_B)]
     assert a.next_packet() is None  # a reply is never answered
     a.receive_packet(hello(SID_B, SID_A))  # a request (the peer reconnected) gets a reply
-    assert a.next_packet() == hello(SID_A, SID_B, reply=True)
+    # ... and a new transport epoch: what was in flight went with the peer's old connection
+    assert a.next_packet() == hello(SID_A, SID_B, reply=True, epoch=2)
     a.send_frame(b"abc")
     a.send_frame(b"")
     assert a.next_packet() == bytes.fromhex("a0 02") + Z8 + Z8 + bytes.fromhex("0003 616263 0000")
@@ -692,9 +697,9 @@ MALFORMED = [
     (b"\xa0\x03" + Z8 + b"\x00", "ACK packet of 11 bytes"),
     (b"\xa0\x04", "RESYNC packet of 2 bytes"),
     (b"\xa0\x01\x00", "HELLO packet of 3 bytes is too short"),
-    (hello(SID_B)[:-1], "HELLO packet of 56 bytes"),
-    (hello(SID_B) + b"\x00", "HELLO packet of 58 bytes"),
-    (hello(SID_B)[:4] + b"\x02" + hello(SID_B)[5:], "unknown flags 0x02"),
+    (hello(SID_B)[:-1], "HELLO packet of 57 bytes"),
+    (hello(SID_B) + b"\x00", "HELLO packet of 59 bytes"),
+    (hello(SID_B)[:4] + b"\x04" + hello(SID_B)[5:], "unknown flags 0x04"),
     (hello(bytes(16)), "without a session id"),
     (hello(SID_B, window=1000), "window of 1000 bytes is under the minimum"),
     (hello(SID_B, received=5, delivered=6), "6 bytes delivered but only 5 received"),
@@ -1091,3 +1096,47 @@ def measure(megabytes: int = 200, size: int = 1024) -> float:
 
 if __name__ == "__main__":
     measure(int(sys.argv[1]) if len(sys.argv) > 1 else 200)
+
+
+# -- the transport offer (HELLO_TRANSPORT) and its epochs ----------------------------------
+
+
+def test_the_transport_is_agreed_only_when_both_offer_it_and_lifts_the_in_flight_cap() -> None:
+    for ours, theirs in ((True, True), (True, False), (False, True)):
+        a = Link(SID_A, window=1024 * 1024, transport=ours)
+        a.connection_made()
+        assert a.next_packet()[4] == (HELLO_TRANSPORT if ours else 0)
+        a.receive_packet(hello(SID_B, SID_A, transport=theirs, epoch=7, window=1024 * 1024))
+        assert a.state is LinkState.OPEN
+        assert a.transport_agreed == (ours and theirs) and a.peer_transport_epoch == 7
+        sent = 0
+        for _ in range(10_000):  # no acks come: what goes is what the limit lets out
+            while a.can_send_frame(1000):
+                a.send_frame(bytes(1000))
+            p = a.next_packet()
+            if p is None:
+                break
+            sent += len(p) - DATA_HEADER_SIZE if ptype(p) == PacketType.DATA else 0
+        # without the transport: DEFAULT_IN_FLIGHT past the ack; with it: the window
+        if ours and theirs:
+            assert 1024 * 1024 - MAX_CHUNK < sent <= 1024 * 1024
+        else:
+            assert sent == DEFAULT_IN_FLIGHT
+        a.connection_lost()
+        assert not a.transport_agreed and a.peer_transport_epoch is None
+
+
+def test_a_new_connection_or_an_unseen_peer_reconnect_starts_a_new_transport_epoch() -> None:
+    a = Link(SID_A, window=65536, transport=True)
+    a.connection_made()
+    assert a.transport_epoch == 1 and a.next_packet()[-1] == 1
+    a.receive_packet(hello(SID_B, SID_A, transport=True))  # a request: opens, answered
+    assert a.transport_epoch == 1  # nothing went over the transport before the channel opened
+    assert a.next_packet() == hello(SID_A, SID_B, reply=True, transport=True, epoch=1)
+    a.receive_packet(hello(SID_B, SID_A, reply=True, transport=True))
+    assert a.transport_epoch == 1  # a reply changes nothing
+    a.receive_packet(hello(SID_B, SID_A, transport=True, epoch=9))  # we missed a disconnect
+    assert a.transport_epoch == 2 and a.peer_transport_epoch == 9
+    a.connection_lost()
+    a.connection_made()
+    assert a.transport_epoch == 3

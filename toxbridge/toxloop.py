@@ -28,6 +28,7 @@ from .bootstrap import RetrySchedule, add_nodes, describe_refusals
 from .config import Config, request_allowed, request_message
 from .crawl import CrawlWatch
 from .link import ChannelOpen, Link, LinkState, PeerHello, VersionMismatch
+from .linkpath import LinkPath
 from .network import loopback_options
 from .localstreams import StreamTable
 from .peerio import LINK_FRAME, PeerIO
@@ -147,8 +148,10 @@ class ToxLoop(threading.Thread):
         self._queued = 0  # stream bytes given to this Link: offsets for the RttMeter
         self._rtt = RttMeter()
         self.io: PeerIO | None = None  # made once the peer's key is known (its mux role)
-        return Link(os.urandom(16), window=c.window, in_flight=c.in_flight, backlog=c.backlog,
-                    max_frame=LINK_FRAME)
+        link = Link(os.urandom(16), window=c.window, in_flight=c.in_flight, backlog=c.backlog,
+                    max_frame=LINK_FRAME, transport=c.transport)
+        self.path = LinkPath(link)  # lossless, or our transport over lossy packets
+        return link
 
     def _find_udp_fd(self) -> int | None:
         try:
@@ -177,6 +180,7 @@ class ToxLoop(threading.Thread):
         tox.on_friend_request = self._on_friend_request
         tox.on_friend_connection_status = self._on_friend_connection
         tox.on_friend_lossless_packet = self._on_packet
+        tox.on_friend_lossy_packet = self._on_lossy
         tox.on_self_connection_status = self._on_self_connection
         if c.mode == "peer":
             # As the notes say: keep only our identity, then ask the listener afresh.
@@ -324,6 +328,21 @@ class ToxLoop(threading.Thread):
                 log.error(msg)
                 self.notify({"event": "error", "code": "version_mismatch", "message": msg})
 
+    def _on_lossy(self, friend: int, data: bytes) -> None:
+        if friend != self.friend or self.link.state == LinkState.ERROR:
+            return
+        self._last_traffic = time.monotonic()
+        self._received = True
+        self._n_received += 1
+        try:
+            self.path.receive_lossy(data, self._last_traffic)
+        except ProtocolError as exc:
+            self._peer_broke(exc)
+
+    def _peer_broke(self, exc: ProtocolError) -> None:
+        log.error("peer broke the link protocol: %s", exc)
+        self.notify({"event": "error", "code": "peer_protocol", "message": str(exc)})
+
     def _peer_event(self) -> dict:
         key = self.peer.public_key.hex().upper() if self.peer.public_key else None
         if self.peer.online:
@@ -374,6 +393,7 @@ class ToxLoop(threading.Thread):
             self._bootstrap_again()
             moved = self._pump(link, outbound, inbound)
             tox.iterate()
+            self._deliver()
             if self._received:
                 self._rtt.acked(self._queued - link.unacked_bytes, time.monotonic())
             moved |= self._pump(link, outbound, inbound)
@@ -382,13 +402,14 @@ class ToxLoop(threading.Thread):
                 self._snapshot_wanted.clear()
                 self._publish(now)
                 next_snapshot = now + SNAPSHOT_PERIOD
-            if self.friend is not None and self.peer.online and self._crawl.stuck(now):
+            if self.friend is not None and self.peer.online and not self.path.active \
+                    and self._crawl.stuck(now):
                 self._reset_connection()
             if moved:
                 self._last_traffic = now
             watched = self._udp_fd is not None and self.peer.link != "TCP"
             sending = self.peer.link != "none" and (len(outbound) or link.unacked_bytes
-                                                    or link.owes_ack
+                                                    or link.owes_ack or self.path.busy
                                                     or (self.io is not None and self.io.busy))
             busy = sending or now - self._last_traffic < (BUSY_AFTER_TRAFFIC_WATCHED if watched
                                                           else BUSY_AFTER_TRAFFIC)
@@ -396,12 +417,24 @@ class ToxLoop(threading.Thread):
                 # A steady 1 ms cadence, as measured best with toxcore's congestion control
                 # (waking on every arriving packet changes how often it runs).
                 period = self.config.busy_period
+                due = self.path.timeout()  # the transport's pacer or timers, if sooner
+                if due is not None and due - now < period:
+                    period = max(due - now, 0.0)
             elif watched:
                 period = tox.iteration_interval()
             else:  # packets from a TCP relay arrive on sockets we do not watch
                 period = min(tox.iteration_interval(), self.config.idle_period)
             if self.wake.wait(period, watched=not busy):
                 self.wake.clear()
+
+    def _deliver(self) -> None:
+        """The peer's Link packets that came over the transport, to the Link."""
+        if self.link.state == LinkState.ERROR:
+            return
+        try:
+            self.path.deliver()
+        except ProtocolError as exc:
+            self._peer_broke(exc)
 
     def _log_tick(self, last: tuple[int, ...]) -> tuple[int, ...]:
         """One debug line a second while a friend connection exists: what toxcore accepted
@@ -483,27 +516,25 @@ class ToxLoop(threading.Thread):
         return moved
 
     def _send_packets(self, link: Link, flush: bool) -> int:
-        """Link -> toxcore, until SENDQ or nothing is due. Returns the packets accepted."""
-        send = self.tox.try_send_lossless_packet
+        """Link -> toxcore (lossless until SENDQ, or into the transport: self.path), until
+        nothing is due. Returns the packets accepted (or bytes the transport took: > 0)."""
         data = not self._hold_data_until or time.monotonic() >= self._hold_data_until
-        packet = link.next_packet(flush=flush, data=data)
-        accepted = 0
-        while packet is not None:
-            if not send(self.friend, packet):
-                link.requeue(packet)  # SENDQ: toxcore's rate budget; retry next turn
-                self._crawl.refused(time.monotonic())
-                self._n_refused += 1
-                break
-            accepted += 1
-            packet = link.next_packet(flush=flush, data=data)
+        unsent = link.unsent_bytes
+        accepted, refused = self.path.send(self.tox, self.friend, time.monotonic(),
+                                           flush=flush, data=data)
+        now = time.monotonic()
+        if refused:
+            self._crawl.refused(now)
+            self._n_refused += 1
         if accepted:
             self._n_accepted += accepted
-            now = time.monotonic()
             self._crawl.accepted(now, accepted)
+        took = link.unsent_bytes < unsent
+        if accepted or took:
             if self.io is not None:
                 self._queued = self.io.queued
             self._rtt.sent(self._queued - link.unsent_bytes, now)
-        return accepted
+        return accepted or int(took)
 
     # -- status (toxbridge.control.snapshot) -----------------------------------------------------
 
@@ -541,12 +572,22 @@ class ToxLoop(threading.Thread):
                 rate_received=round(rate_received, 1), frames_sent=frames_sent,
                 frames_received=frames_received,
                 reconnects=max(0, self.peer.connections - 1), peer_restarts=s.peer_restarts,
-                queues=queues))
+                queues=queues, transport=self._path_status()))
         self._snapshot_seq += 1
         self.snapshot = NodeSnapshot(
             seq=self._snapshot_seq, time=time.time(), uptime_s=round(now - self._started_at, 1),
             tox_id=self.address.hex().upper(), mode=self.config.mode,
             dht=self.tox.connection_status.name, peers=tuple(peers))
+
+    def _path_status(self) -> dict:
+        p = self.path.statistics()
+        return {"active": self.path.active, "lossy_sent_data": p.lossy_sent[200],
+                "lossy_sent_ack": p.lossy_sent[201], "lossy_received_data": p.lossy_received[200],
+                "lossy_received_ack": p.lossy_received[201], "lossy_refused": p.lossy_refused,
+                "stale_dropped": p.stale_dropped, "epochs": p.epochs,
+                "in_flight_bytes": p.send_in_flight, "cwnd_bytes": p.send_cwnd,
+                "srtt_ms": None if p.send_srtt_s is None else round(p.send_srtt_s * 1000, 2),
+                "packets_lost": p.send_lost}
 
     def statistics(self) -> dict:
         s = self.link.statistics()

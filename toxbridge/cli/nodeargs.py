@@ -168,6 +168,8 @@ def node_parser() -> argparse.ArgumentParser:
     p.add_argument("--tcp-relay", action="append", default=[], metavar="HOST:PORT:KEY", type=node_arg,
                    help="a TCP relay (repeatable)")
     p.add_argument("--no-udp", action="store_true", help="TCP relays only")
+    p.add_argument("--lossless-only", action="store_true",
+                   help="never carry the channel over our transport on lossy packets")
     p.add_argument("--ipv6", action="store_true", help="enable IPv6 (off by default)")
     p.add_argument("--lan-discovery", action="store_true",
                    help="enable LAN discovery (off by default: it broadcasts on your networks)")
@@ -310,6 +312,7 @@ def build_config(args: argparse.Namespace):
         bootstrap=tuple(bootstrap),
         tcp_relays=tuple(args.tcp_relay),
         udp=not args.no_udp,
+        transport=not args.lossless_only,
         ipv6=args.ipv6,
         lan_discovery=args.lan_discovery,
         bridge_host=host,

@@ -14,7 +14,7 @@ reads the latest one (it never touches the Tox or the Link).
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 __all__ = ["PeerSnapshot", "NodeSnapshot", "RateMeter", "RttMeter"]
@@ -94,6 +94,9 @@ class PeerSnapshot:
     reconnects: int  # friend connections after the first
     peer_restarts: int
     queues: dict[str, int]
+    # the Link's path (toxbridge.linkpath): "active" (our transport over lossy packets
+    # carries it on this connection), lossy packets by id, the transport's window and RTT
+    transport: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

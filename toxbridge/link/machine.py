@@ -54,6 +54,7 @@ from .wire import (
     FRAME_HEADER_SIZE,
     HELLO_REPLY,
     HELLO_SIZE,
+    HELLO_TRANSPORT,
     MAX_CHUNK,
     MAX_BIG_FRAME,
     MAX_FRAME_PAYLOAD,
@@ -91,11 +92,15 @@ class Link:
     bytes kept unacknowledged for resending, and the receive window advertised to the peer.
     ``max_frame``: the largest frame payload either way (both ends must agree: 1024 for the
     channel's frames; the stream mux of protocol v2 batches its frames into larger ones).
+    ``transport``: offer the transport over lossy packets (HELLO_TRANSPORT); when the peer
+    offers it too on a connection, ``transport_agreed`` is true there, DATA, ACK and RESYNC
+    go through it (the shell's business) and ``in_flight`` no longer applies (the window
+    does: the transport has its own congestion control).
     """
 
     def __init__(self, session_id: bytes, *, window: int = DEFAULT_WINDOW,
                  in_flight: int = DEFAULT_IN_FLIGHT, backlog: int = DEFAULT_BACKLOG,
-                 max_frame: int = MAX_FRAME_PAYLOAD) -> None:
+                 max_frame: int = MAX_FRAME_PAYLOAD, transport: bool = False) -> None:
         if len(session_id) != SESSION_ID_SIZE or session_id == _NO_SESSION:
             raise LocalProtocolError(f"session_id must be {SESSION_ID_SIZE} random bytes")
         if not MIN_WINDOW <= window <= _MAX_WINDOW:
@@ -112,6 +117,12 @@ class Link:
         self._window = window
         self._in_flight = in_flight
         self._backlog = backlog
+        self._transport = transport
+        self._peer_transport = False  # the peer's HELLO on this connection offered it
+        # Which incarnation of the transport a lossy packet belongs to (docs/wire.md §4.5):
+        # ours is new on each connection and when the peer starts one we did not see.
+        self._epoch = 0
+        self._peer_epoch: int | None = None
         self._ack_threshold = min(window // 4, ACK_EVERY)
         self._connected = False
         self._open = False
@@ -150,6 +161,9 @@ class Link:
         self._connected = True
         self._open = False
         self._hello_pending = 0
+        self._epoch = (self._epoch + 1) & 0xFF
+        self._peer_transport = False
+        self._peer_epoch = None
         self._resync_pending = False
         self._resync_for = None
 
@@ -163,6 +177,8 @@ class Link:
         self._open = False
         self._hello_pending = None
         self._resync_pending = False
+        self._peer_transport = False
+        self._peer_epoch = None
 
     # -- sending -----------------------------------------------------------------------
 
@@ -210,8 +226,10 @@ class Link:
         if self._hello_pending is not None:
             flags = self._hello_pending
             packet = _HELLO_PACK.pack(
-                PACKET_ID, _HELLO, PROTOCOL_VERSION, flags, self._session_id,
+                PACKET_ID, _HELLO, PROTOCOL_VERSION,
+                flags | (HELLO_TRANSPORT if self._transport else 0), self._session_id,
                 self._peer_session or _NO_SESSION, self._window, self._received, delivered,
+                self._epoch,
             )  # fmt: skip
             self._undo = (packet, _HELLO, flags, self._ack_sent)
             self._hello_pending = None
@@ -229,7 +247,8 @@ class Link:
             self._n_sent += 1
             return packet
         sent, end = self._sent, self._end
-        stop = min(end, self._acked + min(self._peer_window, self._in_flight))
+        in_flight = self._window if self._peer_transport and self._transport else self._in_flight
+        stop = min(end, self._acked + min(self._peer_window, in_flight))
         n = stop - sent
         if n >= MAX_CHUNK:
             n = MAX_CHUNK
@@ -374,6 +393,23 @@ class Link:
         return self._window
 
     @property
+    def transport_agreed(self) -> bool:
+        """Both sides offered the transport on this connection: DATA, ACK and RESYNC go
+        through it (HELLO stays on lossless packets)."""
+        return self._connected and self._transport and self._peer_transport
+
+    @property
+    def transport_epoch(self) -> int:
+        """The incarnation of our sending transport, as in our HELLOs (0..255)."""
+        return self._epoch
+
+    @property
+    def peer_transport_epoch(self) -> int | None:
+        """The incarnation of the peer's sending transport from its latest HELLO on this
+        connection, or None before one."""
+        return self._peer_epoch
+
+    @property
     def unacked_bytes(self) -> int:
         """Stream bytes queued or in flight, not yet acknowledged (at most ``window``)."""
         return self._end - self._acked
@@ -511,8 +547,9 @@ class Link:
             return [VersionMismatch(PROTOCOL_VERSION, version)]
         if size != HELLO_SIZE:
             self._fail(f"HELLO packet of {size} bytes (must be {HELLO_SIZE})")
-        _, _, _, flags, session, echo, window, received, delivered = _HELLO_PACK.unpack(packet)
-        if flags & ~HELLO_REPLY:
+        (_, _, _, flags, session, echo, window, received, delivered,
+         epoch) = _HELLO_PACK.unpack(packet)
+        if flags & ~(HELLO_REPLY | HELLO_TRANSPORT):
             self._fail(f"HELLO with unknown flags 0x{flags:02x}")
         if session == _NO_SESSION:
             self._fail("HELLO without a session id")
@@ -525,6 +562,8 @@ class Link:
         if not self._connected:
             self._n_ignored += 1
             return []
+        self._peer_transport = bool(flags & HELLO_TRANSPORT)
+        self._peer_epoch = epoch
         restarted = self._peer_session is not None and session != self._peer_session
         if restarted:
             self._start_peer_session()
@@ -545,6 +584,10 @@ class Link:
         # offsets.
         if not self._open or not reply:
             self._sent = resume
+            if self._open:
+                # The peer started a connection we did not see: what our transport has in
+                # flight is lost with its old one, so a new incarnation (our reply says so).
+                self._epoch = (self._epoch + 1) & 0xFF
         # Every request (a HELLO without the reply flag) is answered. While the channel is
         # not open, a HELLO that does not know us is answered with a request, since only an
         # answer from the peer can show it learned our session (it may never have seen our

@@ -9,7 +9,10 @@ from dataclasses import dataclass
 
 PACKET_ID = 160  # first lossless custom packet id (160..191)
 MAX_PACKET_SIZE = 1373  # toxcore's limit, the id byte included
-PROTOCOL_VERSION = 2  # 2: the Link frames carry the stream mux (docs/wire.md §3)
+# 2: the Link frames carry the stream mux (docs/wire.md §3), and HELLO grew the TRANSPORT
+# flag and the transport epoch (§2, §4.5). A peer of version 1 cannot parse a v2 HELLO (and
+# a v1 HELLO has no room for the flag), so the two get a VersionMismatch each, never a hang.
+PROTOCOL_VERSION = 2
 SESSION_ID_SIZE = 16
 MAX_FRAME_PAYLOAD = 1024
 MAX_BIG_FRAME = 16 * 1024  # Link(max_frame=...) at most: what the mux batches into one frame
@@ -24,22 +27,27 @@ class PacketType(enum.IntEnum):
 
 
 HELLO_REPLY = 0x01  # HELLO flag: an answer that needs no answer
+# HELLO flag: the sender carries DATA, ACK and RESYNC inside our transport over lossy packets
+# when the receiver says so too (both flags, on this connection)
+HELLO_TRANSPORT = 0x02
 
 _HELLO, _DATA, _ACK, _RESYNC = 0x01, 0x02, 0x03, 0x04  # plain ints for the hot path
-# id, type, version, flags, session, echo, window, received, delivered
-_HELLO_PACK = struct.Struct(">BBHB16s16sIQQ")
+# id, type, version, flags, session, echo, window, received, delivered, transport epoch
+_HELLO_PACK = struct.Struct(">BBHB16s16sIQQB")
 _DATA_PACK = struct.Struct(">BBQQ")  # id type seq ack
 _OFFSET_PACK = struct.Struct(">BBQ")  # id type offset (ACK: ack, RESYNC: resume offset)
 _VERSION_PACK = struct.Struct(">BBH")
 
 DATA_HEADER_SIZE = _DATA_PACK.size  # 18
 MAX_CHUNK = MAX_PACKET_SIZE - DATA_HEADER_SIZE  # 1355 stream bytes per full DATA packet
-HELLO_SIZE = _HELLO_PACK.size  # 57
+HELLO_SIZE = _HELLO_PACK.size  # 58
 _NO_SESSION = bytes(SESSION_ID_SIZE)
 
 # The receive window (and the most a sender keeps for resending): room for the local app's
-# latency; what is *in flight* in toxcore is bounded much lower (below).
-DEFAULT_WINDOW = 4 * 1024 * 1024
+# latency, and on the transport path (where it is also the in-flight limit) the
+# bandwidth-delay product with room to spare: 25 MB/s x 150 ms = 3.75 MB. Over lossless
+# packets what is *in flight* in toxcore is bounded much lower (below).
+DEFAULT_WINDOW = 8 * 1024 * 1024
 # toxcore 0.2.18 (net_crypto.c) throttles a connection to its floor of 4 packets/s while its
 # send queue holds more than 64 packets *and* more than 2 s of its recent delivery rate. A
 # stall of the peer (a frozen process, a cut shorter than the friend timeout) takes that

@@ -58,13 +58,18 @@ class TransportStatistics:
 class Endpoint:
     """``window``: the most stream bytes this end buffers for its app (advertised to the
     peer); ``peer_window``: the peer's, as agreed out of band (the Link's HELLO), the
-    limit until its first ACK raises it. ``send_buffer`` bounds what ``send`` takes."""
+    limit until its first ACK raises it. ``send_buffer`` bounds what ``send`` takes.
+    ``max_payload``: stream bytes per DATA packet (less than MAX_PAYLOAD leaves the shell
+    room for bytes of its own in each packet)."""
 
     def __init__(self, *, window: int = DEFAULT_WINDOW, peer_window: int = DEFAULT_WINDOW,
                  send_buffer: int = DEFAULT_SEND_BUFFER, ack_every: int = 2,
                  max_ack_delay: float = DEFAULT_MAX_ACK_DELAY, initial_rtt: float = 0.1,
                  max_tracked: int = MAX_TRACKED, max_probe_interval: float | None = None,
-                 controller: BbrController | None = None) -> None:
+                 controller: BbrController | None = None, max_payload: int = MAX_PAYLOAD) -> None:
+        if not 1 <= max_payload <= MAX_PAYLOAD:
+            raise ValueError(f"max_payload must be 1..{MAX_PAYLOAD}")
+        self._max_payload = max_payload
         if window < 4 * MAX_PAYLOAD or peer_window < 4 * MAX_PAYLOAD or send_buffer < MAX_PAYLOAD:
             raise ValueError("windows of at least 4 packets and a send buffer of one")
         if ack_every < 1 or max_ack_delay <= 0:
@@ -118,6 +123,11 @@ class Endpoint:
     @property
     def send_room(self) -> int:
         return max(0, self._send_buffer - len(self._buf))
+
+    @property
+    def unsent_bytes(self) -> int:
+        """Stream bytes taken by ``send`` and never transmitted yet."""
+        return self._base + len(self._buf) - self._next
 
     @property
     def readable(self) -> int:
@@ -223,7 +233,8 @@ class Endpoint:
                 self._bytes_resent += length
             else:
                 offset = self._next
-                length = min(MAX_PAYLOAD, base + len(buf) - offset, self._peer_limit - offset)
+                length = min(self._max_payload, base + len(buf) - offset,
+                             self._peer_limit - offset)
                 if length <= 0:
                     if recovery.bytes_in_flight < cc.window() and offset >= base + len(buf):
                         cc.on_app_limited(recovery.bytes_in_flight)

@@ -1,0 +1,116 @@
+"""toxbridge.linkpath without toxcore: two Links and their paths joined by an in-memory wire
+(lossless in order; lossy packets that a test may hold back and replay), to show what the
+epochs do: packets of a dead incarnation are dropped, and across a reconnect every frame
+arrives once, in order. (That real toxcore carries it: tests/test_linkpath.py.)"""
+
+from __future__ import annotations
+
+from collections import deque
+
+import pytest
+
+from toxbridge.errors import RemoteProtocolError
+from toxbridge.link import Link, LinkState
+from toxbridge.linkpath import LinkPath
+
+SID_A, SID_B = bytes(range(1, 17)), bytes(range(101, 117))
+
+
+class Wire:
+    """Stands in for a Tox on each side: what one side sends, the other receives."""
+
+    def __init__(self) -> None:
+        self.lossless: list[deque[bytes]] = [deque(), deque()]  # to side 0, to side 1
+        self.lossy: list[deque[bytes]] = [deque(), deque()]
+        self.hold: list[bytes] | None = None  # lossy packets to side 1 kept back, if set
+
+    def side(self, i: int) -> _Side:
+        return _Side(self, 1 - i)
+
+
+class _Side:
+    def __init__(self, wire: Wire, to: int) -> None:
+        self.wire, self.to = wire, to
+
+    def try_send_lossless_packet(self, friend: int, packet: bytes) -> bool:
+        self.wire.lossless[self.to].append(packet)
+        return True
+
+    def try_send_lossy_packet(self, friend: int, packet: bytes) -> bool:
+        if self.to == 1 and self.wire.hold is not None:
+            self.wire.hold.append(packet)
+        else:
+            self.wire.lossy[self.to].append(packet)
+        return True
+
+
+def step(wire: Wire, paths: list[LinkPath], got: list[bytes], now: float) -> None:
+    for i, path in enumerate(paths):
+        while wire.lossless[i]:
+            path.link.receive_packet(wire.lossless[i].popleft())
+        while wire.lossy[i]:
+            path.receive_lossy(wire.lossy[i].popleft(), now)
+        path.deliver()
+        got.extend(iter(path.link.next_frame, None))
+        path.send(wire.side(i), 0, now, flush=True, data=True)
+
+
+def test_stale_transport_packets_are_dropped_and_a_reconnect_loses_nothing() -> None:
+    wire = Wire()
+    a, b = Link(SID_A, transport=True), Link(SID_B, transport=True)
+    paths = [LinkPath(a), LinkPath(b)]
+    frames = [bytes([i % 256]) * (1 + i % 1000) for i in range(3000)]
+    for link in (a, b):
+        link.connection_made()
+    got: list[bytes] = []
+    now, queued = 0.0, 0
+
+    def run(steps: int) -> None:
+        nonlocal now, queued
+        for _ in range(steps):
+            while queued < len(frames) and a.can_send_frame(len(frames[queued])):
+                a.send_frame(frames[queued])
+                queued += 1
+            now += 0.001
+            step(wire, paths, got, now)
+
+    run(50)
+    assert a.state is b.state is LinkState.OPEN and paths[0].active and paths[1].active
+    assert got and paths[1].statistics().lossy_received[200] > 0
+    wire.hold = []  # A's lossy packets now stay "in flight" ...
+    run(20)
+    held, wire.hold = wire.hold, None
+    assert held
+    for link in (a, b):  # ... when the friend connection drops and comes back
+        link.connection_lost()
+    run(1)
+    for link in (a, b):
+        link.connection_made()
+    run(20)
+    assert a.state is b.state is LinkState.OPEN
+    before = paths[1].statistics().stale_dropped
+    for packet in held:  # the old incarnation's packets arrive late
+        paths[1].receive_lossy(packet, now)
+    assert paths[1].statistics().stale_dropped - before == len(held)
+    for _ in range(100_000):
+        if len(got) == len(frames):
+            break
+        run(1)
+    assert got == frames  # each frame once, in order
+    assert paths[0].statistics().epochs == paths[1].statistics().epochs == 4  # 2 per connection
+
+
+def test_a_malformed_transport_packet_raises_once_then_lossy_packets_are_ignored() -> None:
+    wire = Wire()
+    a, b = Link(SID_A, transport=True), Link(SID_B, transport=True)
+    paths = [LinkPath(a), LinkPath(b)]
+    for link in (a, b):
+        link.connection_made()
+    for i in range(20):
+        step(wire, paths, [], i * 0.001)
+    assert paths[1].active
+    bad = bytes([200, paths[1]._recv_epoch]) + bytes(5)  # a DATA packet too short
+    with pytest.raises(RemoteProtocolError):
+        paths[1].receive_lossy(bad, 1.0)
+    paths[1].receive_lossy(bad, 1.0)  # deaf now: no error per packet
+    assert paths[1].error is not None

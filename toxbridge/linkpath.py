@@ -1,0 +1,206 @@
+"""The Link's way to the peer, for the tox thread: its packets go as toxcore lossless packets,
+or -- on a connection where both HELLOs offered the transport (``Link.transport_agreed``) --
+DATA, ACK and RESYNC go inside our transport's byte stream over lossy packets, where neither
+toxcore's 56-packet queue wall nor its loss-as-congestion rate control applies (issue 16;
+docs/wire.md §4.5). HELLO stays lossless: it opens the channel and names the incarnations.
+
+Two one-way transports per connection, each named by its sender's epoch (from the Link's
+HELLO): ours sends our Link packets (its DATA out, the peer's ACKs in), the peer's brings
+its Link packets (its DATA in, our ACKs out). Each lossy packet is the transport's packet
+with that epoch byte after the id:
+
+    id (200 DATA / 201 ACK) | epoch | the transport packet after its id byte
+
+A DATA packet must carry the epoch of the peer's latest HELLO, an ACK the epoch of our
+latest; anything else belongs to a dead incarnation and is dropped. A new epoch means a
+fresh transport: the Link itself rewinds to what the peer really received, as on any
+reconnect, so nothing in flight in the old one is needed.
+
+Inside the stream each Link packet is ``u16 length | packet``. The peer's packets reach the
+Link only once its channel is open (before that it would ignore them, and they are already
+acknowledged by the transport): they wait in the transport, whose window bounds them.
+
+Not pure (it calls the ``Tox``), but it never logs: the tox thread reports what it raises.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+from .errors import RemoteProtocolError
+from .link import MAX_PACKET_SIZE, Link, LinkState, PacketType
+from .tox import Tox
+from .transport import ACK_ID, DATA_ID, MAX_PAYLOAD, Endpoint
+
+__all__ = ["LinkPath", "LinkPathStatistics", "MAX_UNSENT"]
+
+_LEN = struct.Struct(">H")
+_HELLO = int(PacketType.HELLO)
+# Link packets waiting in our transport for the pacer: the Link's own ACKs queue behind
+# them, so keep it short (~2.5 ms at 25 MB/s); the Link keeps the rest.
+MAX_UNSENT = 64 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class LinkPathStatistics:
+    lossy_sent: dict[int, int]  # lossy packets toxcore took, by id (200 DATA, 201 ACK)
+    lossy_received: dict[int, int]  # ... and received for the transport, by id
+    lossy_refused: int  # toxcore said SENDQ (no path): lost, the transport resends
+    stale_dropped: int  # of a dead incarnation (another epoch)
+    epochs: int  # transports started, both directions
+    send_in_flight: int  # bytes in flight in our transport
+    send_cwnd: int
+    send_srtt_s: float | None
+    send_lost: int  # packets our transport declared lost
+
+
+class LinkPath:
+    """Carries one Link's packets for one friend. ``initial_rtt`` seeds each new transport
+    (a round trip the tox thread measured, if any)."""
+
+    def __init__(self, link: Link) -> None:
+        self.link = link
+        self._send_ep: Endpoint | None = None
+        self._send_epoch: int | None = None
+        self._recv_ep: Endpoint | None = None
+        self._recv_epoch: int | None = None
+        self._rbuf = bytearray()  # the peer's stream: a partial Link packet at its end
+        self.initial_rtt = 0.1
+        self._sent = {DATA_ID: 0, ACK_ID: 0}
+        self._received = {DATA_ID: 0, ACK_ID: 0}
+        self._refused = self._stale = self._epochs = 0
+        self.error: str | None = None  # the peer broke the transport: raised once, then deaf
+
+    # -- state ------------------------------------------------------------------------
+
+    @property
+    def active(self) -> bool:
+        """The transport carries the Link's packets on this connection."""
+        return self.link.transport_agreed
+
+    def _sync(self) -> None:
+        """Start or drop transports to match the Link's epochs (HELLOs, reconnects)."""
+        link = self.link
+        if not link.transport_agreed:
+            if self._send_ep is not None or self._recv_ep is not None:
+                self._send_ep = self._recv_ep = None
+                self._send_epoch = self._recv_epoch = None
+                self._rbuf.clear()
+            return
+        if self._send_ep is None or self._send_epoch != link.transport_epoch:
+            self._send_ep, self._send_epoch = self._new_endpoint(), link.transport_epoch
+        if self._recv_ep is None or self._recv_epoch != link.peer_transport_epoch:
+            self._recv_ep, self._recv_epoch = self._new_endpoint(), link.peer_transport_epoch
+            self._rbuf.clear()  # a partial packet of the old stream is never completed
+
+    def _new_endpoint(self) -> Endpoint:
+        self._epochs += 1
+        return Endpoint(initial_rtt=self.initial_rtt, max_payload=MAX_PAYLOAD - 1)
+
+    def timeout(self) -> float | None:
+        """When ``send`` must run next for the transports' timers or pacer (a time at or
+        before now: at once), or None."""
+        times = [t for ep in (self._send_ep, self._recv_ep) if ep is not None
+                 if (t := ep.timeout()) is not None]
+        return min(times) if times else None
+
+    @property
+    def busy(self) -> bool:
+        """Our transport has data in flight or waiting: the loop must run for the pacer."""
+        ep = self._send_ep
+        return ep is not None and (ep.recovery.bytes_in_flight > 0 or ep.unsent_bytes > 0)
+
+    # -- receiving --------------------------------------------------------------------
+
+    def receive_lossy(self, packet: bytes, now: float) -> None:
+        """One lossy packet from the peer (id first). RemoteProtocolError if the transport
+        finds it malformed; after that, lossy packets are ignored (no error per packet)."""
+        if self.error is not None or len(packet) < 2 or packet[0] not in self._received:
+            return  # not ours: another id of the range 200..254
+        self._sync()
+        kind, epoch = packet[0], packet[1]
+        if kind == DATA_ID:
+            ep, want = self._recv_ep, self._recv_epoch
+        else:
+            ep, want = self._send_ep, self._send_epoch
+        if ep is None or epoch != want:
+            self._stale += 1
+            return
+        self._received[kind] += 1
+        try:
+            ep.receive_datagram(packet[:1] + packet[2:], now)
+        except RemoteProtocolError as exc:
+            self.error = str(exc)
+            raise
+
+    def deliver(self) -> None:
+        """Hand the peer's Link packets that arrived in order to the Link (once its channel
+        is open). Raises RemoteProtocolError (from the Link, or a bad length)."""
+        ep, link = self._recv_ep, self.link
+        if ep is None or not ep.readable or link.state is not LinkState.OPEN:
+            return
+        buf = self._rbuf
+        buf += ep.receive()
+        pos, size = 0, len(buf)
+        try:
+            while size - pos >= 2:
+                n = (buf[pos] << 8) | buf[pos + 1]
+                if not 2 <= n <= MAX_PACKET_SIZE:
+                    raise RemoteProtocolError(f"a Link packet of {n} bytes in the transport")
+                if size - pos - 2 < n:
+                    break
+                link.receive_packet(bytes(buf[pos + 2 : pos + 2 + n]))
+                pos += 2 + n
+        finally:
+            del buf[:pos]
+
+    # -- sending ----------------------------------------------------------------------
+
+    def send(self, tox: Tox, friend: int, now: float, *, flush: bool,
+             data: bool) -> tuple[int, bool]:
+        """Move the Link's packets out, then what the transports have for the wire.
+        Returns (lossless packets toxcore took, whether it refused one: SENDQ)."""
+        self._sync()
+        link, ep = self.link, self._send_ep
+        accepted, refused = 0, False
+        packet = link.next_packet(flush=flush, data=data)
+        while packet is not None:
+            if ep is not None and packet[1] != _HELLO:
+                if ep.unsent_bytes >= MAX_UNSENT or ep.send_room < len(packet) + 2:
+                    link.requeue(packet)  # the transport paces it out; more next turn
+                    break
+                ep.send(_LEN.pack(len(packet)) + packet)
+            elif tox.try_send_lossless_packet(friend, packet):
+                accepted += 1
+            else:
+                link.requeue(packet)  # SENDQ: toxcore's rate budget; retry next turn
+                refused = True
+                break
+            packet = link.next_packet(flush=flush, data=data)
+        self._transmit(tox, friend, now)
+        return accepted, refused
+
+    def _transmit(self, tox: Tox, friend: int, now: float) -> None:
+        send = tox.try_send_lossy_packet
+        for ep, epoch in ((self._send_ep, self._send_epoch), (self._recv_ep, self._recv_epoch)):
+            if ep is None:
+                continue
+            t = ep.timeout()
+            if t is not None and t <= now:
+                ep.handle_timer(now)
+            tag = bytes((epoch,))
+            for d in ep.datagrams_to_send(now):
+                if send(friend, d[:1] + tag + d[1:]):
+                    self._sent[d[0]] += 1
+                else:
+                    self._refused += 1
+
+    def statistics(self) -> LinkPathStatistics:
+        ep = self._send_ep
+        s = ep.statistics() if ep is not None else None
+        return LinkPathStatistics(
+            lossy_sent=dict(self._sent), lossy_received=dict(self._received),
+            lossy_refused=self._refused, stale_dropped=self._stale, epochs=self._epochs,
+            send_in_flight=s.bytes_in_flight if s else 0, send_cwnd=s.cwnd if s else 0,
+            send_srtt_s=s.srtt_s if s else None, send_lost=s.packets_lost if s else 0)
