@@ -114,3 +114,48 @@ def test_a_malformed_transport_packet_raises_once_then_lossy_packets_are_ignored
         paths[1].receive_lossy(bad, 1.0)
     paths[1].receive_lossy(bad, 1.0)  # deaf now: no error per packet
     assert paths[1].error is not None
+
+
+def test_a_restarted_peer_whose_first_epoch_equals_its_predecessors_gets_a_fresh_transport() -> None:
+    # A new daemon numbers its epochs from the start again, so its first transport has the
+    # epoch of its predecessor's first: without the peer's session in the incarnation, A
+    # kept the old transport and dropped B's packets (numbered from 0) as duplicates.
+    wire = Wire()
+    a, b = Link(SID_A, transport=True), Link(SID_B, transport=True)
+    paths = [LinkPath(a), LinkPath(b)]
+    for link in (a, b):
+        link.connection_made()
+    got_a: list[bytes] = []
+    now = 0.0
+
+    def run(steps: int, got_b: list[bytes]) -> None:
+        nonlocal now
+        for _ in range(steps):
+            now += 0.001
+            for i, path in enumerate(paths):
+                while wire.lossless[i]:
+                    path.link.receive_packet(wire.lossless[i].popleft())
+                while wire.lossy[i]:
+                    path.receive_lossy(wire.lossy[i].popleft(), now)
+                path.deliver()
+                (got_a if i == 0 else got_b).extend(iter(path.link.next_frame, None))
+                path.send(wire.side(i), 0, now, flush=True, data=True)
+
+    old: list[bytes] = []
+    for i in range(50):
+        b.send_frame(b"old %d" % i)
+    run(50, old)
+    assert got_a == [b"old %d" % i for i in range(50)]
+    first_epoch = b.transport_epoch
+    # B's daemon dies (kill -9: nothing more from it) and a new one starts with a new session
+    for queue in (*wire.lossless, *wire.lossy):
+        queue.clear()
+    b = Link(bytes(range(201, 217)), transport=True)
+    paths[1] = LinkPath(b)
+    b.connection_made()
+    assert b.transport_epoch == first_epoch  # the same number, another incarnation
+    for i in range(50):
+        b.send_frame(b"new %d" % i)
+    fresh: list[bytes] = []
+    run(200, fresh)
+    assert got_a[50:] == [b"new %d" % i for i in range(50)]

@@ -65,6 +65,7 @@ class LinkPath:
         self._send_epoch: int | None = None
         self._recv_ep: Endpoint | None = None
         self._recv_epoch: int | None = None
+        self._recv_session: bytes | None = None  # the peer daemon's, with _recv_epoch
         self._rbuf = bytearray()  # the peer's stream: a partial Link packet at its end
         self.initial_rtt = 0.1
         self._sent = {DATA_ID: 0, ACK_ID: 0}
@@ -90,8 +91,12 @@ class LinkPath:
             return
         if self._send_ep is None or self._send_epoch != link.transport_epoch:
             self._send_ep, self._send_epoch = self._new_endpoint(), link.transport_epoch
-        if self._recv_ep is None or self._recv_epoch != link.peer_transport_epoch:
+        # A restarted peer daemon numbers its epochs from the start again: its first
+        # transport may have the epoch of its predecessor's, but it is a new one.
+        if (self._recv_ep is None or self._recv_epoch != link.peer_transport_epoch
+                or self._recv_session != link.peer_session_id):
             self._recv_ep, self._recv_epoch = self._new_endpoint(), link.peer_transport_epoch
+            self._recv_session = link.peer_session_id
             self._rbuf.clear()  # a partial packet of the old stream is never completed
 
     def _new_endpoint(self) -> Endpoint:
