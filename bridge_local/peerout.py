@@ -130,11 +130,11 @@ class PeerSender:
             self._acks = []
         frag = self._frag
         while self._control and frag.can_send(len(self._control[0])):
-            frag.send(self._control.popleft())
+            frag.send_id(self._control.popleft())
         if not peer_up:
             return
         while self._xfer and frag.can_send(len(self._xfer[0])):
-            frag.send(self._xfer.popleft())
+            frag.send_id(self._xfer.popleft())
         while len(self._flight) < self.inflight:
             entry = self._next_entry()
             if entry is None:
@@ -142,7 +142,7 @@ class PeerSender:
             if not frag.can_send(len(entry.payload)):
                 self._hold(entry, front=True)
                 return
-            fid = frag.send(entry.payload).bytes
+            fid = frag.send_id(entry.payload)
             self._flight[fid] = entry
             self._inflight_ids.add(entry.id)
             self._busy.add(entry.pair)

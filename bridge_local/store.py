@@ -215,19 +215,21 @@ class Store:
 
     # -- history -------------------------------------------------------------------
 
-    def add_message(self, message_id: bytes, message: ChatMessage) -> bool:
-        """Add to the history; False if a message with this id is already there."""
-        self.writes += 1
-        body = jsonfast.dumps(message.to_dict()).decode("utf-8")
-        cur = self._run(
-            "INSERT OR IGNORE INTO messages (id, src, goal, time, body) VALUES (?, ?, ?, ?, ?)",
-            (message_id, message.srctoken, message.goaltoken, message.time, body), flush=False,
-        )
-        return cur.rowcount == 1
+    def existing_ids(self, ids: set[bytes]) -> set[bytes]:
+        """Which of these message ids are in the history already (one query; rows waiting
+        for the flush are written first, so they count)."""
+        found: set[bytes] = set()
+        todo = list(ids)
+        for start in range(0, len(todo), 500):  # under SQLite's limit of bound parameters
+            chunk = todo[start:start + 500]
+            rows = self._run(f"SELECT id FROM messages WHERE id IN ({','.join('?' * len(chunk))})",
+                             tuple(chunk))
+            found.update(bytes(r[0]) for r in rows)
+        return found
 
     def add_new_message(self, message_id: bytes, message: ChatMessage) -> None:
-        """Add to the history a message whose id was just drawn at random (so no other has
-        it): written at the next flush."""
+        """Add to the history a message whose id no other has (drawn at random, or looked up
+        with :meth:`existing_ids`): written at the next flush."""
         self.writes += 1
         body = jsonfast.dumps(message.to_dict()).decode("utf-8")
         self._new_messages.append(
