@@ -74,7 +74,7 @@ from .protocol import (
 )
 from .fileservice import FileService
 from .peerout import PeerSender
-from .store import Store, StoreError
+from .store import OutgoingEntry, Store, StoreError
 
 __all__ = ["BridgeCore", "Limits"]
 
@@ -359,10 +359,10 @@ class BridgeCore:
             online = self._deliver_local(message_id, message)
         else:
             self.stats["sent_peer"] += 1
-            self.store.add_peer(message_id, f"{message.srctoken} {goal}",
-                                wire.encode_msg(message_id, message))
+            pair, payload = f"{message.srctoken} {goal}", wire.encode_msg(message_id, message)
+            seq = self.store.add_peer(message_id, pair, payload)
             self._outbox_count += 1
-            self._out.outbox_grew()
+            self._out.outbox_grew(OutgoingEntry(seq, message_id, pair, payload))
             self._frames_need = self.store.writes
             online = self.peer_up and goal in self.peer_users
             if message.fileid is not None and self.files is not None:

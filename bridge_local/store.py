@@ -56,6 +56,13 @@ CREATE TABLE IF NOT EXISTS peer_outbox (
 """
 
 
+_IN_MAX = 500  # values in one ``IN (...)``: well under SQLite's limit of bound parameters
+
+
+def _marks(n: int) -> str:
+    return ",".join("?" * n)
+
+
 class StoreError(Exception):
     """The bridge's database failed (disk full, file damaged, locked by another process)."""
 
@@ -170,7 +177,7 @@ class Store:
         finally:
             self._new_messages, self._new_local, self._new_peer = [], {}, []
 
-    def _run(self, sql: str, args: tuple = (), flush: bool = True) -> sqlite3.Cursor:
+    def _run(self, sql: str, args: tuple | list = (), flush: bool = True) -> sqlite3.Cursor:
         """One statement; ``flush``: write the waiting rows first (a read must see them; a
         write needs not, nor a read of users or meta: their rows never wait)."""
         if flush:
@@ -220,10 +227,9 @@ class Store:
         for the flush are written first, so they count)."""
         found: set[bytes] = set()
         todo = list(ids)
-        for start in range(0, len(todo), 500):  # under SQLite's limit of bound parameters
-            chunk = todo[start:start + 500]
-            rows = self._run(f"SELECT id FROM messages WHERE id IN ({','.join('?' * len(chunk))})",
-                             tuple(chunk))
+        for start in range(0, len(todo), _IN_MAX):
+            chunk = todo[start:start + _IN_MAX]
+            rows = self._run(f"SELECT id FROM messages WHERE id IN ({_marks(len(chunk))})", chunk)
             found.update(bytes(r[0]) for r in rows)
         return found
 
@@ -293,13 +299,15 @@ class Store:
         return list(map(OutgoingEntry._make, rows))  # INTEGER, BLOB, TEXT, BLOB: as typed
 
     def delete_peer(self, ids: list[bytes]) -> None:
+        """The peer bridge stored these: one ``DELETE ... IN`` per 500 ids (half the cost
+        of a statement per id)."""
         self.writes += 1
         if ids:
             self._flush()
-            try:
-                self._db.executemany("DELETE FROM peer_outbox WHERE id = ?", [(i,) for i in ids])
-            except sqlite3.Error as exc:
-                raise StoreError(f"database error: {exc}") from exc
+            for start in range(0, len(ids), _IN_MAX):
+                chunk = ids[start:start + _IN_MAX]
+                self._run(f"DELETE FROM peer_outbox WHERE id IN ({_marks(len(chunk))})", chunk,
+                          flush=False)
 
     def outbox_count(self) -> int:
         """Messages waiting in both outboxes."""
