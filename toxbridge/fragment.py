@@ -5,7 +5,7 @@ The daemon gives each bridge a reliable, ordered channel of data frames of at mo
 fragments that each fill one frame::
 
     offset  size  field
-    0       16    message id (the 16 bytes of a UUID, uuid4 by default)
+    0       16    message id (the 16 bytes of a UUID, version 4 by default)
     16      4     index of this fragment, unsigned big-endian, 0-based
     20      4     total number of fragments of the message, unsigned big-endian, >= 1
     24      ...   slice of the message
@@ -138,6 +138,12 @@ class Fragmenter:
         self.max_bytes = max_bytes
         self._queue: deque[_Outgoing] = deque()
         self._ids: set[bytes] = set()
+        # Fresh ids are version-4 UUIDs: 8 random bytes per Fragmenter, then a counter from
+        # a random start (no getrandom call per message).
+        prefix = bytearray(os.urandom(8))
+        prefix[6] = (prefix[6] & 0x0F) | 0x40  # the version
+        self._id_prefix = bytes(prefix)
+        self._id_next = int.from_bytes(os.urandom(8), "big")
         self._bytes = 0
 
     @property
@@ -189,7 +195,8 @@ class Fragmenter:
                 f"send queue full ({len(self._queue)} messages, {self._bytes} bytes queued)"
             )
         if uid is None:
-            uid = _uuid4_bytes()
+            n = self._id_next = (self._id_next + 1) & _ID_COUNTER
+            uid = self._id_prefix + (n | _ID_VARIANT).to_bytes(8, "big")
         if uid in self._ids:
             view.release()
             raise LocalProtocolError(f"message {uuid.UUID(bytes=uid)} is already queued")
@@ -218,12 +225,8 @@ class Fragmenter:
 # --------------------------------------------------------------------------- receiving
 
 
-def _uuid4_bytes() -> bytes:
-    """A random (version 4) UUID's 16 bytes, without making a ``uuid.UUID``."""
-    b = bytearray(os.urandom(16))
-    b[6] = (b[6] & 0x0F) | 0x40
-    b[8] = (b[8] & 0x3F) | 0x80
-    return bytes(b)
+_ID_COUNTER = (1 << 62) - 1  # the bits of a fresh id's counter ...
+_ID_VARIANT = 1 << 63  # ... under the UUID variant bits 10
 
 
 class Message:
