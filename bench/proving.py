@@ -436,6 +436,7 @@ class _Loader:
     duplicated: int = 0
     reordered: int = 0
     delivery_ms: list[float] = field(default_factory=list)  # of messages this client received
+    delivered_at: list[float] = field(default_factory=list)  # when each of those arrived
 
 
 async def _hold_client(port: int, me: _Loader, task_status=trio.TASK_STATUS_IGNORED) -> None:
@@ -485,6 +486,7 @@ async def _load_receive(me: _Loader) -> None:
         me.last[sender] = max(k, me.last.get(sender, -1))
         me.received += 1
         me.delivery_ms.append((now - float(t)) * 1000)
+        me.delivered_at.append(now)
 
 
 async def load(network: NodeInfo | None, workdir: Path, *, clients: int = 50,
@@ -552,6 +554,13 @@ async def load(network: NodeInfo | None, workdir: Path, *, clients: int = 50,
             codes[str(k)] = codes.get(str(k), 0) + v
     received = sum(m.received for m in everyone)
     slowest = max(per_client, key=lambda n: per_client[n]["delivery_p99_ms"])
+    # Where the tail is: the first 2 s (toxcore's slow start), while the file moves, after.
+    done = file.get("available_at", float("inf"))
+    phases: dict[str, list[float]] = {"first_2s": [], "during_file": [], "after_file": []}
+    for m in everyone:
+        for at, ms in zip(m.delivered_at, m.delivery_ms, strict=True):
+            key = "first_2s" if at < t0 + 2 else "during_file" if at < done else "after_file"
+            phases[key].append(ms)
     return {
         "load_clients": 2 * clients,
         "load_messages_per_client": messages,
@@ -566,6 +575,9 @@ async def load(network: NodeInfo | None, workdir: Path, *, clients: int = 50,
         "load_p99_ms": per_client[slowest]["delivery_p99_ms"],
         "load_slowest_client": slowest,
         "load_reply_p99_ms": round(max(_percentile(m.replies_ms, 0.99) for m in everyone), 1),
+        **{f"load_p99_{k}_ms": round(_percentile(v, 0.99), 1) if v else None
+           for k, v in phases.items()},
+        **{f"load_messages_{k}": len(v) for k, v in phases.items()},
         "load_msgs_per_s": round(received / delivered_s, 1) if delivered_s else 0.0,
         "load_send_s": round(sent_s, 1),
         "load_file_md5_ok": bool(file.get("md5_ok")),

@@ -13,6 +13,10 @@ Outputs
     far behind) in :meth:`take_closing`; data frames for the daemon from :meth:`take_frames`;
     human-readable notices (peer protocol errors, ...) from :meth:`take_notices`.
 
+Chat messages from the peer bridge are queued by :meth:`daemon_data` and handled together
+at the next other input or output (or when 1024 are queued): one query finds the resent
+ones, and their history rows go in with the batch's commit.
+
 Both ``take_client_output(s)`` and ``take_frames`` commit the store first, so a ``2002``
 promising durable delivery, or an ack to the peer bridge, never leaves before the data it
 speaks of is on disk. Each output remembers the store's write count when it was made, and
@@ -70,12 +74,13 @@ from .protocol import (
 )
 from .fileservice import FileService
 from .peerout import PeerSender
-from .store import Store, StoreError
+from .store import OutgoingEntry, Store, StoreError
 
 __all__ = ["BridgeCore", "Limits"]
 
 _ID_TIME = struct.Struct(">Q")
 _U64 = (1 << 64) - 1
+_INCOMING_MAX = 1024  # chat messages from the peer queued before they are handled
 
 
 @dataclass(frozen=True)
@@ -127,6 +132,7 @@ class BridgeCore:
         self._notices: deque[str] = deque(maxlen=256)
         self._outbox_count = store.outbox_count()
         self._frames_need = 0  # the store's write count when the frames last gained a promise
+        self._incoming: list[wire.Msg] = []  # chat from the peer, handled by _settle()
         # The daemon and the peer bridge.
         self.daemon_up = False
         self.link_up = False  # the daemon says the peer daemon is online
@@ -146,23 +152,28 @@ class BridgeCore:
     # ------------------------------------------------------------------ outputs
 
     def take_dirty(self) -> set[int]:
+        self._settle()
         dirty, self._dirty = self._dirty, set()
         return dirty
 
     def take_closing(self) -> set[int]:
+        self._settle()
         closing, self._closing = self._closing, set()
         return closing
 
     def take_notices(self) -> list[str]:
+        self._settle()
         notices = list(self._notices)
         self._notices.clear()
         return notices
 
     def has_output(self, cid: int) -> bool:
+        self._settle()
         c = self._clients.get(cid)
         return bool(c and c.out)
 
     def output_size(self, cid: int) -> int:
+        self._settle()
         c = self._clients.get(cid)
         return len(c.out) if c and c.out is not None else 0
 
@@ -176,6 +187,7 @@ class BridgeCore:
 
         The local outbox rows of the messages taken leave in that commit: taken for writing
         is delivered (a row still waiting to be written is never written)."""
+        self._settle()
         taken: dict[int, list[tuple[dict[str, Any], int]]] = {}
         need = 0
         for cid in cids:
@@ -201,6 +213,7 @@ class BridgeCore:
 
     def take_frames(self, limit: int = 256) -> list[bytes]:
         """Data frames for the daemon (at most ``limit``); commits the store first."""
+        self._settle()
         if not self.daemon_up:
             return []
         if self._frames_need > self.store.committed:
@@ -211,6 +224,7 @@ class BridgeCore:
         return frames
 
     def has_frames(self) -> bool:
+        self._settle()
         if not self.daemon_up:
             return False
         return self._out.has_frames(self.peer_up)
@@ -224,6 +238,7 @@ class BridgeCore:
         return cid
 
     def client_disconnected(self, cid: int, now: float) -> None:
+        self._settle()
         self._now = now
         c = self._clients.pop(cid, None)
         self._dirty.discard(cid)
@@ -249,6 +264,7 @@ class BridgeCore:
 
     def client_line(self, cid: int, line: bytes | LineTooLong, now: float) -> None:
         """One line from a client (or the decoder's over-long line event)."""
+        self._settle()
         self._now = now
         c = self._clients[cid]
         try:
@@ -288,6 +304,7 @@ class BridgeCore:
 
     def users(self) -> list[User]:
         """Online users of both bridges: this bridge's first."""
+        self._settle()
         local = [self._clients[conns[0]].user for conns in self._by_token.values()]
         return [u for u in local if u is not None] + list(self.peer_users.values())
 
@@ -342,10 +359,10 @@ class BridgeCore:
             online = self._deliver_local(message_id, message)
         else:
             self.stats["sent_peer"] += 1
-            self.store.add_peer(message_id, f"{message.srctoken} {goal}",
-                                wire.encode_msg(message_id, message))
+            pair, payload = f"{message.srctoken} {goal}", wire.encode_msg(message_id, message)
+            seq = self.store.add_peer(message_id, pair, payload)
             self._outbox_count += 1
-            self._out.outbox_grew()
+            self._out.outbox_grew(OutgoingEntry(seq, message_id, pair, payload))
             self._frames_need = self.store.writes
             online = self.peer_up and goal in self.peer_users
             if message.fileid is not None and self.files is not None:
@@ -401,12 +418,14 @@ class BridgeCore:
         self._out.new_channel()
 
     def daemon_connected(self, now: float) -> None:
+        self._settle()
         self._now = now
         self.daemon_up = True
         self.link_up = False
         self._new_channel()
 
     def daemon_disconnected(self, now: float) -> None:
+        self._settle()
         self._now = now
         self.daemon_up = False
         self.link_up = False
@@ -415,6 +434,7 @@ class BridgeCore:
         self._new_channel()
 
     def daemon_event(self, event: dict[str, Any], now: float) -> None:
+        self._settle()
         self._now = now
         if event.get("event") != "peer":
             if event.get("event") == "error":
@@ -441,10 +461,17 @@ class BridgeCore:
             self.stats["peer_errors"] += 1
             self._notices.append(f"from the peer bridge: {exc}")
             return
+        if isinstance(command, wire.Msg):
+            self._incoming.append(command)
+            if len(self._incoming) >= _INCOMING_MAX:
+                self._settle()
+            return
+        self._settle()  # what follows a message must see it (a bye, a user going off, ...)
         self._handle_peer(command, now)
 
     def tick(self, now: float) -> None:
         """Timers: heartbeats, hello retries, peer timeout, expiry of partial messages."""
+        self._settle()
         self._now = now
         self._reasm.expire(now)
         if self.files is not None:
@@ -464,6 +491,7 @@ class BridgeCore:
 
     def shutdown(self) -> None:
         """Tell the peer bridge we are leaving (call, then send the frames, then close)."""
+        self._settle()
         if self.daemon_up:
             self._control_add(wire.encode_bye())
         self.peer_up = False
@@ -493,9 +521,7 @@ class BridgeCore:
         self._frames_need = self.store.writes
 
     def _handle_peer(self, command: wire.PeerCommand, now: float) -> None:
-        if isinstance(command, wire.Msg):
-            self._receive_msg(command)
-        elif isinstance(command, wire.Ack):
+        if isinstance(command, wire.Ack):
             self.store.delete_peer(list(command.ids))
             self._outbox_count = max(0, self._outbox_count - len(command.ids))
         elif isinstance(command, wire.Ping):
@@ -527,22 +553,34 @@ class BridgeCore:
             if gone is not None:
                 self._broadcast(status_event(ResultCode.OFFLINE, "peer", gone.token, gone.name))
 
-    def _receive_msg(self, command: wire.Msg) -> None:
-        try:
-            if self.store.add_message(command.id, command.message):
-                self.stats["received_peer"] += 1
-                self._deliver_local(command.id, command.message)
-                if command.message.fileid is not None and self.files is not None:
-                    # after the 2003: its 5003 follows it (now if the file is here already)
-                    self.files.announce(command.message.fileid, command.message.goaltoken)
-                    self._files_flush()
-            else:
-                self.stats["duplicates"] += 1
-        except StoreError as exc:  # not acked: the peer bridge sends it again
-            self._notices.append(f"could not store a message from the peer bridge: {exc}")
+    def _settle(self) -> None:
+        """Handle the queued chat messages from the peer: store the new ones (one query
+        tells the resent ones apart), deliver them, ack them all with the next frames."""
+        if not self._incoming:
             return
-        self._out.ack(command.id)
-        self._frames_need = self.store.writes
+        batch, self._incoming = self._incoming, []
+        store = self.store
+        try:
+            seen = store.existing_ids({m.id for m in batch})
+        except StoreError as exc:  # none acked: the peer bridge sends them again
+            self._notices.append(f"could not store messages from the peer bridge: {exc}")
+            return
+        files = self.files
+        for command in batch:
+            message = command.message
+            if command.id in seen:
+                self.stats["duplicates"] += 1
+            else:
+                seen.add(command.id)
+                store.add_new_message(command.id, message)
+                self.stats["received_peer"] += 1
+                self._deliver_local(command.id, message)
+                if message.fileid is not None and files is not None:
+                    # after the 2003: its 5003 follows it (now if the file is here already)
+                    files.announce(message.fileid, message.goaltoken)
+                    self._files_flush()
+            self._out.ack(command.id)
+        self._frames_need = store.writes
 
     def _receive_hello(self, hello: wire.Hello, now: float) -> None:
         if not hello.reply:
@@ -623,6 +661,7 @@ class BridgeCore:
         return list(self._clients)
 
     def statistics(self) -> dict[str, Any]:
+        self._settle()
         return {
             **self.stats,
             "clients": len(self._clients),

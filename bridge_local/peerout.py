@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 __all__ = ["PeerSender"]
 
 _FRAG_HEADER = struct.Struct(">16sII")  # a fragment's message uuid, index and count
+_BATCH = 64  # outbox entries read (or kept as written) ahead of the fragmenter
 
 
 class PeerSender:
@@ -56,10 +57,12 @@ class PeerSender:
     def restart(self) -> None:
         """Read the peer outbox from its start again (a new session: resend the unacked)."""
         self._cursor = 0
-        self._batch: deque[OutgoingEntry] = deque()
+        self._batch: deque[OutgoingEntry] = deque()  # the outbox's next entries after the cursor
         self._waiting: deque[OutgoingEntry] = deque()
         self._waiting_pairs: Counter[str] = Counter()
-        self._drained = False  # the outbox had nothing after the cursor last time we looked
+        # The outbox holds nothing after the cursor and the batch: new entries join the
+        # batch as they are written (no reading back of rows just written).
+        self._complete = False
 
     # ------------------------------------------------------------------ inputs
 
@@ -82,9 +85,13 @@ class PeerSender:
         """The peer's message ``message_id`` is stored: say so with the next control batch."""
         self._acks.append(message_id)
 
-    def outbox_grew(self) -> None:
-        """A message entered the peer outbox: look there again."""
-        self._drained = False
+    def outbox_grew(self, entry: OutgoingEntry) -> None:
+        """``entry`` entered the peer outbox (its seq the highest yet): it joins the batch
+        if the batch holds everything before it and has room, else it is read later."""
+        if self._complete and len(self._batch) < _BATCH:
+            self._batch.append(entry)
+        else:
+            self._complete = False
 
     # ------------------------------------------------------------------ outputs
 
@@ -119,7 +126,7 @@ class PeerSender:
     def _may_pump(self, peer_up: bool) -> bool:
         if not peer_up or len(self._flight) >= self.inflight:
             return False
-        if self._batch or not self._drained:
+        if self._batch or not self._complete:
             return True
         return any(pair not in self._busy for pair in self._waiting_pairs)
 
@@ -130,11 +137,11 @@ class PeerSender:
             self._acks = []
         frag = self._frag
         while self._control and frag.can_send(len(self._control[0])):
-            frag.send(self._control.popleft())
+            frag.send_id(self._control.popleft())
         if not peer_up:
             return
         while self._xfer and frag.can_send(len(self._xfer[0])):
-            frag.send(self._xfer.popleft())
+            frag.send_id(self._xfer.popleft())
         while len(self._flight) < self.inflight:
             entry = self._next_entry()
             if entry is None:
@@ -142,7 +149,7 @@ class PeerSender:
             if not frag.can_send(len(entry.payload)):
                 self._hold(entry, front=True)
                 return
-            fid = frag.send(entry.payload).bytes
+            fid = frag.send_id(entry.payload)
             self._flight[fid] = entry
             self._inflight_ids.add(entry.id)
             self._busy.add(entry.pair)
@@ -165,13 +172,12 @@ class PeerSender:
                     return entry
         while len(self._waiting) < self.waiting:
             if not self._batch:
-                if self._drained:  # nothing was added since the outbox was found empty
+                if self._complete:  # nothing was added since the outbox was found empty
                     return None
-                batch = self.store.peer_after(self._cursor, 64)
+                batch = self.store.peer_after(self._cursor, _BATCH)
+                self._complete = len(batch) < _BATCH
                 if not batch:
-                    self._drained = True
                     return None
-                self._drained = False
                 self._batch.extend(batch)
             entry = self._batch.popleft()
             self._cursor = entry.seq

@@ -100,8 +100,8 @@ class _Conn:
 
     def __init__(self, gate: TokenGate | None) -> None:
         self.event = trio.Event()
-        self.idle = False  # the writer waits for ``event``: _after may take for it
-        self.ready: list[dict] | None = None  # taken for the writer by _after
+        self.idle = False  # the writer waits for ``event``: the flusher may take for it
+        self.ready: list[dict] | None = None  # taken for the writer by the flusher
         self.drained = trio.Event()
         self.scope = trio.CancelScope()
         self.gate = gate  # another account's connection: its login must carry the token
@@ -142,6 +142,8 @@ class BridgeServer:
         self.store_path: Path | None = None
         self._conns: dict[int, _Conn] = {}
         self._frames = trio.Event()
+        self._kick = trio.Event()  # the flusher has work
+        self._waiting_output: set[int] = set()  # idle writers whose client has output
         self._peer_changed = trio.Event()
         self._peer_state = False
         self._writing = False
@@ -326,15 +328,17 @@ class BridgeServer:
         assert core is not None
         while True:
             out, conn.ready = conn.ready, None
-            if out is None:
-                out = core.take_client_output(cid)
             conn.drained.set()
             conn.drained = trio.Event()
             if out:
                 await stream.send_all(b"".join(encode_reply(o) for o in out))
-                self._after()
                 continue
+            # Output is always handed over by the flusher, never taken here: one commit
+            # then covers every client's (a writer taking its own committed once per client).
             conn.idle = True
+            if core.has_output(cid):
+                self._waiting_output.add(cid)
+                self._kick.set()
             await conn.event.wait()
             conn.idle = False
             conn.event = trio.Event()
@@ -342,7 +346,27 @@ class BridgeServer:
     # -- glue --------------------------------------------------------------------------
 
     def _after(self) -> None:
-        """Wake whoever has work after the core changed."""
+        """The core changed: wake the daemon writer if frames wait, and the flusher, which
+        hands out the clients' output in the scheduler's next turn. So every request and
+        frame read in one turn (by any client's reader or the daemon's) shares one commit:
+        with each client sending one request at a time, a commit per read was a commit
+        per message, and the commits were most of the time of a loaded bridge."""
+        core = self.core
+        assert core is not None
+        if core.has_frames():
+            self._frames.set()
+        self._kick.set()
+
+    async def _flusher(self) -> None:
+        while True:
+            await self._kick.wait()
+            self._kick = trio.Event()
+            if self._flush():
+                self._kick.set()  # taking output may have refilled some from the outbox
+
+    def _flush(self) -> bool:
+        """Close the clients that fell behind, hand the idle writers their output behind one
+        commit, pass on notices and the peer state. True if output was handed over."""
         core = self.core
         assert core is not None
         if core.has_frames():
@@ -353,21 +377,21 @@ class BridgeServer:
             if conn is not None:
                 log.warning("client %d fell too far behind; closing it", cid)
                 conn.scope.cancel()
-        # The waiting writers' output in one take: one commit for all of them (a busy
-        # writer takes its own when its send is done; the commit is skipped if covered).
+        # The idle writers' output in one take, behind one commit (skipped if an earlier
+        # one covered it); a busy writer asks again when its send is done.
         dirty = core.take_dirty()
+        waiting, self._waiting_output = self._waiting_output, set()
         idle = []
-        for cid in dirty:
+        for cid in dirty | waiting:
             conn = self._conns.get(cid)
             if conn is not None and conn.idle and conn.ready is None and cid not in closing:
                 idle.append(cid)
+        handed: dict[int, list[dict]] = {}
         if idle:
-            for cid, out in core.take_client_outputs(idle).items():
+            handed = core.take_client_outputs(idle)
+            for cid, out in handed.items():
                 self._conns[cid].ready = out
-        for cid in dirty:
-            conn = self._conns.get(cid)
-            if conn is not None:
-                conn.event.set()
+                self._conns[cid].event.set()
         for notice in core.take_notices():
             log.warning("%s", notice)
         if core.peer_up != self._peer_state:
@@ -375,6 +399,7 @@ class BridgeServer:
             log.info("peer bridge %s", "online" if core.peer_up else "offline")
             self._peer_changed.set()
             self._peer_changed = trio.Event()
+        return bool(handed)
 
     async def _ticker(self) -> None:
         core = self.core
@@ -422,6 +447,7 @@ class BridgeServer:
             log.info("database %s", self.store_path)
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
+                nursery.start_soon(self._flusher)
                 nursery.start_soon(self._daemon_loop, first)
                 nursery.start_soon(self._ticker)
                 await nursery.start(trio.serve_listeners, self._handle_client, listeners)

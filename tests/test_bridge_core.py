@@ -638,3 +638,44 @@ def test_a_message_cut_by_a_new_session_is_resent_whole_with_no_orphan_fragments
     assert net.b.texts(b1) == ["B" * 300_000]
     assert net.b.core.take_notices() == [] and net.b.core.stats["peer_errors"] == 0
     assert net.a.store.statistics()["peer_outbox"] == 0
+
+
+def test_resent_copies_within_one_read_are_delivered_once_and_all_acked(net: Net) -> None:
+    a1, ta = net.a.login("alice")
+    b1, tb = net.b.login("bob")
+    net.run()
+    from bridge_local.protocol import ChatMessage
+    msg = ChatMessage(ta, tb, "alice", T0, "127.0.0.1", 1, 1, "once")
+    packed = wire.encode_msg(b"\x07" * 16, msg)
+    for _ in range(3):  # one daemon read: the copies are handled together
+        _feed(net.b, packed)
+    net.b.collect()
+    assert net.b.texts(b1) == ["once"]
+    assert net.b.core.stats["duplicates"] == 2
+    acks = [wire.decode(f) for f in _reassemble(net.b.core.take_frames(64))]
+    assert [i for a in acks if isinstance(a, wire.Ack) for i in a.ids] == [b"\x07" * 16] * 3
+    _feed(net.b, packed)  # a later resend: found in the table
+    net.b.collect()
+    assert net.b.texts(b1) == ["once"] and net.b.core.stats["duplicates"] == 3
+
+
+def test_messages_before_a_bye_reach_the_client_before_the_peer_goes_offline(net: Net) -> None:
+    a1, ta = net.a.login("alice")
+    b1, tb = net.b.login("bob")
+    net.run()
+    net.b.inbox[b1].clear()
+    from bridge_local.protocol import ChatMessage
+    for i in range(3):
+        msg = ChatMessage(ta, tb, "alice", T0 + i, "127.0.0.1", 1, 1, f"m{i}")
+        _feed(net.b, wire.encode_msg(bytes([i + 1]) * 16, msg))
+    _feed(net.b, wire.encode_bye())
+    net.b.collect()
+    kinds = [(o["command"], o.get("msg", o.get("token"))) for o in net.b.inbox[b1]]
+    assert kinds[:3] == [(2003, "m0"), (2003, "m1"), (2003, "m2")]
+    assert (302, None) in kinds[3:] and (302, ta) in kinds[3:]
+
+
+def _reassemble(frames: list[bytes]) -> list[bytes]:
+    from toxbridge.fragment import Reassembler
+    r = Reassembler()
+    return [m.data for f in frames if (m := r.receive_frame(f, T0)) is not None]

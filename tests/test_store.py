@@ -131,3 +131,16 @@ def test_a_2002_leaves_only_after_its_message_is_committed_and_one_commit_serves
     assert [e.get("msg") for e in core.take_client_output(carol)] == [None] + [
         f"to carol {i}" for i in range(100)]
     store.close()
+
+
+def test_existing_ids_sees_committed_and_waiting_rows_past_one_query_of_ids(tmp_path):
+    with Store(tmp_path / "s.sqlite3") as store:
+        old = [i.to_bytes(16, "big") for i in range(1, 700)]
+        for i in old:
+            store.add_new_message(i, message())
+        store.commit()
+        waiting = b"\xff" * 16
+        store.add_new_message(waiting, message())  # not flushed yet: still counts
+        asked = set(old[::2]) | {waiting, b"\xee" * 16}
+        assert store.existing_ids(asked) == set(old[::2]) | {waiting}
+        assert store.existing_ids(set()) == set()

@@ -5,7 +5,7 @@ The daemon gives each bridge a reliable, ordered channel of data frames of at mo
 fragments that each fill one frame::
 
     offset  size  field
-    0       16    message id (the 16 bytes of a UUID, uuid4 by default)
+    0       16    message id (the 16 bytes of a UUID, version 4 by default)
     16      4     index of this fragment, unsigned big-endian, 0-based
     20      4     total number of fragments of the message, unsigned big-endian, >= 1
     24      ...   slice of the message
@@ -28,6 +28,7 @@ the sender.
 from __future__ import annotations
 
 import enum
+import os
 import struct
 import uuid
 from collections import OrderedDict, deque
@@ -137,6 +138,12 @@ class Fragmenter:
         self.max_bytes = max_bytes
         self._queue: deque[_Outgoing] = deque()
         self._ids: set[bytes] = set()
+        # Fresh ids are version-4 UUIDs: 8 random bytes per Fragmenter, then a counter from
+        # a random start (no getrandom call per message).
+        prefix = bytearray(os.urandom(8))
+        prefix[6] = (prefix[6] & 0x0F) | 0x40  # the version
+        self._id_prefix = bytes(prefix)
+        self._id_next = int.from_bytes(os.urandom(8), "big")
         self._bytes = 0
 
     @property
@@ -169,6 +176,12 @@ class Fragmenter:
         Raises :class:`MessageTooLarge` if it is over ``max_message_size`` (it never fits),
         :class:`SendQueueFull` if the queue is at its message or byte limit (retry later).
         """
+        return uuid.UUID(bytes=self.send_id(
+            data, message_id.bytes if message_id is not None else None))
+
+    def send_id(self, data: bytes | bytearray | memoryview, uid: bytes | None = None) -> bytes:
+        """:meth:`send` with the id as its 16 bytes (no ``uuid.UUID`` objects: this runs for
+        every chat message)."""
         view = memoryview(data).cast("B")
         size = len(view)
         if size > self.max_message_size:
@@ -181,14 +194,16 @@ class Fragmenter:
             raise SendQueueFull(
                 f"send queue full ({len(self._queue)} messages, {self._bytes} bytes queued)"
             )
-        mid = message_id if message_id is not None else uuid.uuid4()
-        if mid.bytes in self._ids:
+        if uid is None:
+            n = self._id_next = (self._id_next + 1) & _ID_COUNTER
+            uid = self._id_prefix + (n | _ID_VARIANT).to_bytes(8, "big")
+        if uid in self._ids:
             view.release()
-            raise LocalProtocolError(f"message {mid} is already queued")
-        self._ids.add(mid.bytes)
-        self._queue.append(_Outgoing(mid.bytes, view, _fragment_count(size, self._slice)))
+            raise LocalProtocolError(f"message {uuid.UUID(bytes=uid)} is already queued")
+        self._ids.add(uid)
+        self._queue.append(_Outgoing(uid, view, _fragment_count(size, self._slice)))
         self._bytes += size
-        return mid
+        return uid
 
     def next_frame(self) -> bytes | None:
         """The next frame to put on the channel, or None when nothing is queued."""
@@ -210,12 +225,33 @@ class Fragmenter:
 # --------------------------------------------------------------------------- receiving
 
 
-@dataclass(frozen=True, slots=True)
-class Message:
-    """A message reassembled from all its fragments."""
+_ID_COUNTER = (1 << 62) - 1  # the bits of a fresh id's counter ...
+_ID_VARIANT = 1 << 63  # ... under the UUID variant bits 10
 
-    id: uuid.UUID
-    data: bytes
+
+class Message:
+    """A message reassembled from all its fragments: ``id`` (a UUID; ``uid``, its 16
+    bytes) and ``data``. The UUID is made only when asked for."""
+
+    __slots__ = ("uid", "data")
+
+    def __init__(self, id: uuid.UUID | bytes, data: bytes) -> None:  # noqa: A002
+        self.uid = id.bytes if isinstance(id, uuid.UUID) else id
+        self.data = data
+
+    @property
+    def id(self) -> uuid.UUID:
+        return uuid.UUID(bytes=self.uid)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Message):
+            return NotImplemented
+        return self.uid == other.uid and self.data == other.data
+
+    __hash__ = None  # type: ignore[assignment]  # like the dataclass it replaces
+
+    def __repr__(self) -> str:
+        return f"Message(id={self.id!r}, data={self.data!r})"
 
 
 class Reason(enum.StrEnum):
@@ -369,7 +405,7 @@ class Reassembler:
                 )
             if total == 1:  # the common case: nothing to hold
                 self._stats["messages"] += 1
-                return Message(uuid.UUID(bytes=uid), bytes(frame[HEADER_SIZE:]))
+                return Message(uid, bytes(frame[HEADER_SIZE:]))
             if len(self._partials) >= self.max_partial:
                 raise fail(
                     Reason.TOO_MANY_PARTIALS, f"{len(self._partials)} messages already in progress"
@@ -406,7 +442,7 @@ class Reassembler:
         del self._partials[uid]
         self._buffered -= partial.size
         self._stats["messages"] += 1
-        return Message(uuid.UUID(bytes=uid), b"".join(partial.chunks))
+        return Message(uid, b"".join(partial.chunks))
 
     def _abandon(self, uid: bytes, index: int, total: int, now: float) -> None:
         partial = self._partials.pop(uid, None)
