@@ -210,8 +210,9 @@ async def test_peers_add_and_remove_at_run_time(tox_network, tmp_path):
         with trio.fail_after(10):
             assert await read_all(conn) == b""  # closed: the stream is gone
         assert await trio.to_thread.run_sync(peers_of, b_p) == []
-        _, refused = await ask(b_p, {"op": "open", "kind": KIND, "peer": "hub"})
+        late, refused = await ask(b_p, {"op": "open", "kind": KIND, "peer": "hub"})
         assert refused["ok"] is False and refused["code"] == "unknown_peer"
+        await late.aclose()
         gone = await trio.to_thread.run_sync(cli, b_p, "remove", "hub")
         assert gone.returncode == 2 and gone.stderr.count("\n") == 1
         await conn.aclose()

@@ -164,7 +164,7 @@ def peers_main(argv: list[str]) -> int:
         parser.add_argument("id", metavar="ID", help="the peer's Tox ID (76 hex digits)")
         parser.add_argument("--name", help="a short name for it")
         args = parser.parse_args(rest)
-        extra = {"id": args.id} | ({"name": args.name} if args.name else {})
+        extra = {"tox_id": args.id} | ({"name": args.name} if args.name else {})
         reply = _ask(parser, args, "peers.add", **extra)
         return _show(reply, [f"dialing {reply['peer']}" + (f" ({reply['name']})" if reply.get("name") else "")],
                      args.json)
