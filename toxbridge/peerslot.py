@@ -64,6 +64,7 @@ class PeerSlot:
         self.rates = RateMeter()
         # Packets toxcore accepted / refused (SENDQ) and received: for the -vv tick line.
         self.n_accepted = self.n_refused = self.n_received = 0
+        self.tick = (0, 0, 0, 0, 0)  # those and the Link's bytes, at the last tick line
         self.received = False  # a packet arrived during this loop turn
         self.io: PeerIO | None = None
         self.new_link()

@@ -255,13 +255,10 @@ class ToxLoop(threading.Thread):
             self.notify({"event": "friend", "code": 102, "peer": key.hex().upper(),
                          "message": exc.error})
             return
-        first = self.first
         self._add_slot(key, friend, dialed=False)
         save_profile(self.config.profile, self.tox.savedata(), self.config.passphrase)
         log.info("accepted the peer %s", key.hex().upper())
         self.notify({"event": "friend", "code": 101, "peer": key.hex().upper()})
-        if first is None:
-            self.notify(self.first.peer_event())
 
     def _on_friend_connection(self, friend: int, status: Connection) -> None:
         slot = self._by_friend.get(friend)
@@ -347,13 +344,10 @@ class ToxLoop(threading.Thread):
             raise PeerError(f"toxcore refused the friend request: {exc.error}") from None
         if name:
             self.tables.set_name(key, name)
-        first = self.first
         slot = self._add_slot(key, friend, dialed=True)
         save_profile(self.config.profile, self.tox.savedata(), self.config.passphrase)
         log.info("dialing the peer %s", slot.hex)
         self.notify({"event": "friend", "code": 104, "peer": slot.hex})
-        if first is None:
-            self.notify(slot.peer_event())
         return {"peer": slot.hex, "name": slot.name}
 
     def remove_peer(self, key: bytes) -> dict:
@@ -467,20 +461,23 @@ class ToxLoop(threading.Thread):
         return moved
 
     def _log_tick(self) -> None:
-        """One debug line a second per peer with a friend connection: what toxcore
-        accepted and refused, what arrived, and the Link's bytes in flight."""
+        """One debug line a second per peer with a friend connection (or news since the
+        last): what toxcore accepted and refused, what arrived, the Link's bytes in flight
+        (bench/catchup.py reads it)."""
         for slot in self.slots.values():
-            link = slot.link
-            if slot.state.link == "none":
+            link, s = slot.link, slot.link.statistics()
+            now = (slot.n_accepted, slot.n_refused, slot.n_received, s.bytes_received,
+                   s.bytes_resent)
+            last, slot.tick = slot.tick, now
+            if slot.state.link == "none" and now == last:
                 continue
-            s = link.statistics()
-            log.debug("tick t=%.3f %s link=%s state=%s accepted=%d refused=%d received=%d "
-                      "rx_bytes=%d resent_bytes=%d in_flight=%d backlog=%d out=%d in=%d hold=%d",
-                      time.monotonic(), slot.label, slot.state.link, link.state.name,
-                      slot.n_accepted, slot.n_refused, slot.n_received, s.bytes_received,
-                      s.bytes_resent, link.unacked_bytes - link.unsent_bytes, link.unsent_bytes,
+            d = [a - b for a, b in zip(now, last)]
+            log.debug("tick t=%.3f link=%s state=%s accepted=%d refused=%d received=%d "
+                      "rx_bytes=%d resent_bytes=%d in_flight=%d backlog=%d out=%d in=%d hold=%d "
+                      "peer=%s", time.monotonic(), slot.state.link, link.state.name, *d,
+                      link.unacked_bytes - link.unsent_bytes, link.unsent_bytes,
                       len(self.outbound), len(self.inbound),
-                      time.monotonic() < slot.hold_data_until)
+                      time.monotonic() < slot.hold_data_until, slot.hex[:8])
 
     def _bootstrap_again(self) -> None:
         """While there is no DHT connection, hand toxcore the nodes again now and then:
