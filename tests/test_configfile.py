@@ -78,8 +78,9 @@ def test_every_node_flag_is_a_key_of_its_kind():
     kinds = {key: o.kind for key, o in table.items()}
     assert kinds["listen"] == kinds["no-udp"] == "bool"
     assert kinds["bridge-port"] == kinds["app-port"] == kinds["verbose"] == "int"
-    assert kinds["bootstrap"] == kinds["allow"] == kinds["tcp-relay"] == "list"
-    assert kinds["secret"] == kinds["profile"] == kinds["peer"] == "str"
+    assert kinds["bootstrap"] == kinds["allow"] == kinds["tcp-relay"] == kinds["peer"] == "list"
+    assert kinds["secret"] == kinds["profile"] == "str"
+    assert kinds["max-peers"] == "int"
 
 
 # -- flags over the file ----------------------------------------------------------------
@@ -116,14 +117,25 @@ def test_flags_win_over_the_file(tmp_path, flags, field, expected):
 def test_a_mode_flag_replaces_the_files_mode(tmp_path):
     path = write(tmp_path, "listen = true\nsecret = 's'\n")
     args = parse_node_args(["--config", str(path), "--peer", "CD" * 38])
-    assert args.peer == bytes.fromhex("CD" * 38) and not args.listen
+    assert args.peer == [(bytes.fromhex("CD" * 38), None)] and not args.listen
     path = write(tmp_path, f"peer = '{'CD' * 38}'\nsecret = 's'\n")
     args = parse_node_args(["--listen", "--config", str(path)])
-    assert args.listen and args.peer is None
+    assert args.listen and args.peer == []
+
+
+def test_a_file_may_listen_and_dial_several_peers_with_names(tmp_path):
+    path = write(tmp_path, f"listen = true\nsecret = 's'\nbootstrap = ['{NODE}']\n"
+                           f"peer = ['{'CD' * 38}=laptop', '{'EF' * 38}']\n"
+                           f"peer-name = ['{'AB' * 32}=phone']\nmax-peers = 4\nvia = 'laptop'\n")
+    config = build_config(parse_node_args(["--config", str(path)]))
+    assert config.mode == "listen" and config.max_peers == 4 and config.via == "laptop"
+    assert config.peers == (bytes.fromhex("CD" * 38), bytes.fromhex("EF" * 38))
+    assert dict(config.names) == {bytes.fromhex("CD" * 32): "laptop",
+                                  bytes.fromhex("AB" * 32): "phone"}
 
 
 @pytest.mark.parametrize("text, message", [
-    (f"listen = true\npeer = '{'CD' * 38}'", "keys 'listen' and 'peer': keep one"),
+    (f"listen = true\nmax-peers = 2000\nsecret = 's'", "key 'max-peers': 2000 is not"),
     ("secret = 's'", "say --listen or --peer ID (or listen = true"),
     ("peer = 'XYZ'", "key 'peer': Tox ID is not hex"),
 ])

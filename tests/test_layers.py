@@ -63,6 +63,8 @@ LAYER_OF = {  # longest prefix wins; the two root packages are "root", bridge_lo
     "toxbridge.toxloop": "toxthread",
     "toxbridge.wakeup": "toxthread",
     "toxbridge.peerio": "toxthread",  # one peer's mux between its Link and the app queues
+    "toxbridge.peerslot": "toxthread",  # one peer of the tox thread: friend, Link, path, mux, meters
+    "toxbridge.peertables": "toxthread",  # each peer's local streams, by key, name or "peer"
     "toxbridge.localstreams": "toxthread",  # streams.sock's streams: shared state, tox side
     "toxbridge.localsock": "daemon",  # streams.sock: its trio shell
     "toxbridge.linkpath": "toxthread",  # the Link over lossless packets or our transport

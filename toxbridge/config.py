@@ -10,9 +10,18 @@ from .forward import Destination, LocalForward, Rules
 from .link import DEFAULT_BACKLOG, DEFAULT_IN_FLIGHT, DEFAULT_WINDOW
 from .network import NodeInfo
 
-__all__ = ["Config", "default_profile", "request_message", "request_allowed"]
+__all__ = ["Config", "NAME_RULE", "default_profile", "request_message", "request_allowed",
+           "valid_name"]
 
 REQUEST_PREFIX = b"toxbridge/1 "
+NAME_RULE = "1-32 letters, digits, '-', '_' or '.', not all hex digits"
+
+
+def valid_name(name: str) -> bool:
+    """A peer's short name: it must never read as a key (nor as "peer" or "any")."""
+    return (0 < len(name) <= 32 and name.isascii() and name not in ("peer", "any")
+            and all(ch.isalnum() or ch in "-_." for ch in name)
+            and not all(ch in "0123456789abcdefABCDEF" for ch in name))
 
 
 def default_profile() -> Path:
@@ -24,9 +33,12 @@ def default_profile() -> Path:
 
 @dataclass(frozen=True)
 class Config:
-    mode: str  # "listen" or "peer"
+    mode: str  # "listen" (it may dial --peer too) or "peer" (it only dials)
     profile: Path
-    peer_id: bytes | None = None  # --peer: the listener's Tox ID (38 bytes)
+    peers: tuple[bytes, ...] = ()  # --peer: the Tox IDs (38 bytes) we dial, in order
+    names: tuple[tuple[bytes, str], ...] = ()  # (public key, short name): --peer ID=NAME, --peer-name
+    max_peers: int = 32  # a listener accepts no more (dialed peers count too)
+    via: str | None = None  # --via: the peer -L/-W reach (key or name; None: the first)
     secret: bytes | None = None
     allow: frozenset[bytes] = frozenset()  # public keys allowed to befriend a listener
     accept_anyone: bool = False

@@ -20,7 +20,9 @@ from . import access
 from .config import Config
 from .control.protocol import ControlError
 from .control.server import ControlServer, bind_control_socket
-from .errors import RemoteProtocolError
+from .config import NAME_RULE, valid_name
+from .errors import PeerError, RemoteProtocolError
+from .peertables import UnknownPeer
 from .forwarding import Forwarder
 from .framing import DATA, FrameDecoder, encode_event
 from .localsock import SOCKET_NAME as STREAMS_SOCKET, StreamsServer
@@ -59,7 +61,8 @@ class Daemon:
         # The control socket's commands (name -> handler of the request's arguments), and
         # what others running in this process add to a status reply (bridge_local's
         # transfers): each gets the reply dict and fills in its part.
-        self.control_commands = {"status": self._status}
+        self.control_commands = {"status": self._status, "peers.add": self._peers_add,
+                                 "peers.remove": self._peers_remove}
         self.status_sections: list[Callable[[dict], None]] = []
         self._access = access.AccessPolicy(os.geteuid(), open=config.app_open)
         self.streams_path: os.PathLike | None = None
@@ -98,8 +101,9 @@ class Daemon:
                 streams_sock = bind_control_socket(self.streams_path)
             self.tox_loop = loop = ToxLoop(c, self._notify)
             listeners = await trio.open_tcp_listeners(c.bridge_port, host=c.bridge_host)
-            self.forwarder = Forwarder(c, loop.streams, loop.wake, self.announce,
-                                       link_up=lambda: loop.peer.link != "none")
+            self.forwarder = Forwarder(c, loop.tables, loop.wake, self.announce,
+                                       link_up=lambda key: key in loop.slots
+                                       and loop.slots[key].state.link != "none")
             await self.forwarder.open_listeners()
         except BaseException:  # e.g. the port is in use: the tox thread never runs
             for listener in listeners:
@@ -128,7 +132,7 @@ class Daemon:
                 if control is not None:
                     await nursery.start(control.serve)
                 if streams_sock is not None:
-                    server = StreamsServer(streams_sock, self.streams_path, loop.streams, loop.wake)
+                    server = StreamsServer(streams_sock, self.streams_path, loop.tables, loop.wake)
                     await nursery.start(server.serve)
                 self.announce(f"tox-id {tox_id}")
                 self.announce(f"bridge {c.bridge_host}:{self.port}")
@@ -166,6 +170,43 @@ class Daemon:
         for section in self.status_sections:
             section(reply)
         return reply
+
+    async def _call(self, fn) -> dict:
+        """Run ``fn`` on the tox thread; its PeerError is the command's error."""
+        call = self.tox_loop.submit(fn)
+        with trio.move_on_after(5):
+            while not call.done.is_set():
+                await trio.sleep(0.005)
+        if not call.done.is_set():
+            raise ControlError("busy", "the tox thread did not answer within 5 s")
+        if isinstance(call.error, PeerError):
+            raise ControlError("refused", str(call.error))
+        if call.error is not None:
+            raise call.error
+        return call.result
+
+    async def _peers_add(self, args: dict) -> dict:
+        """``peers add``: dial a Tox ID (``tox_id``, 76 hex digits), with an optional ``name``."""
+        from .tox import ADDRESS_SIZE, parse_key
+
+        name = args.get("name")
+        if name is not None and not (isinstance(name, str) and valid_name(name)):
+            raise ControlError("bad_request", f"a name is {NAME_RULE}")
+        try:
+            tox_id = parse_key(str(args.get("tox_id", "")), ADDRESS_SIZE, "Tox ID")
+        except ValueError as exc:
+            raise ControlError("bad_request", str(exc)) from None
+        loop = self.tox_loop
+        return await self._call(lambda: loop.add_peer(tox_id, name))
+
+    async def _peers_remove(self, args: dict) -> dict:
+        """``peers remove``: a peer by its public key (or Tox ID) or name."""
+        loop = self.tox_loop
+        try:
+            key = loop.tables.key_of(str(args.get("peer", "")))
+        except UnknownPeer as exc:
+            raise ControlError("unknown_peer", str(exc)) from None
+        return await self._call(lambda: loop.remove_peer(key))
 
     async def _watch_tox(self, scope: trio.CancelScope) -> None:
         await trio.to_thread.run_sync(self.tox_loop.join, abandon_on_cancel=True)

@@ -32,3 +32,7 @@ class ConfigError(ToxbridgeError):
 
 class ForwardError(ToxbridgeError):
     """A port forward failed (its message says which and why)."""
+
+
+class PeerError(ToxbridgeError):
+    """A change to the node's peers was refused (its message says why)."""

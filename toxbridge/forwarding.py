@@ -28,7 +28,8 @@ from .config import Config
 from .forward import (FORWARD_KIND, Answer, Destination, LocalForward, Status, decode_header,
                       encode_answer, encode_header, parse_answer)
 from .errors import ConfigError, ForwardError, RemoteProtocolError
-from .localstreams import LocalStream, StreamTable
+from .localstreams import LocalStream
+from .peertables import FIRST, PeerTables, UnknownPeer
 from .streams import Priority, ResetCode, StreamOpened
 
 __all__ = ["Forwarder"]
@@ -116,13 +117,15 @@ def _connect_status(exc: OSError) -> tuple[Status, str]:
 
 class Forwarder:
     """The forwards of one node (``config.forwards``, ``config.stdio``) and its exposing
-    side (``config.rules``). ``wake``: tells the tox thread to look at ``table``."""
+    side (``config.rules``). ``wake``: tells the tox thread to look at the tables. The
+    forwards reach the peer ``config.via`` names (by default the first peer)."""
 
-    def __init__(self, config: Config, table: StreamTable, wake,
-                 announce: Callable[[str], None], link_up: Callable[[], bool]) -> None:
+    def __init__(self, config: Config, tables: PeerTables, wake,
+                 announce: Callable[[str], None], link_up: Callable[[bytes], bool]) -> None:
         self._config = config
-        self._link_up = link_up
-        self._table = table
+        self._link_up = link_up  # link_up(key): is that peer's friend connection up?
+        self._tables = tables
+        self._via = config.via or FIRST  # the peer -L / -W reach
         self._wake = wake
         self._announce = announce
         self._listeners: list[tuple[LocalForward, list[trio.SocketListener]]] = []
@@ -152,7 +155,7 @@ class Forwarder:
         self._token = trio.lowlevel.current_trio_token()
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
-            self._table.serve_kind(FORWARD_KIND, self._accept_stream)
+            self._tables.shared.serve_kind(FORWARD_KIND, self._accept_stream)
             for fwd, listeners in self._listeners:
                 self._announce(f"forward {_local_address(listeners)} -> {fwd.destination}")
                 handler = lambda tcp, fwd=fwd: self._forward_tcp(fwd, tcp)  # noqa: E731
@@ -167,7 +170,11 @@ class Forwarder:
         down_since = None
         while True:
             await trio.sleep(HOLD_OPEN_CHECK)
-            if self._link_up():
+            try:
+                up = self._link_up(self._tables.key_of(self._via))
+            except UnknownPeer:
+                up = False
+            if up:
                 down_since = None
                 continue
             now = time.monotonic()
@@ -247,9 +254,15 @@ class Forwarder:
                     quiet_no_peer: bool = False) -> Answer | None:
         """Open the stream and wait for the answer; the answer's bytes are consumed.
         None: no stream (no peer; with ``quiet_no_peer`` not logged)."""
-        ls, table = conn, self._table
+        ls = conn
         ls.kind, ls.priority, ls.header = FORWARD_KIND, Priority.BULK, encode_header(dest)
         conn.dest = dest
+        try:
+            table = self._tables.resolve(self._via)
+        except UnknownPeer as exc:
+            if not quiet_no_peer:
+                log.warning("forward to %s: no stream: %s", dest, exc)
+            return None
         table.request_open(ls)
         self._wake.set()
         answer = None
@@ -268,7 +281,7 @@ class Forwarder:
                     break
                 await ls.changed()
         if answer is not None:
-            table.touch(ls)
+            ls.touch()
             self._wake.set()
             if not answer.ok:
                 log.warning("forward to %s refused by the peer: %s", dest, answer.reason)
@@ -294,7 +307,7 @@ class Forwarder:
         with ls.lock:
             if ls.reset_in is None and ls.reset_out is None:
                 ls.reset_out = code
-        self._table.touch(ls)
+        ls.touch()
         self._wake.set()
 
     # -- the exposing side --------------------------------------------------------------
@@ -360,7 +373,7 @@ class Forwarder:
         with ls.lock:
             ls.to_peer += encode_answer(status, text)
             ls.end_out = True
-        self._table.touch(ls)
+        ls.touch()
         self._wake.set()
         with trio.move_on_after(DRAIN_TIMEOUT):
             while True:
@@ -370,7 +383,7 @@ class Forwarder:
                     ls.taken += n
                     ls.written += n
                     over = ls.reset_in is not None or ls.end_in
-                self._table.touch(ls)
+                ls.touch()
                 self._wake.set()
                 if over:
                     return
@@ -381,9 +394,9 @@ class Forwarder:
 
     async def _pipe(self, conn: _Conn, sock) -> None:
         """Bytes both ways until both directions ended or either side reset."""
-        ls, table, wake = conn, self._table, self._wake
+        ls, wake = conn, self._wake
         ends = {"in": False, "out": False}
-        table.touch(ls)
+        ls.touch()
         wake.set()
 
         def gone() -> bool:
@@ -409,7 +422,7 @@ class Forwarder:
                     else:
                         ls.end_out = True
                 conn.bytes_out += len(data)
-                table.touch(ls)
+                ls.touch()
                 wake.set()
                 if not data:
                     ends["out"] = True
@@ -431,7 +444,7 @@ class Forwarder:
                     with ls.lock:
                         ls.written += len(chunk)
                     conn.bytes_in += len(chunk)
-                    table.touch(ls)
+                    ls.touch()
                     wake.set()
                     continue
                 if gone():
@@ -474,7 +487,7 @@ class Forwarder:
             elif not (ends["in"] and ends["out"]):
                 self._reset(ls, ResetCode.CANCELLED)  # cancelled, or our socket failed
                 aborted = True
-            table.touch(ls)  # the last credit goes back
+            ls.touch()  # the last credit goes back
             wake.set()
             if aborted:
                 sock.abort() if isinstance(sock, _Stdio) else _rst(sock)

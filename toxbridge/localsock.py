@@ -22,6 +22,7 @@ import trio
 
 from .chanstream import CHANNEL_KIND
 from .localstreams import LocalStream, StreamTable
+from .peertables import FIRST, PeerTables, UnknownPeer
 from .streams import MAX_HEADER, Priority, ResetCode
 
 __all__ = ["SOCKET_NAME", "StreamsServer"]
@@ -33,6 +34,7 @@ MAX_REQUEST = 4096  # the first line
 REQUEST_TIMEOUT = 30.0  # seconds to send it
 READ_SIZE = 64 * 1024
 MAX_CONNECTIONS = 512  # at once (the mux allows 256 streams each way)
+ANY = "any"  # accept from any peer
 RESERVED_KINDS = range(0, 16)  # the daemon's own (1: the channel)
 _PRIORITIES = {"control": Priority.CONTROL, "interactive": Priority.INTERACTIVE,
                "bulk": Priority.BULK}
@@ -44,9 +46,11 @@ class RequestError(Exception):
         self.code = code
 
 
-def parse_request(line: bytes) -> tuple[str, int, Priority, bytes]:
-    """``{"op": "open", "kind": K, "priority": P, "header": HEX}`` or ``{"op": "accept",
-    "kind": K}`` -> (op, kind, priority, header). Raises RequestError."""
+def parse_request(line: bytes) -> tuple[str, int, Priority, bytes, str]:
+    """``{"op": "open", "kind": K, "priority": P, "header": HEX, "peer": PEER}`` or
+    ``{"op": "accept", "kind": K, "peer": PEER}`` -> (op, kind, priority, header, peer).
+    PEER: a public key (hex), a configured name, "peer" (the first peer; the default) or,
+    for accept, "any". Raises RequestError."""
     try:
         req = json.loads(line)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -58,9 +62,11 @@ def parse_request(line: bytes) -> tuple[str, int, Priority, bytes]:
         raise RequestError("bad_request", '"kind" must be an integer 0..255')
     if kind in RESERVED_KINDS:
         raise RequestError("bad_request", f"kinds 0..{RESERVED_KINDS[-1]} are the daemon's")
-    peer = req.get("peer", "peer")
-    if peer != "peer":
-        raise RequestError("bad_request", '"peer" must be "peer" (one peer per node)')
+    peer = req.get("peer", FIRST)
+    if not isinstance(peer, str) or not peer:
+        raise RequestError("bad_request", '"peer" must be a public key, a name, "peer" or "any"')
+    if peer == ANY and req["op"] != "accept":
+        raise RequestError("bad_request", '"peer": "any" is for accept; open names one peer')
     priority = _PRIORITIES.get(req.get("priority", "bulk"))
     if priority is None:
         raise RequestError("bad_request", '"priority" must be control, interactive or bulk')
@@ -70,19 +76,19 @@ def parse_request(line: bytes) -> tuple[str, int, Priority, bytes]:
         raise RequestError("bad_request", '"header" must be hex') from None
     if len(header) > MAX_HEADER:
         raise RequestError("bad_request", f"header over {MAX_HEADER} bytes")
-    return req["op"], kind, priority, header
+    return req["op"], kind, priority, header, peer
 
 
 class StreamsServer:
     """Serves ``sock`` (bound and listening: ``bind_control_socket``). ``wake``: tells the
     tox thread to look at the table."""
 
-    def __init__(self, sock: socket.socket, path: os.PathLike, table: StreamTable, wake) -> None:
+    def __init__(self, sock: socket.socket, path: os.PathLike, tables: PeerTables, wake) -> None:
         self._sock = sock
         self._path = Path(path)
         st = self._path.stat()
         self._ident = (st.st_dev, st.st_ino)
-        self._table = table
+        self._tables = tables
         self._wake = wake
         self._count = 0
 
@@ -137,7 +143,8 @@ class StreamsServer:
             return
         line, rest = line.split(b"\n", 1)
         try:
-            op, kind, priority, header = parse_request(line)
+            op, kind, priority, header, peer = parse_request(line)
+            waiter = self._waiter(op, peer)
         except RequestError as exc:
             await self._reply_close(stream, {"ok": False, "code": exc.code,
                                              "message": str(exc)})
@@ -145,10 +152,9 @@ class StreamsServer:
         ls = _Waker.make()
         ls.kind, ls.priority, ls.header = kind, priority, header
         ls.to_peer += rest
-        table = self._table
         if op == "open":
-            table.request_open(ls)
-        elif not table.request_accept(ls):
+            waiter.request_open(ls)
+        elif not waiter.request_accept(ls):
             await self._reply_close(stream, {"ok": False, "code": "busy",
                                              "message": "too many connections wait in accept"})
             return
@@ -162,20 +168,37 @@ class StreamsServer:
                 await ls.changed()
         finally:
             if sid is None and failure is None:  # cancelled, or the app went away
-                table.withdraw(ls)
+                waiter.withdraw(ls)
+                if ls.table is not None:  # accepted meanwhile
+                    ls.table.withdraw(ls)
         if failure is not None:
             await self._reply_close(stream, {"ok": False, "code": failure[0],
                                              "message": failure[1]})
             return
         reply = {"ok": True, "stream": sid, "kind": kind,
-                 "priority": Priority(ls.priority).name.lower(), "header": ls.header.hex()}
+                 "priority": Priority(ls.priority).name.lower(), "header": ls.header.hex(),
+                 "peer": ls.peer_key.hex().upper()}
+        name = self._tables.name_of(ls.peer_key)
+        if name is not None:
+            reply["name"] = name
         await stream.send_all(json.dumps(reply).encode() + b"\n")
-        table.touch(ls)  # bytes that came with the request line
+        ls.touch()  # bytes that came with the request line
         self._wake.set()
         await self._pump(stream, ls)
 
+    def _waiter(self, op: str, peer: str):
+        """Where a request waits: the named peer's table, or (accept from "any", or from
+        "peer" before there is one) the tables' shared acceptors. Raises RequestError."""
+        if op == "accept" and (peer == ANY or (peer == FIRST and not len(self._tables))):
+            return self._tables.shared
+        try:
+            return self._tables.resolve(peer)
+        except UnknownPeer as exc:
+            code = "no_peer" if peer == FIRST else "unknown_peer"
+            raise RequestError(code, "no peer is connected" if peer == FIRST else str(exc)) from None
+
     async def _pump(self, stream: trio.SocketStream, ls: LocalStream) -> None:
-        table, wake = self._table, self._wake
+        table, wake = ls.table, self._wake
         ends = {"in": False, "out": False}
 
         def gone() -> bool:

@@ -6,6 +6,10 @@ and the Mux, consuming what the app has taken (so its stream's credit follows th
 Every :class:`LocalStream` field is guarded by its lock; the trio side changes them and
 calls :meth:`StreamTable.touch`, the tox thread changes them and calls ``poke()`` (which
 must be thread-safe and cheap: it schedules a wake-up in trio).
+
+Each peer has its own table (its mux's stream ids); the tables share one :class:`Shared`:
+the kinds a server accepts (port forwarding's exposing side) and the connections that
+accept a stream from any peer (``toxbridge.peertables`` finds a peer's table).
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from .errors import ProtocolError
 from .streams import (CreditAvailable, Mux, Priority, ResetCode, StreamData, StreamEnded,
                       StreamOpened, StreamReset)
 
-__all__ = ["LocalStream", "StreamTable", "TO_PEER_BUFFER"]
+__all__ = ["LocalStream", "Shared", "StreamTable", "TO_PEER_BUFFER"]
 
 TO_PEER_BUFFER = 64 * 1024  # bytes read from the app, not yet taken by the mux
 MAX_ACCEPTORS = 64  # local connections waiting in `accept` at once
@@ -45,52 +49,103 @@ class LocalStream:
         self.end_in = False  # the peer half-closed
         self.reset_out: int | None = None  # the app aborted: RESET with this code
         self.reset_in: int | None = None  # the stream is gone (peer, restart): this code
+        self.table: StreamTable | None = None  # set once it is its peer's (queued or accepted)
+        self.peer_key: bytes | None = None  # ... and that peer's public key
+
+    def touch(self) -> None:
+        """The trio side changed this stream: its table's tox side looks at it."""
+        if self.table is not None:
+            self.table.touch(self)
 
     @property
     def send_room(self) -> int:
         return TO_PEER_BUFFER - len(self.to_peer)
 
 
-class StreamTable:
-    """One peer's local streams, and the connections waiting to accept one."""
+class Shared:
+    """What every peer's table shares: servers by kind, and acceptors of any peer."""
 
     def __init__(self) -> None:
+        self.lock = threading.Lock()
+        # kind -> accept(event, peer_key): a LocalStream for an OPEN of that kind that no
+        # connection waits for, or None (refused); called on the tox thread, must not block.
+        self.servers: dict[int, Callable[[StreamOpened, bytes | None], LocalStream | None]] = {}
+        self.acceptors: dict[int, deque[LocalStream]] = {}  # kind -> waiting for any peer
+
+    def serve_kind(self, kind: int, accept) -> None:
+        """Every OPEN of ``kind`` from any peer goes to ``accept`` (forwarding's exposing side)."""
+        with self.lock:
+            self.servers[kind] = accept
+
+    def request_accept(self, ls: LocalStream) -> bool:
+        """Accept the next stream of ``ls.kind`` from any peer. False: too many wait."""
+        with self.lock:
+            return _enqueue(self.acceptors, ls)
+
+    def withdraw(self, ls: LocalStream) -> None:
+        with self.lock:
+            _dequeue(self.acceptors, ls)
+
+    def take_acceptor(self, kind: int) -> LocalStream | None:
+        with self.lock:
+            queue = self.acceptors.get(kind)
+            return queue.popleft() if queue else None
+
+
+def _enqueue(acceptors: dict[int, deque[LocalStream]], ls: LocalStream) -> bool:
+    if sum(len(q) for q in acceptors.values()) >= MAX_ACCEPTORS:
+        return False
+    acceptors.setdefault(ls.kind, deque()).append(ls)
+    return True
+
+
+def _dequeue(acceptors: dict[int, deque[LocalStream]], ls: LocalStream) -> None:
+    queue = acceptors.get(ls.kind)
+    if queue is not None and ls in queue:
+        queue.remove(ls)
+
+
+class StreamTable:
+    """One peer's local streams, and the connections waiting to accept one of its."""
+
+    def __init__(self, shared: Shared | None = None, peer_key: bytes | None = None) -> None:
         self._lock = threading.Lock()
         self._opens: deque[LocalStream] = deque()  # asked to open, not yet opened
         self._acceptors: dict[int, deque[LocalStream]] = {}  # kind -> waiting connections
         self._live: dict[int, LocalStream] = {}  # stream id -> (tox thread only)
         self._dirty: set[LocalStream] = set()  # changed by the trio side
-        # kind -> accept(event, peer_key): a LocalStream for an OPEN of that kind that no
-        # connection waits for, or None (refused); called on the tox thread, must not block.
-        self._servers: dict[int, Callable[[StreamOpened, bytes | None], LocalStream | None]] = {}
+        self.shared = shared or Shared()
         self.mux: Mux | None = None  # set by the tox thread (PeerIO)
-        self.peer_key: bytes | None = None  # the peer's public key (set with its PeerIO)
+        self.peer_key = peer_key  # the peer's public key
+        self.closed: tuple[str, str] | None = None  # the peer was removed: (code, message)
 
     # -- the trio side ---------------------------------------------------------------------
 
     def request_open(self, ls: LocalStream) -> None:
         with self._lock:
-            self._opens.append(ls)
+            ls.table, ls.peer_key = self, self.peer_key
+            if self.closed is None:
+                self._opens.append(ls)
+                return
+        self._refuse(ls, *self.closed)
 
     def request_accept(self, ls: LocalStream) -> bool:
         """False: too many are waiting already."""
         with self._lock:
-            if sum(len(q) for q in self._acceptors.values()) >= MAX_ACCEPTORS:
-                return False
-            self._acceptors.setdefault(ls.kind, deque()).append(ls)
-            return True
+            ls.table, ls.peer_key = self, self.peer_key
+            if self.closed is not None:
+                ls.failure = self.closed
+                return True
+            return _enqueue(self._acceptors, ls)
 
     def serve_kind(self, kind: int, accept) -> None:
         """Every OPEN of ``kind`` goes to ``accept`` (port forwarding's exposing side)."""
-        with self._lock:
-            self._servers[kind] = accept
+        self.shared.serve_kind(kind, accept)
 
     def withdraw(self, ls: LocalStream) -> None:
         """A connection that waited (open or accept) went away before its stream."""
         with self._lock:
-            queue = self._acceptors.get(ls.kind)
-            if queue is not None and ls in queue:
-                queue.remove(ls)
+            _dequeue(self._acceptors, ls)
             if ls in self._opens:
                 self._opens.remove(ls)
 
@@ -117,6 +172,7 @@ class StreamTable:
                 continue
             with ls.lock:
                 ls.sid = sid
+                ls.table, ls.peer_key = self, self.peer_key
             self._live[sid] = ls
             dirty.add(ls)
             ls.poke()
@@ -160,13 +216,18 @@ class StreamTable:
             with self._lock:
                 queue = self._acceptors.get(event.kind)
                 ls = queue.popleft() if queue else None
-                server = self._servers.get(event.kind)
-            if ls is None and server is not None:
-                ls = server(event, self.peer_key)
+            if ls is None:
+                ls = self.shared.take_acceptor(event.kind)
+            if ls is None:
+                with self.shared.lock:
+                    server = self.shared.servers.get(event.kind)
+                if server is not None:
+                    ls = server(event, self.peer_key)
             if ls is None:
                 return False
             with ls.lock:
                 ls.sid, ls.priority, ls.header = event.stream_id, event.priority, event.header
+                ls.table, ls.peer_key = self, self.peer_key
             self._live[event.stream_id] = ls
             ls.poke()
             return True
@@ -191,13 +252,25 @@ class StreamTable:
         ls.poke()
         return True
 
-    def peer_gone(self) -> None:
+    def peer_gone(self, code: int = ResetCode.PEER_RESTARTED) -> None:
         """The Link (and mux) were replaced: every stream is gone."""
         for sid, ls in list(self._live.items()):
             with ls.lock:
-                ls.reset_in = ResetCode.PEER_RESTARTED
+                ls.reset_in = code
             ls.poke()
         self._live.clear()
+
+    def close(self, code: str, message: str) -> None:
+        """The peer was removed: its streams reset (PEER_REMOVED), waiting connections
+        refused with ``code``, and so is every later request."""
+        with self._lock:
+            self.closed = (code, message)
+            waiting = list(self._opens) + [ls for q in self._acceptors.values() for ls in q]
+            self._opens.clear()
+            self._acceptors.clear()
+        for ls in waiting:
+            self._refuse(ls, code, message)
+        self.peer_gone(ResetCode.PEER_REMOVED)
 
     def _refuse(self, ls: LocalStream, code: str, message: str) -> None:
         with ls.lock:

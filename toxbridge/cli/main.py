@@ -98,7 +98,9 @@ def _config(argv: list[str]) -> int:
     node_args = parse_node_args(["--config", str(args.file)])
     config = build_config(node_args)
     app = "none (raw)" if node_args.raw else f"{node_args.app_host}:{node_args.app_port or 'free'}"
-    print(f"{args.file}: ok: {config.mode}, profile {config.profile}, "
+    print(f"{args.file}: ok: {config.mode}"
+          + (f" dialing {len(config.peers)}" if config.peers and config.mode == "listen" else "")
+          + f", profile {config.profile}, "
           f"{len(config.bootstrap)} bootstrap nodes, {len(config.tcp_relays)} TCP relays, "
           f"bridge {config.bridge_host}:{config.bridge_port or 'free'}, app {app}"
           + "".join(f", -L {f}" for f in config.forwards)
@@ -184,7 +186,7 @@ COMMANDS: tuple[Command, ...] = (
     Command("send-file", "send a file to a user (resumable, with a progress bar)", _files("send")),
     Command("get-file", "fetch a file sent to you (resumable, md5-verified)", _files("get")),
     Command("status", "how a running node is: DHT, peer, link, round trip, rates, transfers", _status),
-    Command("peers", "list a running node's peers (peers list [--json])", _peers),
+    Command("peers", "a running node's peers: peers list [--json] | add ID [--name N] | remove KEY|NAME", _peers),
     Command("config", "config example: a commented config file; config check FILE", _config),
     Command("id", "print the Tox ID of a profile", _id),
     Command("bootstrap-node", "run a private DHT bootstrap node on 127.0.0.1", _bootstrap_node),

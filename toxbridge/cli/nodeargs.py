@@ -93,6 +93,45 @@ def tox_id_arg(text: str) -> bytes:
     return parse_key(text, ADDRESS_SIZE, "Tox ID")
 
 
+def _name(name: str) -> str:
+    from ..config import NAME_RULE, valid_name
+
+    if not valid_name(name):
+        raise ValueError(f"the name {name!r} is not {NAME_RULE}")
+    return name
+
+
+@_checked
+def peer_arg(text: str) -> tuple[bytes, str | None]:
+    """``ID`` or ``ID=NAME``."""
+    from ..tox import ADDRESS_SIZE, parse_key
+
+    tox_id, sep, name = text.partition("=")
+    return parse_key(tox_id, ADDRESS_SIZE, "Tox ID"), _name(name) if sep else None
+
+
+@_checked
+def peer_name_arg(text: str) -> tuple[bytes, str]:
+    """``KEY=NAME`` (a public key, or a Tox ID)."""
+    from ..tox import PUBLIC_KEY_SIZE, parse_key
+
+    key, sep, name = text.partition("=")
+    if not sep:
+        raise ValueError(f"{text!r} is not KEY=NAME")
+    size = PUBLIC_KEY_SIZE if len(key.strip()) <= 2 * PUBLIC_KEY_SIZE else PUBLIC_KEY_SIZE + 6
+    return parse_key(key, size, "public key")[:PUBLIC_KEY_SIZE], _name(name)
+
+
+@_checked
+def max_peers_arg(text) -> int:
+    value = text if isinstance(text, int) and not isinstance(text, bool) else None
+    if value is None and isinstance(text, str) and text.isdigit():
+        value = int(text)
+    if value is None or not 1 <= value <= 1024:
+        raise ValueError(f"{text!r} is not a whole number in 1..1024")
+    return value
+
+
 def read_passphrase(env: str | None, file: str | os.PathLike | None) -> str | None:
     """The profile's passphrase from ``--passphrase-env`` or ``--passphrase-file`` (its
     first line; a systemd credential is such a file), or None."""
@@ -139,16 +178,21 @@ def read_nodes(path: str | os.PathLike) -> list:
 
 def node_parser() -> argparse.ArgumentParser:
     """The node's flags. Each long flag is also a config-file key (see ``option_table``)."""
-    p = OneLineParser(prog="toxbridge", usage="toxbridge (--listen | --peer ID | --config FILE) [options]",
+    p = OneLineParser(prog="toxbridge", usage="toxbridge (--listen | --peer ID ... | --config FILE) [options]",
                       description="Run a toxbridge node.",
                       epilog=f"Without --bootstrap/--nodes a node uses the bundled public nodes list "
                              f"(of {BUNDLED_DATE}); a fresher one: {NODES_SOURCE}, saved and given "
                              f"with --nodes FILE. Commands: toxbridge --help.")
     p.add_argument("--config", type=Path, metavar="FILE",
                    help="read options from this TOML file (toxbridge config example); flags win")
-    mode = p.add_mutually_exclusive_group()
-    mode.add_argument("--listen", action="store_true", help="wait for peers; print our Tox ID")
-    mode.add_argument("--peer", metavar="ID", type=tox_id_arg, help="the listener's Tox ID (76 hex digits)")
+    p.add_argument("--listen", action="store_true", help="accept allowed peers; print our Tox ID")
+    p.add_argument("--peer", action="append", default=[], metavar="ID[=NAME]", type=peer_arg,
+                   help="dial this Tox ID (76 hex digits; repeatable; the first is the v1 "
+                        "channel's peer), with an optional short name")
+    p.add_argument("--peer-name", action="append", default=[], metavar="KEY=NAME",
+                   type=peer_name_arg, help="a short name for a peer's public key (repeatable)")
+    p.add_argument("--max-peers", type=max_peers_arg, default=32, metavar="N",
+                   help="accept no more peers than this (default 32; dialed ones count)")
     p.add_argument("--secret", help="shared secret carried in the friend request "
                    "(or the TOXBRIDGE_SECRET environment variable)")
     p.add_argument("--allow", action="append", default=[], metavar="KEY", type=public_key_arg,
@@ -194,6 +238,8 @@ def node_parser() -> argparse.ArgumentParser:
                    help="peers may reach HOST:PORT through this node (repeatable; nothing by default)")
     p.add_argument("--expose-file", metavar="FILE", type=Path,
                    help="forwarding rules: destinations for every peer and per peer (docs/forwarding.md)")
+    p.add_argument("--via", metavar="PEER",
+                   help="the peer every -L / -W reaches: its public key or name (default: the first peer)")
     p.add_argument("--hold-open", metavar="SECONDS", type=hold_open_arg, default=120,
                    help="forwarded connections stay open this long while the Tox link is down "
                         "(default 120)")
@@ -252,8 +298,6 @@ def parse_node_args(argv: list[str]) -> argparse.Namespace:
         for dest, value in values.items():
             if dest not in given:
                 setattr(args, dest, value)
-    if args.listen and args.peer:  # only a file can say both: argparse refuses the two flags
-        raise ConfigError(f"config file {args.config}: keys 'listen' and 'peer': keep one")
     if not (args.listen or args.peer):
         where = " (or listen = true / peer = \"ID\" in the config file)" if args.config else ""
         raise ConfigError(f"say --listen or --peer ID{where} (toxbridge --help)")
@@ -301,10 +345,14 @@ def build_config(args: argparse.Namespace):
                     "for a fresher one: --nodes FILE from %s", len(bootstrap), BUNDLED_DATE, NODES_SOURCE)
     passphrase = read_passphrase(args.passphrase_env, args.passphrase_file)
     rules = read_rules(args.expose, args.expose_file)
+    peers, names = _peers(args)
     return Config(
         mode="listen" if args.listen else "peer",
         profile=args.profile or default_profile(),
-        peer_id=args.peer,
+        peers=peers,
+        names=names,
+        max_peers=args.max_peers,
+        via=args.via,
         secret=secret.encode() if secret else None,
         allow=frozenset(allow),
         accept_anyone=args.accept_anyone,
@@ -324,6 +372,35 @@ def build_config(args: argparse.Namespace):
         rules=rules,
         hold_open=args.hold_open,
     )
+
+
+def _peers(args: argparse.Namespace) -> tuple[tuple[bytes, ...], tuple[tuple[bytes, str], ...]]:
+    """The Tox IDs to dial (each once, in order) and the peers' names (each unique)."""
+    peers: list[bytes] = []
+    names: dict[bytes, str] = {}
+    for tox_id, name in args.peer:
+        if any(p[:32] == tox_id[:32] for p in peers):
+            raise ConfigError(f"--peer {tox_id.hex().upper()} is given twice")
+        peers.append(tox_id)
+        if name:
+            names[tox_id[:32]] = name
+    for key, name in args.peer_name:
+        names[key] = name
+    seen: dict[str, bytes] = {}
+    for key, name in names.items():
+        if seen.setdefault(name, key) != key:
+            raise ConfigError(f"the peer name {name!r} is given to two peers")
+    if len(peers) > args.max_peers:
+        raise ConfigError(f"{len(peers)} --peer flags, but --max-peers is {args.max_peers}")
+    if args.via is not None and args.via != "peer" and args.via not in names.values():
+        from ..tox import PUBLIC_KEY_SIZE, parse_key
+
+        try:
+            parse_key(args.via, PUBLIC_KEY_SIZE, "public key")
+        except ValueError:
+            raise ConfigError(f"--via {args.via}: neither a public key (64 hex digits) nor a "
+                              f"peer's name (--peer ID=NAME, --peer-name)") from None
+    return tuple(peers), tuple(names.items())
 
 
 def read_rules(expose: list, path: Path | None):

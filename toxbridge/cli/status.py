@@ -2,6 +2,7 @@
 
     toxbridge status [--json] [--profile P | --data-dir D]
     toxbridge peers list [--json] [--profile P | --data-dir D]
+    toxbridge peers add ID [--name NAME] [...];  toxbridge peers remove KEY|NAME [...]
 
 The node is found by its data dir (``--data-dir``, else PROFILE_NAME.bridge next to the
 profile, as when it was started). No node there: one line, exit code 2.
@@ -18,11 +19,6 @@ from typing import Any
 from ..errors import ToxbridgeError
 
 __all__ = ["main", "peers_main", "render"]
-
-# A node serves one peer in this version: its peer is chosen at start (--peer ID, or the first
-# allowed friend request of --listen), so there is nothing to add or remove at run time yet.
-ONE_PEER = ("this node has exactly one peer, chosen when it starts (--peer ID, or the first "
-            "allowed request of --listen); restart it to change it")
 
 
 def _parser(prog: str = "toxbridge status",
@@ -66,18 +62,21 @@ def render(status: dict[str, Any]) -> list:
     if not status["peers"]:
         out.append("peers: none yet")
     else:
-        peers = _table("peers", ("peer", "link", "rtt", "sent", "out/s", "received", "in/s",
-                                 "reconnects"))
+        peers = _table("peers", ("peer", "link", "transport", "streams", "rtt", "sent", "out/s",
+                                 "received", "in/s", "reconnects"))
         queues = _table("queues", ("peer", "app->peer", "peer->app", "in flight", "backlog",
                                    "unread"))
         for p in status["peers"]:
-            q, key = p["queues"], p["public_key"][:12]
+            q, key = p["queues"], p.get("name") or p["public_key"][:12]
             link = p["link"] if p["online"] else "offline"
-            peers.add_row(key, link, _ms(p["rtt_ms"]), _size(p["bytes_sent"]),
+            transport = "on" if p.get("transport", {}).get("active") else "off"
+            peers.add_row(key, link, transport, str(p.get("streams", 0)), _ms(p["rtt_ms"]),
+                          _size(p["bytes_sent"]),
                           _size(p["rate_sent"]), _size(p["bytes_received"]),
                           _size(p["rate_received"]), str(p["reconnects"]))
-            queues.add_row(key, f"{q['outbound_frames']}/{q['outbound_max']} frames",
-                           f"{q['inbound_runs']}/{q['inbound_max']} runs",
+            channel = "outbound_frames" in q  # the v1 channel's queues: the first peer's
+            queues.add_row(key, f"{q['outbound_frames']}/{q['outbound_max']} frames" if channel else "-",
+                           f"{q['inbound_runs']}/{q['inbound_max']} runs" if channel else "-",
                            _size(q["link_in_flight_bytes"]), _size(q["link_backlog_bytes"]),
                            _size(q["link_received_bytes"]))
         out += [peers, queues]
@@ -118,14 +117,15 @@ def _forwards(status: dict[str, Any]) -> list:
     return out
 
 
-def _ask(parser: argparse.ArgumentParser, args: argparse.Namespace) -> dict[str, Any]:
-    """The node's status reply; no node: one line, exit 2."""
+def _ask(parser: argparse.ArgumentParser, args: argparse.Namespace, cmd: str = "status",
+         **request_args: Any) -> dict[str, Any]:
+    """The node's reply; no node, or its refusal: one line, exit 2."""
     from ..config import default_profile
     from ..control.server import control_path, node_data_dir, request
 
     data_dir = node_data_dir(args.profile or default_profile(), args.data_dir)
     try:
-        status = request(control_path(data_dir), "status", timeout=args.timeout)
+        status = request(control_path(data_dir), cmd, timeout=args.timeout, **request_args)
     except ToxbridgeError as exc:
         parser.exit(2, f"{parser.prog}: {exc}\n")
     for key in ("v", "ok"):
@@ -154,13 +154,31 @@ def main(argv: list[str]) -> int:
 
 
 def peers_main(argv: list[str]) -> int:
-    """``toxbridge peers list``: the peers part of the status; ``add``/``remove`` say why not."""
-    if argv and argv[0] in ("add", "remove"):
-        print(f"toxbridge peers {argv[0]}: {ONE_PEER}", file=sys.stderr)
-        return 2
-    parser = _parser("toxbridge peers list", "The peers of a running node: key, link, round "
-                     "trip, traffic. (add and remove: " + ONE_PEER + ".)")
-    args = parser.parse_args(argv[1:] if argv[:1] == ["list"] else argv)
+    """``toxbridge peers list|add|remove``."""
+    sub = argv[0] if argv and argv[0] in ("list", "add", "remove") else "list"
+    rest = argv[1:] if argv[:1] == [sub] else argv
+    if sub == "add":
+        parser = _parser("toxbridge peers add", "Dial a peer now (its friend request carries the "
+                         "node's --secret); it lasts while the node runs, and across restarts "
+                         "of a --listen node.")
+        parser.add_argument("id", metavar="ID", help="the peer's Tox ID (76 hex digits)")
+        parser.add_argument("--name", help="a short name for it")
+        args = parser.parse_args(rest)
+        extra = {"tox_id": args.id} | ({"name": args.name} if args.name else {})
+        reply = _ask(parser, args, "peers.add", **extra)
+        return _show(reply, [f"dialing {reply['peer']}" + (f" ({reply['name']})" if reply.get("name") else "")],
+                     args.json)
+    if sub == "remove":
+        parser = _parser("toxbridge peers remove", "Remove a peer: delete the friend; its "
+                         "streams reset (code 10, peer removed).")
+        parser.add_argument("peer", metavar="KEY|NAME", help="its public key or name")
+        args = parser.parse_args(rest)
+        reply = _ask(parser, args, "peers.remove", peer=args.peer)
+        return _show(reply, [f"removed {reply['peer']} ({reply['streams_reset']} streams reset)"],
+                     args.json)
+    parser = _parser("toxbridge peers list", "The peers of a running node: key, name, link, "
+                     "transport, streams, round trip, traffic.")
+    args = parser.parse_args(rest)
     status = _ask(parser, args)
     return _show(status["peers"], render(status)[2:4] if status["peers"] else ["peers: none yet"],
                  args.json)

@@ -97,6 +97,8 @@ class PeerSnapshot:
     # the Link's path (toxbridge.linkpath): "active" (our transport over lossy packets
     # carries it on this connection), lossy packets by id, the transport's window and RTT
     transport: dict[str, Any] = field(default_factory=dict)
+    name: str | None = None  # the peer's configured short name
+    streams: int = 0  # local streams (streams.sock, forwards) open with it
 
 
 @dataclass(frozen=True)

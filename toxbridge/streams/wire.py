@@ -63,6 +63,7 @@ class ResetCode(enum.IntEnum):
     DESTINATION_REFUSED = 7  # forwarding: the exposed destination refused the connection
     DESTINATION_UNREACHABLE = 8  # forwarding: no such destination, or not allowed
     INTERNAL = 9  # the other side failed locally
+    PEER_REMOVED = 10  # the peer was removed from the node (local events only)
 
 
 # -- frames ---------------------------------------------------------------------------------
