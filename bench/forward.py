@@ -32,7 +32,7 @@ from pathlib import Path
 import trio
 
 from toxbridge.network import BootstrapDaemon, NodeInfo
-from toxbridge.testing import DaemonProc, start_bootstrap
+from toxbridge.testing import DaemonProc, start_bootstrap, stdio_command
 from toxbridge.testing.servers import ThreadServer, banner, echo, pattern, source
 from toxbridge.testing.wan import BOOTSTRAP_TCP_PORT, PathSpec, WanNamespace, unavailable
 
@@ -204,14 +204,6 @@ def measure_forward(network: NodeInfo, mb: float, first_bytes: int, *, downloads
     return result
 
 
-def _stdio_cmd(exposer: DaemonProc, network: NodeInfo, profile: Path, dest: str) -> list[str]:
-    cmd = [sys.executable, "-m", "toxbridge", "--peer", exposer.tox_id, "-W", dest, "--raw",
-           "--profile", str(profile), "--bootstrap", str(network), "--secret", "s3cret"]
-    if network.tcp_port:
-        cmd += ["--tcp-relay", f"{network.host}:{network.tcp_port}:{network.public_key.hex()}"]
-    return cmd
-
-
 def measure_keystrokes(network: NodeInfo, count: int) -> dict:
     """A ``-W`` node to an echo server behind a fresh exposing daemon; one byte per
     keystroke, the next once its echo is back."""
@@ -221,7 +213,7 @@ def measure_keystrokes(network: NodeInfo, count: int) -> dict:
         with DaemonProc(["--listen", "--expose", dest], Path(tmp) / "x.tox", network,
                         verbose=False) as exposer:
             _say(f"-W: {count} keystrokes")
-            cmd = _stdio_cmd(exposer, network, Path(tmp) / "w.tox", dest)
+            cmd = stdio_command(exposer.tox_id, dest, Path(tmp) / "w.tox", network)
             trio.run(_keystrokes, cmd, count, result)
     return result
 
