@@ -255,11 +255,14 @@ def _combine(raw: dict, chan: dict | None, fwd: dict, keys: dict) -> dict:
            "raw_rtt_p99_ms": raw.get("rtt_p99_ms")}
     if chan is not None:
         out["channel_MBps"] = chan.get("MBps")
+        out["channel_done"] = chan.get("done")
         out["channel_rtt_p50_ms"] = chan.get("rtt_p50_ms")
     out.update(fwd)
-    if chan and fwd.get("forward_MBps"):
-        out["forward_ratio"] = round(fwd["forward_MBps"] / chan["MBps"], 3)
-        out["parallel_ratio"] = round(fwd["parallel_MBps"] / chan["MBps"], 3)
+    if fwd.get("forward_MBps"):
+        done = chan is not None and chan.get("done")  # a stalled channel is no yardstick
+        out["forward_ratio"] = round(fwd["forward_MBps"] / chan["MBps"], 3) if done else None
+        out["parallel_ratio"] = round(fwd["parallel_MBps"] / chan["MBps"], 3) if done else None
+        out["forward_raw_ratio"] = round(fwd["forward_MBps"] / raw["lossless_MBps"], 3)
     out.update(keys)
     if keys.get("keystroke_p50_ms") is not None and raw.get("rtt_p50_ms") is not None:
         out["keystroke_over_raw_p50_ms"] = round(keys["keystroke_p50_ms"] - raw["rtt_p50_ms"], 3)
@@ -312,7 +315,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--wan", action="store_true", help="on the WAN emulator's 50 ms path instead")
     parser.add_argument("--count", type=int, help="--wan: downloads (default 20; --quick 5)")
     parser.add_argument("--download-mb", type=float, default=20, help="--wan: MB per download (default 20)")
-    parser.add_argument("--limit", type=float, default=120, help="seconds a download may take (default 120)")
+    parser.add_argument("--limit", type=float, default=120, help="seconds a download (and the channel leg) may take (default 120)")
     parser.add_argument("--keystrokes", type=int, help="keystrokes through -W (default 300; --quick 100)")
     parser.add_argument("--connections", type=int, help="new connections timed (default 50; --quick 20)")
     parser.add_argument("--inside", help=argparse.SUPPRESS)  # the WAN leg inside its namespace
@@ -342,7 +345,8 @@ def main(argv: list[str] | None = None) -> int:
             _say(f"raw toxcore, {args.mb} MB")
             raw = measure_raw(boot.info, args.mb, pings=1000, use_relay=True)
             _say(f"the channel, {args.mb} MB")
-            chan = measure_channel(boot.info, args.mb, pings=1000)
+            # Bounded: a channel that stalls is a result (done false), not a hang.
+            chan = measure_channel(boot.info, args.mb, pings=1000, time_limit=args.limit)
             fwd = measure_forward(boot.info, args.mb, args.connections)
             keys = measure_keystrokes(boot.info, args.keystrokes)
         finally:
