@@ -72,6 +72,8 @@ LAYER_OF = {  # longest prefix wins; the two root packages are "root", bridge_lo
     "toxbridge.forwarding": "daemon",  # -L / -W / --expose: trio shells over local streams
     "toxbridge.control.server": "daemon",  # the control socket's trio shell
     "toxbridge.testing": "testing",
+    "toxbridge.testing.servers": "testing",  # small TCP servers behind a forward (bench, demo)
+    "toxbridge.testing.demo_forward": "testing",  # the demo's -L / -W part
 }
 # Inside bridge_local: a module may import only modules of a lower or equal rank.
 BRIDGE_LOCAL_RANK = {

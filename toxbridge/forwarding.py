@@ -2,7 +2,7 @@
 
 Forwarding side: a TCP listener per ``-L``; each accepted connection opens one BULK stream
 of kind ``FORWARD_KIND`` whose header names the destination, waits for the exposing side's
-answer, then pipes bytes both ways. ``-W``: stdin/stdout as one such connection.
+answer (reading the client meanwhile), then pipes bytes both ways. ``-W``: stdin/stdout as one such connection.
 Exposing side: every forward stream the peer opens is checked against the rules, then
 connected with ``trio.open_tcp_stream``; a refusal or a failed connect is answered at once.
 
@@ -56,7 +56,7 @@ class _Conn(LocalStream):
         self.side, self.label = side, label  # for status
         self.dest: Destination | None = None
         self.peer_key: bytes | None = None
-        self.bytes_out = self.bytes_in = 0  # to the peer, from the peer (after the answer)
+        self.bytes_out = self.bytes_in = 0  # to the peer, from the peer (not the answer)
         self.since = time.monotonic()
 
     def _poke(self) -> None:
@@ -220,13 +220,47 @@ class Forwarder:
             return
         conn = self._new("forward", str(fwd))
         try:
-            answer = await self._open(conn, fwd.destination, OPEN_TIMEOUT)
-            if answer is None or not answer.ok:
+            failed = []
+            async with trio.open_nursery() as nursery:
+                # The client's first bytes go out behind the OPEN, not a round trip later
+                # (a refusal drops them, as the reset connection would).
+                nursery.start_soon(self._read_early, conn, tcp, failed)
+                try:
+                    answer = await self._open(conn, fwd.destination, OPEN_TIMEOUT)
+                finally:
+                    nursery.cancel_scope.cancel()
+            if answer is None or not answer.ok or failed:
+                if failed and answer is not None and answer.ok:
+                    self._reset(conn, ResetCode.CANCELLED)
                 _rst(tcp)
                 return
             await self._pipe(conn, tcp)
         finally:
             self._conns.discard(conn)
+
+    async def _read_early(self, conn: _Conn, tcp: trio.SocketStream, failed: list) -> None:
+        """Until cancelled (the answer came): the client's bytes into the stream, while it
+        has room; stops at EOF (``_pipe`` reads it again) or a failed socket (``failed``).
+        trio's receive is cancel-safe: no byte is lost when the answer cancels it."""
+        ls = conn
+        while True:
+            with ls.lock:
+                room = ls.send_room
+            if room <= 0:
+                await ls.changed()
+                continue
+            try:
+                data = await tcp.receive_some(min(room, READ_SIZE))
+            except (trio.BrokenResourceError, OSError):
+                failed.append(True)
+                return
+            if not data:
+                return
+            with ls.lock:
+                ls.to_peer += data
+            conn.bytes_out += len(data)
+            self._table.touch(ls)
+            self._wake.set()
 
     async def run_stdio(self, stop: Callable[[], None]) -> None:
         """``-W``: stdin/stdout as one connection, once the peer is online; then ``stop``.

@@ -9,7 +9,8 @@ May import anything in toxbridge and bridge_local; nothing in the product import
 (but for the CLI's ``demo`` subcommand, which runs ``toxbridge.testing.demo``).
 """
 
-from .harness import App, BridgeLocalProc, DaemonProc, random_frames, stream_frames, terminate
+from .harness import (App, BridgeLocalProc, DaemonProc, random_frames, stdio_command, stream_frames,
+                      terminate)
 from .privnet import start_bootstrap
 
 __all__ = [
@@ -18,6 +19,7 @@ __all__ = [
     "DaemonProc",
     "random_frames",
     "start_bootstrap",
+    "stdio_command",
     "stream_frames",
     "terminate",
 ]

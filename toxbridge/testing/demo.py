@@ -8,7 +8,9 @@ A bootstrap node (tox-bootstrapd, also a TCP relay), then the real thing, twice:
 2. whole nodes (daemon + bridge_local): alice and bob log in on either side, see each other,
    chat, send a 300 KB message, read the history, and carol gets what was sent while she
    was offline; then alice sends bob a file — upload to her bridge, bridge to bridge over
-   Tox, download from his — with progress bars, and the md5s are compared.
+   Tox, download from his — with progress bars, and the md5s are compared;
+3. port forwarding (``demo_forward``): an HTTP server exposed on one side, a page fetched
+   through ``-L`` on the other and its bytes compared; a line session through ``-W``.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from pathlib import Path
 import trio
 
 from ..framing import encode_data
+from .demo_forward import run_forwarding
 from .harness import App, DaemonProc
 from .privnet import start_bootstrap
 
@@ -188,6 +191,8 @@ def run_demo(mb: float = 20) -> int:
                 _say("  the same profiles, so the same Tox IDs; the peer deletes its stale friend "
                      "and asks again")
                 ok &= trio.run(_chat, listener, peer, t0, Path(tmp), mb)
+            _say("3. port forwarding: --expose on the listener, -L and -W on the peer")
+            ok &= run_forwarding(boot.info, Path(tmp), max(1, int(mb * 50)), _say)
     finally:
         boot.stop()
     _say("  stopped both daemons and the bootstrap node.")
@@ -203,4 +208,5 @@ SHOWN = """What it showed, all over real Tox packets on 127.0.0.1 with no server
   - the channel: {mb:.0f} MB each way at once in 1024-byte frames, in order, md5 equal;
   - bridge_local: login, who is online on both sides, messages both ways (201),
     a 300 KB message whole, offline delivery (204, then 2003 at login), history;
-  - a {mb:.0f} MB file: upload, bridge to bridge, download, progress shown, md5 equal."""
+  - a {mb:.0f} MB file: upload, bridge to bridge, download, progress shown, md5 equal;
+  - port forwarding: a web page through -L, bytes equal; a line session through -W."""

@@ -108,6 +108,17 @@ class DaemonProc:
         os.kill(self.process.pid, sig)
 
 
+def stdio_command(peer_id: str, dest: str, profile: Path, network: NodeInfo,
+                  secret: str = "s3cret", extra: tuple[str, ...] = ()) -> list[str]:
+    """The command line of a ``-W`` node (stdin/stdout as one connection to ``dest`` at
+    the peer ``peer_id``) on ``network``; its own lines go to stderr."""
+    cmd = [sys.executable, "-m", "toxbridge", "--peer", peer_id, "-W", dest, "--raw",
+           "--profile", str(profile), "--bootstrap", str(network), "--secret", secret, *extra]
+    if network.tcp_port:
+        cmd += ["--tcp-relay", f"{network.host}:{network.tcp_port}:{network.public_key.hex()}"]
+    return cmd
+
+
 class BridgeLocalProc:
     """``python -m bridge_local`` on a daemon's bridge port, as its own process (as node was
     in the source notes, and so that a test can kill -9 it); stopped by its PID. ``log``:
