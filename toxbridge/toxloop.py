@@ -56,6 +56,7 @@ class FrameQueue:
         self._items: deque[bytes] = deque()
         self._max = max_frames
         self._lock = threading.Lock()
+        self.taken = 0  # frames taken out so far: a change means room was made
 
     def put_nowait(self, frame: bytes) -> bool:
         with self._lock:
@@ -67,6 +68,7 @@ class FrameQueue:
     def take(self, limit: int) -> list[bytes]:
         with self._lock:
             n = min(limit, len(self._items))
+            self.taken += n
             return [self._items.popleft() for _ in range(n)]
 
     def peek(self) -> bytes | None:
@@ -76,6 +78,7 @@ class FrameQueue:
     def pop(self) -> None:
         with self._lock:
             self._items.popleft()
+            self.taken += 1
 
     def space(self) -> int:
         return self._max - len(self._items)
@@ -449,14 +452,17 @@ class ToxLoop(threading.Thread):
         first = slots[0]
         self._turn = (self._turn + 1) % len(slots)
         moved = delivered = False
-        before = len(self.outbound)
+        # Whether frames were taken, not whether the queue got shorter: the trio side
+        # refills it meanwhile, and a queue refilled to where it was (or emptied again from
+        # empty) within one pump still made room that the app's reader may wait for.
+        taken = self.outbound.taken
         for slot in slots[self._turn:] + slots[:self._turn]:
             channel = slot is first
             m, d = slot.pump(self.tox, self.outbound if channel else _NO_FRAMES,
                              self.inbound if channel else None, slot.received, BLOB_FRAMES)
             moved |= m
             delivered |= d
-        if delivered or len(self.outbound) < before:
+        if delivered or self.outbound.taken != taken:
             self.notify(None)
         return moved
 
