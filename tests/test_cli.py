@@ -27,7 +27,7 @@ from toxbridge.tox import DecryptionError, FriendAddError, Tox, ToxNewError, sav
 from toxbridge.tox.profile import ProfileError
 
 NODE = "127.0.0.1:33445:" + "AB" * 32
-PEER_ID = "CD" * 38
+PEER_ID = "CD" * 36 + "0000"  # its checksum: 18 0xCD bytes XORed at each of two places
 LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ \S+ (DEBUG|INFO|WARNING|ERROR) ")
 ALL_COMMANDS = ("chat", "send-file", "get-file", "status", "peers", "config", "id", "bootstrap-node", "demo")
 
@@ -62,6 +62,7 @@ def one_error_line(err: str) -> str:
         (["--listen", "--peer", PEER_ID, "--peer", PEER_ID, "--secret", "s", "--bootstrap", NODE],
          "is given twice"),
         (["--peer", PEER_ID + "=0abc", "--secret", "s", "--bootstrap", NODE], "not 1-32 letters"),
+        (["--peer", "CD" * 38, "--secret", "s", "--bootstrap", NODE], "checksum does not match"),
         (["--listen", "--max-peers", "0", "--secret", "s", "--bootstrap", NODE], "--max-peers"),
         (["--listen", "--via", "nobody", "--secret", "s", "--bootstrap", NODE], "--via nobody"),
         (["--listen", "--secret", "s", "--no-such-flag"], "unrecognized arguments: --no-such-flag"),

@@ -116,20 +116,20 @@ def test_flags_win_over_the_file(tmp_path, flags, field, expected):
 
 def test_a_mode_flag_replaces_the_files_mode(tmp_path):
     path = write(tmp_path, "listen = true\nsecret = 's'\n")
-    args = parse_node_args(["--config", str(path), "--peer", "CD" * 38])
-    assert args.peer == [(bytes.fromhex("CD" * 38), None)] and not args.listen
-    path = write(tmp_path, f"peer = '{'CD' * 38}'\nsecret = 's'\n")
+    args = parse_node_args(["--config", str(path), "--peer", "CD" * 36 + "0000"])
+    assert args.peer == [(bytes.fromhex("CD" * 36 + "0000"), None)] and not args.listen
+    path = write(tmp_path, f"peer = '{'CD' * 36 + '0000'}'\nsecret = 's'\n")
     args = parse_node_args(["--listen", "--config", str(path)])
     assert args.listen and args.peer == []
 
 
 def test_a_file_may_listen_and_dial_several_peers_with_names(tmp_path):
     path = write(tmp_path, f"listen = true\nsecret = 's'\nbootstrap = ['{NODE}']\n"
-                           f"peer = ['{'CD' * 38}=laptop', '{'EF' * 38}']\n"
+                           f"peer = ['{'CD' * 36 + '0000'}=laptop', '{'EF' * 36 + '0000'}']\n"
                            f"peer-name = ['{'AB' * 32}=phone']\nmax-peers = 4\nvia = 'laptop'\n")
     config = build_config(parse_node_args(["--config", str(path)]))
     assert config.mode == "listen" and config.max_peers == 4 and config.via == "laptop"
-    assert config.peers == (bytes.fromhex("CD" * 38), bytes.fromhex("EF" * 38))
+    assert config.peers == (bytes.fromhex("CD" * 36 + "0000"), bytes.fromhex("EF" * 36 + "0000"))
     assert dict(config.names) == {bytes.fromhex("CD" * 32): "laptop",
                                   bytes.fromhex("AB" * 32): "phone"}
 

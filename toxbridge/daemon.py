@@ -187,13 +187,13 @@ class Daemon:
 
     async def _peers_add(self, args: dict) -> dict:
         """``peers add``: dial a Tox ID (``tox_id``, 76 hex digits), with an optional ``name``."""
-        from .tox import ADDRESS_SIZE, parse_key
+        from .tox import parse_address
 
         name = args.get("name")
         if name is not None and not (isinstance(name, str) and valid_name(name)):
             raise ControlError("bad_request", f"a name is {NAME_RULE}")
         try:
-            tox_id = parse_key(str(args.get("tox_id", "")), ADDRESS_SIZE, "Tox ID")
+            tox_id = parse_address(str(args.get("tox_id", "")))
         except ValueError as exc:
             raise ControlError("bad_request", str(exc)) from None
         loop = self.tox_loop

@@ -88,9 +88,9 @@ def hold_open_arg(text) -> int:
 
 @_checked
 def tox_id_arg(text: str) -> bytes:
-    from ..tox import ADDRESS_SIZE, parse_key
+    from ..tox import parse_address
 
-    return parse_key(text, ADDRESS_SIZE, "Tox ID")
+    return parse_address(text)
 
 
 def _name(name: str) -> str:
@@ -104,10 +104,10 @@ def _name(name: str) -> str:
 @_checked
 def peer_arg(text: str) -> tuple[bytes, str | None]:
     """``ID`` or ``ID=NAME``."""
-    from ..tox import ADDRESS_SIZE, parse_key
+    from ..tox import parse_address
 
     tox_id, sep, name = text.partition("=")
-    return parse_key(tox_id, ADDRESS_SIZE, "Tox ID"), _name(name) if sep else None
+    return parse_address(tox_id), _name(name) if sep else None
 
 
 @_checked

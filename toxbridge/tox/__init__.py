@@ -7,7 +7,7 @@ toxbridge sees ``Tox`` with Python types and exceptions that name toxcore's erro
 """
 
 from ._lib import ADDRESS_SIZE, MAX_CUSTOM_PACKET_SIZE, MAX_MESSAGE_LENGTH, PUBLIC_KEY_SIZE
-from ._tox import LOSSLESS_PACKET_IDS, LOSSY_PACKET_IDS, Connection, MessageType, ProxyType, Tox, ToxOptions, parse_key
+from ._tox import LOSSLESS_PACKET_IDS, LOSSY_PACKET_IDS, Connection, MessageType, ProxyType, Tox, ToxOptions, parse_address, parse_key
 from .errors import *  # noqa: F403
 from .errors import __all__ as _errors_all
 from .profile import ProfileError, decrypt, encrypt, is_encrypted, load_profile, save_profile
@@ -25,6 +25,7 @@ __all__ = [
     "ProxyType",
     "Tox",
     "ToxOptions",
+    "parse_address",
     "parse_key",
     "ProfileError",
     "decrypt",

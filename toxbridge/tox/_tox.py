@@ -88,6 +88,19 @@ def parse_key(value: bytes | str, size: int, what: str) -> bytes:
     return bytes(value)
 
 
+def parse_address(value: bytes | str) -> bytes:
+    """A Tox ID (public key, nospam, checksum) as bytes or hex, its checksum checked as
+    toxcore does (the XOR of the first 36 bytes taken two at a time), so a mistyped ID is
+    a clear error before anything goes on the network. Raises ValueError."""
+    address = parse_key(value, ADDRESS_SIZE, "Tox ID")
+    checksum = [0, 0]
+    for i, byte in enumerate(address[:-2]):
+        checksum[i % 2] ^= byte
+    if bytes(checksum) != address[-2:]:
+        raise ValueError("the Tox ID's checksum does not match (a mistyped or cut ID?)")
+    return address
+
+
 class Tox:
     """A toxcore instance.
 
