@@ -58,6 +58,9 @@ class FrameQueue:
         self._items: deque[bytes] = deque()
         self._max = max_frames
         self._lock = threading.Lock()
+        # Frames ever taken: a consumer that compares lengths before and after its take
+        # misses the room it made when the producer filled the queue in between.
+        self.taken = 0
 
     def put_nowait(self, frame: bytes) -> bool:
         with self._lock:
@@ -69,6 +72,7 @@ class FrameQueue:
     def take(self, limit: int) -> list[bytes]:
         with self._lock:
             n = min(limit, len(self._items))
+            self.taken += n
             return [self._items.popleft() for _ in range(n)]
 
     def peek(self) -> bytes | None:
@@ -78,6 +82,7 @@ class FrameQueue:
     def pop(self) -> None:
         with self._lock:
             self._items.popleft()
+            self.taken += 1
 
     def space(self) -> int:
         return self._max - len(self._items)
@@ -486,7 +491,7 @@ class ToxLoop(threading.Thread):
         """Move frames app->mux->link and link->mux->app, and packets link->toxcore.
         Returns whether anything moved."""
         moved = delivered = False
-        before = len(outbound)
+        before = outbound.taken
         io = self._peer_io(link)
         if io is not None:
             # Link -> mux at once (the mux's credit holds the peer back, per stream), and
@@ -511,7 +516,7 @@ class ToxLoop(threading.Thread):
                 break
         if io is not None:
             self._queued = io.queued
-        if delivered or len(outbound) < before:
+        if delivered or outbound.taken != before:  # room for the app's reader
             self.notify(None)
         return moved
 
