@@ -8,7 +8,10 @@ relay), built fresh in its own network namespace with only ``lo`` and the WAN em
 (``files.measure_files``). Each leg has a time limit: a crawl is a result, and the row
 says what it moved. Then, on the 50 ms path: a 5 s SIGSTOP of the receiving daemon and a
 35 s cut of the path under a steady sequence-numbered stream, the time until the rate is
-back, and the frames lost or duplicated. Prints one JSON object (progress on stderr).
+back, and the frames lost or duplicated. Then, on the 50 ms path with the 50 mbit
+bottleneck: two channels through it (``share_ratio``: the larger's rate over the smaller's)
+and a channel beside a bulk TCP flow (``tcp_share``: TCP's share of the bottleneck)
+(``bench.wanshare``). Prints one JSON object (progress on stderr).
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from toxbridge.testing import App, DaemonProc
 from toxbridge.testing.wan import BOOTSTRAP_TCP_PORT, LineControl, PathSpec, WanNamespace, unavailable
 
 from .channel import measure_channel
+from . import wanshare
 from .files import measure_files
 from .raw_tox import MB, measure_raw
 
@@ -241,10 +245,12 @@ def _inside_recovery(cfg: dict) -> dict:
 # -- outside: one namespace per row -------------------------------------------------------
 
 
-def _in_namespace(spec: PathSpec, relay: bool, cfg: dict, budget_s: float) -> tuple[dict, dict]:
+def _in_namespace(spec: PathSpec, relay: bool, cfg: dict, budget_s: float,
+                  tcp_ports: tuple[int, ...] = ()) -> tuple[dict, dict]:
     """Run ``python -m bench wan --inside CFG`` in a fresh WAN namespace: (its JSON, the
-    line's counters)."""
-    with WanNamespace(spec, tcp_ports=(BOOTSTRAP_TCP_PORT,) if relay else ()) as wan:
+    line's counters). ``tcp_ports``: more TCP ports on the line (a relay's is added)."""
+    tcp_ports = ((BOOTSTRAP_TCP_PORT,) if relay else ()) + tuple(tcp_ports)
+    with WanNamespace(spec, tcp_ports=tcp_ports) as wan:
         cfg = {**cfg, "control": wan.control_path}
         proc = wan.spawn([sys.executable, "-m", "bench", "wan", "--inside", json.dumps(cfg)],
                          stdout=subprocess.PIPE, text=True, cwd=ROOT)
@@ -289,6 +295,22 @@ def _row(row: dict, mb: float, limit: float) -> dict:
     return out
 
 
+def _good_citizen() -> dict:
+    """The two-channel and the channel-beside-TCP legs, each in its own namespace."""
+    neck = {"rtt_ms": RECOVERY_RTT_MS, "loss": 0.0, "bottleneck_MBps": BOTTLENECK_MBPS, "relay": False}
+    out: dict = {}
+    for leg in ("share", "tcp"):
+        print(f"bench wan: {leg} leg", file=sys.stderr, flush=True)
+        cfg = {"leg": leg, "warm_s": 8.0, "measure_s": 12.0}
+        inner, line = _in_namespace(path_for(neck), False, cfg, budget_s=400,
+                                    tcp_ports=wanshare.TCP_PORTS if leg == "tcp" else ())
+        out[leg] = {**inner, "line": {k: line.get(k) for k in ("offered", "lost", "queue_full")}}
+    out["share_ratio"] = out["share"].get("share_ratio")
+    tcp = out["tcp"].get("tcp_MBps")
+    out["tcp_share"] = round(tcp / BOTTLENECK_MBPS, 3) if tcp is not None else None
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench wan", description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="the 50 ms rows only")
@@ -296,11 +318,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--limit", type=float, default=300,
                         help="seconds each leg may stream before it reports what it moved (default 300)")
     parser.add_argument("--no-recovery", action="store_true", help="skip the freeze and cut leg")
+    parser.add_argument("--no-share", action="store_true",
+                        help="skip the two-channel and channel-beside-TCP legs")
+    parser.add_argument("--share-only", action="store_true",
+                        help="only the two-channel and channel-beside-TCP legs")
     parser.add_argument("--inside", help=argparse.SUPPRESS)  # one run inside a namespace (internal)
     args = parser.parse_args(argv)
     if args.inside:
         cfg = json.loads(args.inside)
-        result = _inside_row(cfg) if cfg["leg"] == "row" else _inside_recovery(cfg)
+        if cfg["leg"] in ("share", "tcp"):
+            result = wanshare.inside(cfg)
+        else:
+            result = _inside_row(cfg) if cfg["leg"] == "row" else _inside_recovery(cfg)
         print(json.dumps(result), flush=True)
         return 0
     why_not = unavailable()
@@ -310,11 +339,11 @@ def main(argv: list[str] | None = None) -> int:
 
     t0 = time.monotonic()
     rows = []
-    for row in plan(args.quick):
+    for row in [] if args.share_only else plan(args.quick):
         print(f"bench wan: row {row}", file=sys.stderr, flush=True)
         rows.append(_row(row, args.mb, args.limit))
     result: dict = {"bench": "wan", "quick": args.quick, "mb": args.mb, "limit_s": args.limit, "rows": rows}
-    if not args.no_recovery:
+    if not (args.no_recovery or args.share_only):
         print("bench wan: freeze and cut", file=sys.stderr, flush=True)
         cfg = {"leg": "recovery", "warm_s": 10.0, "observe_s": 60.0}
         rec, line = _in_namespace(path_for({"rtt_ms": RECOVERY_RTT_MS, "loss": 0.0, "bottleneck_MBps": None,
@@ -322,6 +351,8 @@ def main(argv: list[str] | None = None) -> int:
         for key in ("freeze_recovery_s", "cut_recovery_s", "frames_lost", "frames_duplicated"):
             result[key] = rec.get(key)
         result["recovery"] = {**rec, "line_cut_dropped": line.get("cut")}
+    if not args.no_share:
+        result.update(_good_citizen())
     result["total_s"] = round(time.monotonic() - t0, 1)
     json.dump(result, sys.stdout)
     print()

@@ -6,6 +6,8 @@ protocol version gets a clear error instead of a hang."""
 from __future__ import annotations
 
 import json
+import random
+import signal
 import subprocess
 import sys
 import time
@@ -17,6 +19,7 @@ from toxbridge.config import request_message
 from toxbridge.link import PACKET_ID
 from toxbridge.testing import App, DaemonProc, random_frames, stream_frames
 from toxbridge.tox import Connection
+from toxbridge.toxloop import FrameQueue
 
 from .conftest import iterate_until, new_tox
 
@@ -94,3 +97,47 @@ async def test_a_peer_of_the_old_protocol_gets_a_clear_version_error_not_a_hang(
     assert "version 1, we speak 2" in event["message"]
     ours = hellos[0]
     assert ours[0] == PACKET_ID and ours[1] == 0x01 and int.from_bytes(ours[2:4], "big") == 2
+
+
+async def test_20MB_arrive_while_the_receiving_daemon_is_stopped_in_bursts(tox_network, tmp_path):
+    """SIGSTOP bursts of 50-300 ms on the receiving daemon (CPU starvation, worse): the app's
+    reader at the sender once filled the whole outbound queue between the tox thread's
+    length check and its take, no room was signalled, and the channel stopped for good
+    (before the fix, 4 of 4 runs of this stalled within 4 tries)."""
+    with DaemonProc(["--listen"], tmp_path / "l.tox", tox_network) as lis, \
+            DaemonProc(["--peer", lis.tox_id], tmp_path / "p.tox", tox_network) as peer:
+        a, b = await App.connect(lis.port), await App.connect(peer.port)
+        with trio.fail_after(90):
+            await a.wait_event(code=301)
+            await b.wait_event(code=301)
+        rng = random.Random(7)
+        done = trio.Event()
+
+        async def stopper() -> None:
+            for _ in range(400):
+                if done.is_set():
+                    break
+                await trio.sleep(rng.uniform(0.05, 0.4))
+                peer.signal(signal.SIGSTOP)
+                try:
+                    await trio.sleep(rng.uniform(0.05, 0.3))
+                finally:
+                    peer.signal(signal.SIGCONT)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(stopper)
+            try:
+                with trio.fail_after(60):  # ~4 s here normally
+                    await stream_frames(a, b, random_frames(17, 20_000_000))
+            finally:
+                done.set()
+        await a.aclose()
+        await b.aclose()
+
+
+def test_the_outbound_queue_counts_what_was_taken():
+    q = FrameQueue(4)
+    assert all(q.put_nowait(b"x") for _ in range(4)) and not q.put_nowait(b"x")
+    assert len(q.take(3)) == 3 and q.taken == 3
+    q.pop()
+    assert q.taken == 4 and len(q) == 0

@@ -111,6 +111,11 @@ class LineControl:
         """Change the path from now on: ``PathSpec`` fields, e.g. ``set(loss=0.1)``."""
         return self.request({"cmd": "set", "spec": spec})
 
+    def share_uplink(self, ports: list[int]) -> dict:
+        """Packets from these source ports (UDP or TCP) queue in one bottleneck, as hosts
+        behind one access link do (by default each port is a host with its own)."""
+        return self.request({"cmd": "group", "ports": [int(p) for p in ports]})
+
 
 class WanNamespace:
     """A namespace with only ``lo`` and a delay line on its Tox traffic. A context manager."""
@@ -303,10 +308,12 @@ class _Line:
         self.server.setblocking(False)
         self.clients: dict[socket.socket, bytes] = {}
         self.stop = False
+        self.uplinks: dict[int, int] = {}  # source port -> the direction it queues in
 
     def _on_packet(self, pkt) -> None:
         size, source = ipv4_size_and_source(pkt.get_payload())
-        if self.line.offer(time.monotonic(), pkt, size, source) is not Fate.HELD:
+        direction = self.uplinks.get(source, source)
+        if self.line.offer(time.monotonic(), pkt, size, direction) is not Fate.HELD:
             pkt.drop()
 
     def _answer(self, obj: dict) -> dict:
@@ -321,6 +328,12 @@ class _Line:
                 self.line.reconfigure(dataclasses.replace(self.line.spec, **obj.get("spec", {})))
             except (TypeError, ValueError) as exc:
                 return {"error": f"bad spec: {exc}"}
+        elif cmd == "group":
+            ports = obj.get("ports") or []
+            if not all(isinstance(p, int) and 0 < p < 65536 for p in ports):
+                return {"error": "ports must be 1..65535"}
+            for port in ports:
+                self.uplinks[port] = -ports[0]  # a key no port has
         elif cmd == "stop":
             self.stop = True
         else:

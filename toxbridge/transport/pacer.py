@@ -3,6 +3,8 @@ instead of sending them in one burst that a bottleneck's queue would have to abs
 
 from __future__ import annotations
 
+MAX_TURN_S = 0.010  # the longest turn whose worth may go at once (beyond: an idle pause)
+
 
 class Pacer:
     """``burst_s`` of the rate (but at least ``min_burst`` bytes) may go at once: the shell
@@ -31,8 +33,15 @@ class Pacer:
     def _refill(self, now: float) -> None:
         last = self._last
         if last is not None and now > last:
-            tokens = self._tokens + (now - last) * self.rate
-            self._tokens = tokens if tokens < self.burst else self.burst
+            elapsed = now - last
+            tokens = self._tokens + elapsed * self.rate
+            # A shell whose turns are longer than burst_s (a loaded CPU) may send a turn's
+            # worth: capped at burst_s, it would reach only burst_s / turn of the rate, the
+            # model would measure that as the path's rate, and pace lower still (seen: 4 ms
+            # turns, 50 ms, 6.25 MB/s: 0.9 MB/s).
+            cap = self.burst if elapsed <= self.burst_s else \
+                max(self.burst, min(elapsed, MAX_TURN_S) * self.rate)
+            self._tokens = tokens if tokens < cap else cap
         if last is None or now > last:
             self._last = now
 
