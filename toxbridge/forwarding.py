@@ -259,7 +259,7 @@ class Forwarder:
             with ls.lock:
                 ls.to_peer += data
             conn.bytes_out += len(data)
-            self._table.touch(ls)
+            ls.touch()
             self._wake.set()
 
     async def run_stdio(self, stop: Callable[[], None]) -> None:
