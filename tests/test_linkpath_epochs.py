@@ -44,14 +44,17 @@ class _Side:
         return True
 
 
-def step(wire: Wire, paths: list[LinkPath], got: list[bytes], now: float) -> None:
+def step(wire: Wire, paths: list[LinkPath], got: list[bytes], now: float,
+         got_b: list[bytes] | None = None) -> None:
+    """One loop turn of both sides; frames arriving go to ``got`` (B's to ``got_b`` if
+    given, else to ``got`` too)."""
     for i, path in enumerate(paths):
         while wire.lossless[i]:
             path.link.receive_packet(wire.lossless[i].popleft())
         while wire.lossy[i]:
             path.receive_lossy(wire.lossy[i].popleft(), now)
         path.deliver()
-        got.extend(iter(path.link.next_frame, None))
+        (got if i == 0 or got_b is None else got_b).extend(iter(path.link.next_frame, None))
         path.send(wire.side(i), 0, now, flush=True, data=True)
 
 
@@ -132,14 +135,7 @@ def test_a_restarted_peer_whose_first_epoch_equals_its_predecessors_gets_a_fresh
         nonlocal now
         for _ in range(steps):
             now += 0.001
-            for i, path in enumerate(paths):
-                while wire.lossless[i]:
-                    path.link.receive_packet(wire.lossless[i].popleft())
-                while wire.lossy[i]:
-                    path.receive_lossy(wire.lossy[i].popleft(), now)
-                path.deliver()
-                (got_a if i == 0 else got_b).extend(iter(path.link.next_frame, None))
-                path.send(wire.side(i), 0, now, flush=True, data=True)
+            step(wire, paths, got_a, now, got_b)
 
     old: list[bytes] = []
     for i in range(50):

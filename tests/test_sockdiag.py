@@ -12,6 +12,8 @@ import pytest
 from toxbridge.access.policy import DiagUnavailable, diag_owner_uid, tcp_owner_uid
 from toxbridge.access.sockdiag import REQUEST_SIZE, DiagEntry, encode_request, parse_reply
 
+from .test_peer_uid import accepted_pair
+
 NOBODY = 65534
 
 
@@ -56,17 +58,8 @@ def test_what_is_not_a_reply_to_our_request_is_a_value_error(data: bytes) -> Non
         parse_reply(data, 3)
 
 
-def connected() -> tuple[socket.socket, socket.socket, socket.socket]:
-    server = socket.socket()
-    server.bind(("127.0.0.1", 0))
-    server.listen()
-    client = socket.create_connection(server.getsockname())
-    accepted, _ = server.accept()
-    return server, client, accepted
-
-
 def test_the_kernel_names_our_uid_for_our_own_connection_as_the_table_does() -> None:
-    server, client, accepted = connected()
+    server, client, accepted = accepted_pair()
     with server, client, accepted:
         peer, ours = accepted.getpeername(), accepted.getsockname()
         assert diag_owner_uid(peer, ours) == os.geteuid() == tcp_owner_uid(peer, ours)
@@ -131,7 +124,7 @@ async def test_without_netlink_the_lookup_falls_back_to_the_tables(monkeypatch) 
 
     from toxbridge.access import policy
 
-    server, client, accepted = connected()
+    server, client, accepted = accepted_pair()
     with server, client, accepted:
         # A netlink family this kernel does not have: socket() fails, as where netlink is
         # refused (a seccomp profile) or inet_diag is missing.
