@@ -81,8 +81,11 @@ def run_forwarding(network: NodeInfo, workdir: Path, page_kb: int, say) -> bool:
                     say(f"  again on the live link: {status} in {(time.monotonic() - t) * 1000:.0f} ms, "
                         f"bytes {'equal' if again == page else 'DIFFERENT'}")
                     same &= again == page
-                say(f"  -W {line}: the peer's profile again, stdin/stdout as one connection")
-                cmd = stdio_command(exposer.tox_id, line, workdir / "f.tox", network)
+                # A profile of its own: a new peer of the listener. With the -L node's
+                # profile the listener first had to notice that node's successor, and on
+                # toxcore 0.2.20 the first open could then miss its 20 s answer.
+                say(f"  -W {line}: a node of its own, stdin/stdout as one connection")
+                cmd = stdio_command(exposer.tox_id, line, workdir / "w.tox", network)
                 answered = trio.run(_session, cmd, say)
     finally:
         httpd.shutdown()
@@ -100,7 +103,11 @@ async def _session(cmd: list[str], say) -> bool:
             want = f"echo: {text}\n".encode()
             t = time.perf_counter()
             with trio.fail_after(LINK_WAIT if i == 0 else 10):
-                await proc.stdin.send_all(f"{text}\n".encode())
+                try:
+                    await proc.stdin.send_all(f"{text}\n".encode())
+                except trio.BrokenResourceError:  # the -W node already exited
+                    say(f"  > {text!r}: the -W node exited before it was answered")
+                    return False
                 while b"\n" not in got:
                     data = await proc.stdout.receive_some(4096)
                     if not data:
