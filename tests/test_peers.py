@@ -48,8 +48,12 @@ def cli(profile: Path, *args: str) -> subprocess.CompletedProcess:
                            str(data_dir(profile))], capture_output=True, text=True, timeout=30)
 
 
-async def ask(profile: Path, req: dict) -> tuple[trio.SocketStream, dict]:
+async def ask(profile: Path, req: dict,
+              opened: list | None = None) -> tuple[trio.SocketStream, dict]:
+    """A request on streams.sock and its answer. ``opened`` gets the connection (to close)."""
     stream = await trio.open_unix_socket(os.fspath(data_dir(profile) / "streams.sock"))
+    if opened is not None:
+        opened.append(stream)
     await stream.send_all(json.dumps(req).encode() + b"\n")
     line = b""
     while not line.endswith(b"\n"):
@@ -69,40 +73,44 @@ async def read_all(stream: trio.SocketStream) -> bytes:
 async def exchange(hub: Path, spoke: Path, spoke_key: str, size: int, pace: float = 0.0,
                    done: list | None = None) -> None:
     """A stream hub -> spoke: ``size`` random bytes each way, both exact. ``pace``: seconds
-    between 64 KiB writes (so the stream lasts a while). ``done``: gets the time it ended."""
+    between 64 KiB writes (so the stream lasts a while). ``done``: gets the time it ended.
+    Its sockets are closed however it ends (a failure here must not warn in a later test)."""
     up, down = os.urandom(size), os.urandom(size)
     got: dict[str, bytes] = {}
-    async with trio.open_nursery() as nursery:
-        accepted: list = []
+    opened: list[trio.SocketStream] = []
+    try:
+        async with trio.open_nursery() as nursery:
+            accepted: list = []
 
-        async def accept() -> None:
-            accepted.append(await ask(spoke, {"op": "accept", "kind": KIND}))
-        nursery.start_soon(accept)
-        await trio.sleep(0.5)  # the accept is registered before the OPEN arrives
-        conn, reply = await ask(hub, {"op": "open", "kind": KIND, "peer": spoke_key})
-    assert reply["ok"] is True and reply["peer"] == spoke_key, reply
-    s_conn, s_reply = accepted[0]
-    assert s_reply["ok"] is True
+            async def accept() -> None:
+                accepted.append(await ask(spoke, {"op": "accept", "kind": KIND}, opened))
+            nursery.start_soon(accept)
+            await trio.sleep(0.5)  # the accept is registered before the OPEN arrives
+            conn, reply = await ask(hub, {"op": "open", "kind": KIND, "peer": spoke_key}, opened)
+        assert reply["ok"] is True and reply["peer"] == spoke_key, reply
+        s_conn, s_reply = accepted[0]
+        assert s_reply["ok"] is True
 
-    async def send(stream, data) -> None:
-        for i in range(0, len(data), 65536):
-            await stream.send_all(data[i:i + 65536])
-            if pace:
-                await trio.sleep(pace)
-        await stream.send_eof()
+        async def send(stream, data) -> None:
+            for i in range(0, len(data), 65536):
+                await stream.send_all(data[i:i + 65536])
+                if pace:
+                    await trio.sleep(pace)
+            await stream.send_eof()
 
-    async def recv(stream, name) -> None:
-        got[name] = await read_all(stream)
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(send, conn, up)
-        nursery.start_soon(send, s_conn, down)
-        nursery.start_soon(recv, s_conn, "up")
-        nursery.start_soon(recv, conn, "down")
-    assert got["up"] == up and got["down"] == down
-    if done is not None:
-        done.append(time.monotonic())
-    await conn.aclose()
-    await s_conn.aclose()
+        async def recv(stream, name) -> None:
+            got[name] = await read_all(stream)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(send, conn, up)
+            nursery.start_soon(send, s_conn, down)
+            nursery.start_soon(recv, s_conn, "up")
+            nursery.start_soon(recv, conn, "down")
+        assert got["up"] == up and got["down"] == down
+        if done is not None:
+            done.append(time.monotonic())
+    finally:
+        for stream in opened:
+            stream.socket.close()
 
 
 def key_of(tox_id: str) -> str:
@@ -112,8 +120,8 @@ def key_of(tox_id: str) -> str:
 async def test_a_listener_with_three_dialers_and_a_spoke_killed(tox_network, tmp_path):
     hub_p = tmp_path / "hub.tox"
     spokes_p = [tmp_path / f"s{i}.tox" for i in range(3)]
-    with DaemonProc(["--listen"], hub_p, tox_network, verbose=False) as hub:
-        spokes = [DaemonProc(["--peer", hub.tox_id], p, tox_network, verbose=False)
+    with DaemonProc(["--listen"], hub_p, tox_network, verbose=True) as hub:
+        spokes = [DaemonProc(["--peer", hub.tox_id], p, tox_network, verbose=True)
                   for p in spokes_p]
         try:
             peers = await wait_peers(hub_p, 3)
@@ -138,15 +146,20 @@ async def test_a_listener_with_three_dialers_and_a_spoke_killed(tox_network, tmp
                     killed = time.monotonic()
             assert len(done) == 2 and min(done) > killed  # they moved on after the kill
             # Restarted, it comes back as the same peer and carries a stream again.
-            spokes[0] = DaemonProc(["--peer", hub.tox_id], spokes_p[0], tox_network, verbose=False)
+            spokes[0] = DaemonProc(["--peer", hub.tox_id], spokes_p[0], tox_network, verbose=True)
             with trio.fail_after(120):  # the hub has seen the new session (not the old one's state)
                 while True:
                     peers = {p["public_key"]: p for p in await wait_peers(hub_p, 3)}
                     if peers[keys[0]]["peer_restarts"] >= 1:
                         break
                     await trio.sleep(0.3)
-            with trio.fail_after(120):
-                await exchange(hub_p, spokes_p[0], keys[0], 200_000)
+            try:
+                with trio.fail_after(120):
+                    await exchange(hub_p, spokes_p[0], keys[0], 200_000)
+            except BaseException:
+                print("hub log:\n" + "\n".join(hub.log[-80:]))
+                print("restarted spoke log:\n" + "\n".join(spokes[0].log[-80:]))
+                raise
             peers = {p["public_key"]: p for p in await trio.to_thread.run_sync(peers_of, hub_p)}
             assert peers[keys[0]]["reconnects"] >= 1
             assert all(peers[k]["reconnects"] == 0 for k in keys[1:])  # undisturbed

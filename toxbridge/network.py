@@ -172,6 +172,7 @@ class BootstrapDaemon:
         self._port = port
         self._tcp_port = tcp_port
         self._dir: tempfile.TemporaryDirectory | None = None
+        self._drainer: threading.Thread | None = None
         self.process: subprocess.Popen | None = None
         self.info: NodeInfo | None = None
 
@@ -197,7 +198,9 @@ class BootstrapDaemon:
             if key is not None:
                 self.info = NodeInfo(LOOPBACK, port, key, tcp_port)
                 # Keep draining its output so it never blocks on a full pipe.
-                threading.Thread(target=self._drain, daemon=True, name="bootstrapd-log").start()
+                self._drainer = threading.Thread(target=self._drain, daemon=True,
+                                                 name="bootstrapd-log")
+                self._drainer.start()
                 return self
             self.stop()
             if self._port:
@@ -209,13 +212,18 @@ class BootstrapDaemon:
         deadline = time.monotonic() + timeout
         result: list[bytes] = []
 
+        stdout = self.process.stdout
+
         def reader() -> None:
-            for line in self.process.stdout:
-                log.debug("tox-bootstrapd: %s", line.rstrip())
-                m = re.search(r"Public Key: ([0-9A-Fa-f]{64})", line)
-                if m:
-                    result.append(bytes.fromhex(m.group(1)))
-                    return
+            try:
+                for line in stdout:
+                    log.debug("tox-bootstrapd: %s", line.rstrip())
+                    m = re.search(r"Public Key: ([0-9A-Fa-f]{64})", line)
+                    if m:
+                        result.append(bytes.fromhex(m.group(1)))
+                        return
+            except (ValueError, OSError):  # stop() closed the pipe after a failed start
+                return
 
         t = threading.Thread(target=reader, daemon=True)
         t.start()
@@ -227,8 +235,11 @@ class BootstrapDaemon:
     def _drain(self) -> None:
         proc = self.process
         if proc is not None and proc.stdout is not None:
-            for line in proc.stdout:
-                log.debug("tox-bootstrapd: %s", line.rstrip())
+            try:
+                for line in proc.stdout:
+                    log.debug("tox-bootstrapd: %s", line.rstrip())
+            except (ValueError, OSError):  # stop() closed the pipe: it gave up waiting
+                return
 
     def stop(self) -> None:
         proc, self.process = self.process, None
@@ -240,6 +251,9 @@ class BootstrapDaemon:
                 except subprocess.TimeoutExpired:
                     proc.kill()
                     proc.wait()
+            drainer, self._drainer = self._drainer, None
+            if drainer is not None:  # it reads to EOF now the daemon is gone
+                drainer.join(5)
             if proc.stdout is not None:
                 proc.stdout.close()
         if self._dir is not None:
