@@ -166,18 +166,45 @@ class StreamsServer:
                                              "message": "too many connections wait in accept"})
             return
         self._wake.set()
+        sid = failure = None
         try:
-            while True:
-                with ls.lock:
-                    sid, failure = ls.sid, ls.failure
-                if sid is not None or failure is not None:
-                    break
-                await ls.changed()
+            async with trio.open_nursery() as nursery:
+                async def until_gone() -> None:
+                    # An app that closes while it waits (a bridge_local that stopped) must
+                    # not stay queued: the next OPEN would go to nobody.
+                    while len(ls.to_peer) < MAX_REQUEST:
+                        try:
+                            data = await stream.receive_some(MAX_REQUEST)
+                        except trio.BrokenResourceError:
+                            data = b""
+                        if not data:
+                            nursery.cancel_scope.cancel()
+                            return
+                        with ls.lock:
+                            ls.to_peer += data
+                    await trio.sleep_forever()
+                nursery.start_soon(until_gone)
+                while True:
+                    with ls.lock:
+                        sid, failure = ls.sid, ls.failure
+                    if sid is not None or failure is not None:
+                        break
+                    await ls.changed()
+                nursery.cancel_scope.cancel()
         finally:
             if sid is None and failure is None:  # cancelled, or the app went away
                 waiter.withdraw(ls)
                 if ls.table is not None:  # accepted meanwhile
                     ls.table.withdraw(ls)
+        if sid is None and failure is None:  # the app went away while it waited
+            with ls.lock:
+                late = ls.sid is not None  # accepted just then: nobody will pump it
+                if late:
+                    ls.reset_out = ResetCode.CANCELLED
+            if late:
+                ls.touch()
+                self._wake.set()
+            return
         if failure is not None:
             await self._reply_close(stream, {"ok": False, "code": failure[0],
                                              "message": failure[1]})
