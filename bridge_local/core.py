@@ -33,6 +33,13 @@ Delivery rules
       when the peer bridge acks it (after storing it). The receiver drops duplicates by id.
     * What goes to the peer bridge, and in which order (control, file transfers, chat one
       message per (sender, target) pair at a time), is :class:`~bridge_local.peerout.PeerSender`'s.
+
+Many peer bridges (docs/protocol.md §9.1a): a :class:`~bridge_local.sessions.Session` per
+peer. The daemon's one-peer channel is one session (the ``daemon_*`` inputs and
+:meth:`take_frames`); over streams each peer has two lanes each way (``peer_online``,
+``lane_opened`` / ``lane_closed`` for ours, ``lane_accepted`` / ``lane_ended`` /
+``lane_data`` for the peer's, :meth:`take_lane_frames`). A message goes to the session with
+the fewest hubs to its user; one for a user of another bridge is stored and relayed.
 """
 
 from __future__ import annotations
