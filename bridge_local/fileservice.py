@@ -5,17 +5,20 @@ and owns the :class:`~bridge_local.filestore.FileStore` and every transfer machi
 
 * per client connection, a :class:`TransferTable` of uploads (the bridge receives) and
   downloads (the bridge sends);
-* for the peer bridge, two tables, one per direction (``peer_out``: we send, ``peer_in``:
-  we receive); on that hop the taskid is the fileid.
+* for each peer bridge (by its name: the peer daemon's key in hex, '' for the one-peer
+  channel), two tables, one per direction (``out``: we send, ``in``: we receive); on that
+  hop the taskid is the fileid. A file for a user behind a peer that is not where the file
+  is yet (a hub relaying it) is sent once it is complete here.
 
 Like the core it is driven with ``now`` and hands out what to send: messages for clients
-(:meth:`take_client_output`), packed commands for the peer bridge (:meth:`take_peer_output`)
+(:meth:`take_client_output`), (peer, packed command) for the peer bridges (:meth:`take_peer_output`)
 and the users to tell that a file arrived (:meth:`take_available`). It touches the disk
 through the store; it never sleeps and owns no sockets.
 
-Restarts: the fileids still to send to the peer are kept in ``outgoing.json`` in the store
-root (they are offered again when the peer bridge is next up); partial files received from
-the peer carry ``{"peer": 1}`` in their meta and are restored (``Receiver.restore``); the
+Restarts: the (fileid, peer) still to send are kept in ``outgoing.json`` in the store
+root (they are offered again when that peer bridge is next up); partial files received from
+a peer carry ``{"peer": NAME}`` in their meta (1: the channel's) and are restored
+(``Receiver.restore``) when that peer is next up; the
 users still to be told that a file arrived are kept in ``available.json``
 (:mod:`bridge_local.filenotices`).
 """
@@ -89,15 +92,14 @@ class FileService:
         self._outgoing_path = Path(root) / "outgoing.json"
         self.clients: dict[int, TransferTable] = {}
         self._inits: dict[int, dict[tuple[type, Any], str]] = {}  # cid -> task -> fileid
-        self.peer_out = TransferTable(config.max_transfers)
-        self.peer_in = TransferTable(config.max_transfers)
+        self.peers: dict[str, tuple[TransferTable, TransferTable]] = {}  # name -> (out, in)
         self._res: dict[int, Any] = {}  # id(machine) -> its resource
         self._seen: dict[int, TransferStatistics] = {}  # id(machine) -> statistics counted
-        self.outgoing: list[str] = self._load_outgoing()
+        self.outgoing: list[tuple[str, str]] = self._load_outgoing()  # (fileid, peer)
         self.counters: OrderedDict[str, Counter[str]] = OrderedDict()
-        self.peer_up = False
+        self.up: set[str] = set()  # the peers whose session (and bulk lane) is up
         self._client_out: list[tuple[int, dict[str, Any]]] = []
-        self._peer_out: list[bytes] = []
+        self._peer_out: list[tuple[str, bytes]] = []
         self._arrived: list[str] = []
         self._present: list[str] = []  # announced when already stored here
         self.pending = PendingNotices(Path(root) / "available.json")
@@ -109,9 +111,25 @@ class FileService:
         out, self._client_out = self._client_out, []
         return out
 
-    def take_peer_output(self) -> list[bytes]:
+    def take_peer_output(self) -> list[tuple[str, bytes]]:
         out, self._peer_out = self._peer_out, []
         return out
+
+    def tables(self, peer: str) -> tuple[TransferTable, TransferTable]:
+        """(out, in) of a peer bridge."""
+        t = self.peers.get(peer)
+        if t is None:
+            t = self.peers[peer] = (TransferTable(self.config.max_transfers),
+                                    TransferTable(self.config.max_transfers))
+        return t
+
+    @property
+    def peer_out(self) -> TransferTable:  # the channel's (one peer): tests and status
+        return self.tables("")[0]
+
+    @property
+    def peer_in(self) -> TransferTable:
+        return self.tables("")[1]
 
     # ------------------------------------------------------------------ 5003 notices
 
@@ -152,12 +170,21 @@ class FileService:
 
     # ------------------------------------------------------------------ persistence
 
-    def _load_outgoing(self) -> list[str]:
+    def _load_outgoing(self) -> list[tuple[str, str]]:
         try:
             data = json.loads(self._outgoing_path.read_text("utf-8"))
         except (OSError, ValueError):
             return []
-        return [f for f in data if isinstance(f, str)] if isinstance(data, list) else []
+        if not isinstance(data, list):
+            return []
+        out = []
+        for item in data:  # a bare fileid: written before many peers, the channel's
+            if isinstance(item, str):
+                out.append((item, ""))
+            elif (isinstance(item, list) and len(item) == 2
+                  and all(isinstance(x, str) for x in item)):
+                out.append((item[0], item[1]))
+        return out
 
     def _save_outgoing(self) -> None:
         tmp = self._outgoing_path.with_suffix(".tmp")
@@ -363,22 +390,21 @@ class FileService:
         for message in t.data_to_send():
             if where[0] == "client":
                 self._client_out.append((where[1], to_json(message)))
-            elif self.peer_up:
-                self._peer_out.append(wire.encode_xfer(isinstance(t, Sender), message))
+            elif where[1] in self.up:
+                self._peer_out.append((where[1], wire.encode_xfer(isinstance(t, Sender), message)))
         for event in events:
             if isinstance(event, Completed) and fileid is not None:
                 if hop == "peer" and isinstance(t, Receiver):
                     self._arrived.append(fileid)
+                    self._upload_done(fileid, now)  # a hub: on to the next hop
                 if hop == "upload":
                     self._upload_done(fileid, now)
-                if hop == "peer" and isinstance(t, Sender) and fileid in self.outgoing:
-                    self.outgoing.remove(fileid)
-                    self._save_outgoing()
+                if hop == "peer" and isinstance(t, Sender):
+                    self._sent(fileid, where[1])
             elif isinstance(event, (Failed, Aborted)):
                 self.notices.append(f"transfer {t.taskid!r} ({hop}): {event}")
-                if hop == "peer" and isinstance(t, Sender) and fileid in self.outgoing:
-                    self.outgoing.remove(fileid)
-                    self._save_outgoing()
+                if hop == "peer" and isinstance(t, Sender):
+                    self._sent(fileid, where[1])
         if t.finished:
             res = self._res.get(id(t))
             if isinstance(res, PartialFile) and t.state.value == "failed" \
@@ -389,19 +415,27 @@ class FileService:
 
     # ------------------------------------------------------------------ the peer bridge
 
-    def file_message(self, fileid: str, now: float) -> None:
-        """A file message went to a user of the peer bridge: send the file there."""
-        if fileid not in self.outgoing:
-            self.outgoing.append(fileid)
+    def _sent(self, fileid: str | None, peer: str) -> None:
+        if (fileid, peer) in self.outgoing:
+            self.outgoing.remove((fileid, peer))
             self._save_outgoing()
-        self._start_peer_sender(fileid, now)
+
+    def file_message(self, fileid: str, now: float, peer: str = "") -> None:
+        """A file message went to a user behind the peer bridge ``peer``: send the file
+        there (once it is complete here)."""
+        if (fileid, peer) not in self.outgoing:
+            self.outgoing.append((fileid, peer))
+            self._save_outgoing()
+        self._start_peer_sender(fileid, now, peer)
 
     def _upload_done(self, fileid: str, now: float) -> None:
-        if fileid in self.outgoing:
-            self._start_peer_sender(fileid, now)
+        for f, peer in list(self.outgoing):
+            if f == fileid:
+                self._start_peer_sender(fileid, now, peer)
 
-    def _start_peer_sender(self, fileid: str, now: float) -> None:
-        if self.peer_out.get(fileid) is not None:
+    def _start_peer_sender(self, fileid: str, now: float, peer: str = "") -> None:
+        out_table = self.tables(peer)[0]
+        if out_table.get(fileid) is not None:
             return
         stored = self.store.get(fileid)
         if stored is None or len(fileid) > 128:
@@ -415,30 +449,34 @@ class FileService:
             self.notices.append(f"cannot send {fileid!r} to the peer bridge: {exc}")
             return
         try:
-            self.peer_out.add(sender)
+            out_table.add(sender)
         except TransferUsageError:
             reader.close()
             return  # full: retried at the next peer session
         self._res[id(sender)] = reader
-        if self.peer_up:
+        if peer in self.up:
             sender.start(now)
-            self._flush(sender, ("peer", None, self.peer_out), now)
+            self._flush(sender, ("peer", peer, out_table), now)
 
-    def set_peer(self, up: bool, now: float) -> None:
-        """The bridge-to-bridge session came up (resync everything) or went down."""
-        self.peer_up = up
+    def set_peer(self, up: bool, now: float, peer: str = "") -> None:
+        """The session with the peer bridge ``peer`` came up (resync everything) or went
+        down."""
         if not up:
+            self.up.discard(peer)
             return
-        for fileid in list(self.outgoing):
-            self._start_peer_sender(fileid, now)
-        for t in self.peer_out:
+        self.up.add(peer)
+        out_table, in_table = self.tables(peer)
+        for fileid, p in list(self.outgoing):
+            if p == peer:
+                self._start_peer_sender(fileid, now, peer)
+        for t in out_table:
             if t._started:  # noqa: SLF001 -- a sender made while the peer was down
                 t.resync(now)
             else:
                 t.start(now)
-            self._flush(t, ("peer", None, self.peer_out), now)
+            self._flush(t, ("peer", peer, out_table), now)
         for fileid, meta in self.store.partials():
-            if not meta.get("peer") or self.peer_in.get(fileid) is not None:
+            if meta.get("peer") != (peer or 1) or in_table.get(fileid) is not None:
                 continue
             info = self.store.partial_info(fileid)
             if info is None:
@@ -452,12 +490,14 @@ class FileService:
                                         md5=partial.md5, chunk_size=partial.chunk_size,
                                         have=partial.chunks)
             receiver.fileid = fileid
-            self.peer_in.add(receiver)
+            in_table.add(receiver)
             self._res[id(receiver)] = partial
-            self._flush(receiver, ("peer", None, self.peer_in), now)
+            self._flush(receiver, ("peer", peer, in_table), now)
 
-    def peer_message(self, to_receiver: bool, msg: dict[str, Any], now: float) -> None:
-        table = self.peer_in if to_receiver else self.peer_out
+    def peer_message(self, to_receiver: bool, msg: dict[str, Any], now: float,
+                     peer: str = "") -> None:
+        out_table, in_table = self.tables(peer)
+        table = in_table if to_receiver else out_table
         try:
             taskid = task_of(msg)
         except TransferProtocolError as exc:
@@ -466,49 +506,53 @@ class FileService:
         t = table.get(taskid)
         if t is None:
             if to_receiver and msg.get("command") == 7000:
-                self._peer_offer(msg, now)
+                self._peer_offer(msg, now, peer)
             elif msg.get("command") not in (7070, 7080):
                 err = UnknownTask(TransferCode.UNKNOWN_TASK, f"no transfer {taskid!r}", taskid)
-                if self.peer_up:
-                    self._peer_out.append(wire.encode_xfer(not to_receiver, err.peer_error()))
+                if peer in self.up:
+                    self._peer_out.append((peer, wire.encode_xfer(not to_receiver,
+                                                                  err.peer_error())))
             return
-        self._receive(t, msg, now, ("peer", None, table))
+        self._receive(t, msg, now, ("peer", peer, table))
 
-    def _peer_offer(self, msg: dict[str, Any], now: float) -> None:
+    def _peer_offer(self, msg: dict[str, Any], now: float, peer: str) -> None:
+        in_table = self.tables(peer)[1]
         try:
             offer = parse_offer(msg)
         except TransferProtocolError as exc:
-            self._peer_out.append(wire.encode_xfer(False, exc.peer_error()))
+            self._peer_out.append((peer, wire.encode_xfer(False, exc.peer_error())))
             return
-        t = self._accept(offer, str(offer.taskid), {"peer": 1}, self.peer_in, now)
+        t = self._accept(offer, str(offer.taskid), {"peer": peer or 1}, in_table, now)
         if isinstance(t, dict):
-            self._peer_out.append(wire.encode_xfer(False, t))
+            self._peer_out.append((peer, wire.encode_xfer(False, t)))
         else:
-            self._flush(t, ("peer", None, self.peer_in), now)
+            self._flush(t, ("peer", peer, in_table), now)
 
     # ------------------------------------------------------------------ time
 
     def tick(self, now: float) -> None:
-        for where, table in [(("peer", None, self.peer_out), self.peer_out),
-                             (("peer", None, self.peer_in), self.peer_in),
+        peer_tables = [(("peer", p, tb), tb) for p, pair in self.peers.items() for tb in pair]
+        for where, table in [*peer_tables,
                              *((("client", cid, tb), tb) for cid, tb in self.clients.items())]:
-            for t in table:
+            for t in list(table):
                 deadline = t.next_deadline()
                 if deadline is not None and deadline <= now:
-                    if where[0] == "peer" and not self.peer_up:
+                    if where[0] == "peer" and where[1] not in self.up:
                         continue
                     t.handle_timeout(now)
                     self._flush(t, where, now)
 
     def close(self) -> None:
-        for table in [self.peer_out, self.peer_in, *self.clients.values()]:
+        for table in [*(tb for pair in self.peers.values() for tb in pair),
+                      *self.clients.values()]:
             for t in table:
                 self._release(t)
 
     def in_flight(self) -> list[dict[str, Any]]:
         """The transfers not finished, for ``toxbridge status``: ``hop`` is ``to_peer`` /
         ``from_peer`` (bridge to bridge), ``upload`` (a client to us) or ``download``."""
-        tables = [("to_peer", None, self.peer_out), ("from_peer", None, self.peer_in),
+        tables = [*((hop, p, tb) for p, pair in self.peers.items()
+                    for hop, tb in zip(("to_peer", "from_peer"), pair)),
                   *(("client", cid, table) for cid, table in self.clients.items())]
         out = []
         for where, cid, table in tables:
@@ -523,12 +567,14 @@ class FileService:
                     fileid = self._inits.get(cid, {}).get((type(t.taskid), t.taskid))
                 fileid = fileid or getattr(offer or t, "fileid", None)
                 out.append({"hop": hop, "fileid": fileid,
+                            **({"peer": cid} if where != "client" and cid else {}),
                             "filename": getattr(offer or t, "filename", None),
                             "filesize": t.filesize, "done_bytes": t.done_bytes,
                             "state": t.state.value, "paused": t.paused})
         return out
 
     def statistics(self) -> dict[str, Any]:
-        return {"peer_out": len(self.peer_out), "peer_in": len(self.peer_in),
+        return {"peer_out": sum(len(p[0]) for p in self.peers.values()),
+                "peer_in": sum(len(p[1]) for p in self.peers.values()),
                 "client_transfers": sum(len(t) for t in self.clients.values()),
                 "outgoing": len(self.outgoing), "store_used": self.store.used}

@@ -36,23 +36,39 @@ class PeerSender:
     (over it, the caller resynchronises: :meth:`control_full`).
     """
 
-    def __init__(self, store: Store, *, inflight: int, waiting: int, control_max: int) -> None:
+    def __init__(self, store: Store, *, inflight: int, waiting: int, control_max: int,
+                 peer: str = "", split: bool = False) -> None:
         self.store = store
         self.inflight = inflight
         self.waiting = waiting
         self.control_max = control_max
+        self.peer = peer  # whose rows of the peer outbox
+        # split: file-transfer messages have a fragmenter (and a stream) of their own, the
+        # bulk lane (take_bulk_frames); else they share the one channel with the rest.
+        self.split = split
+        self._xfer: deque[bytes] = deque()
+        self.new_bulk()
         self.new_channel()
 
     def new_channel(self) -> None:
-        """Forget everything queued: a new channel to the daemon, or none."""
+        """Forget everything queued: a new channel to the daemon, or none (split: the
+        interactive lane only; see :meth:`new_bulk`)."""
         self._frag = Fragmenter(max_messages=self.inflight + 32)
         self._control: deque[bytes] = deque()
-        self._xfer: deque[bytes] = deque()
+        if not self.split:
+            self._xfer = deque()
         self._acks: list[bytes] = []
         self._flight: dict[bytes, OutgoingEntry] = {}  # fragment uuid -> entry
         self._inflight_ids: set[bytes] = set()
         self._busy: set[str] = set()  # pairs with a message in the fragmenter
         self.restart()
+
+    def new_bulk(self) -> None:
+        """A new bulk lane (split only): half-sent transfer messages are dropped whole (the
+        transfers resend what the receiver's chunk map lacks)."""
+        self._bfrag = Fragmenter(max_messages=64)
+        if self.split:
+            self._xfer = deque()
 
     def restart(self) -> None:
         """Read the peer outbox from its start again (a new session: resend the unacked)."""
@@ -113,8 +129,24 @@ class PeerSender:
         return frames
 
     def has_frames(self, peer_up: bool) -> bool:
-        return bool(self._frag or self._control or self._xfer or self._acks
-                    or self._may_pump(peer_up))
+        return bool(self._frag or self._control or (self._xfer and not self.split)
+                    or self._acks or self._may_pump(peer_up))
+
+    def take_bulk_frames(self, limit: int, files_up: bool) -> list[bytes]:
+        """Up to ``limit`` frames of the bulk lane (split): transfer messages only."""
+        frames: list[bytes] = []
+        frag = self._bfrag
+        while len(frames) < limit:
+            while files_up and self._xfer and frag.can_send(len(self._xfer[0])):
+                frag.send_id(self._xfer.popleft())
+            frame = frag.next_frame()
+            if frame is None:
+                break
+            frames.append(frame)
+        return frames
+
+    def has_bulk_frames(self, files_up: bool) -> bool:
+        return bool(self._bfrag or (files_up and self._xfer))
 
     @property
     def in_flight(self) -> int:
@@ -140,7 +172,7 @@ class PeerSender:
             frag.send_id(self._control.popleft())
         if not peer_up:
             return
-        while self._xfer and frag.can_send(len(self._xfer[0])):
+        while not self.split and self._xfer and frag.can_send(len(self._xfer[0])):
             frag.send_id(self._xfer.popleft())
         while len(self._flight) < self.inflight:
             entry = self._next_entry()
@@ -174,7 +206,7 @@ class PeerSender:
             if not self._batch:
                 if self._complete:  # nothing was added since the outbox was found empty
                     return None
-                batch = self.store.peer_after(self._cursor, _BATCH)
+                batch = self.store.peer_after(self._cursor, _BATCH, self.peer)
                 self._complete = len(batch) < _BATCH
                 if not batch:
                     return None

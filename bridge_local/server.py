@@ -2,7 +2,11 @@
 
 It connects to the daemon's bridge port as its one app (reconnecting whenever that
 connection drops), opens the store of that daemon's identity, then serves JSON-line clients
-on the app port. Protocol decisions are the core's; this module only moves bytes and time.
+on the app port. Where the daemon's ``ready`` names its streams.sock, the peer bridges are
+reached over streams, every peer with two lanes of its own (``bridge_local.peerlinks``), and
+the bridge port is only held (so no other app takes the one-peer channel); otherwise the
+one-peer channel of the bridge port carries it all. Protocol decisions are the core's;
+this module only moves bytes and time.
 
 Entry points: :func:`serve` (in-process, ``await nursery.start(serve, config)`` returns the
 running :class:`BridgeServer`) and :func:`main` (``python -m bridge_local``).
@@ -30,6 +34,7 @@ from toxbridge.framing import DATA, EVENT, FrameDecoder, decode_event, encode_da
 
 from .apptoken import TokenGate
 from .core import BridgeCore, Limits
+from .peerlinks import PeerLinks
 from .fileservice import FilesConfig, FileService
 from .protocol import (
     DEFAULT_MAX_LINE_LENGTH,
@@ -93,6 +98,7 @@ class BridgeConfig:
     app_socket: Path | None = None  # also serve on this Unix socket (mode 0600)
     app_token: bytes | None = None  # other uids are admitted if their login carries it
     app_open: bool = False  # no check at all
+    use_streams: bool = True  # the peer bridges over streams.sock when the daemon has one
 
 
 class _Conn:
@@ -148,6 +154,8 @@ class BridgeServer:
         self._peer_state = False
         self._writing = False
         self._nursery: trio.Nursery | None = None
+        self.streams_path: str | None = None  # the daemon's streams.sock (its ready says)
+        self.links: PeerLinks | None = None
         self._access = access.AccessPolicy(os.geteuid(), open=config.app_open,
                                            token=config.app_token)
 
@@ -174,6 +182,7 @@ class BridgeServer:
                     if event.get("event") == "error":
                         raise DaemonUnavailable(f"the daemon refused us: {event.get('message')}")
                     if event.get("event") == "ready":
+                        self.streams_path = event.get("streams") if c.use_streams else None
                         return stream, decoder, _parse_tox_key(event)
         except BaseException:
             with trio.CancelScope(shield=True):
@@ -204,7 +213,8 @@ class BridgeServer:
                 log.error("the daemon now has another identity (%s); tokens are those of %s",
                           key.hex()[:16], self.public_key.hex()[:16])
             log.info("connected to the daemon")
-            core.daemon_connected(time.time())
+            if self.links is None:  # over streams the channel is only held
+                core.daemon_connected(time.time())
             self._after()
             try:
                 async with trio.open_nursery() as nursery:
@@ -215,7 +225,8 @@ class BridgeServer:
             finally:
                 with trio.CancelScope(shield=True):
                     await stream.aclose()
-                core.daemon_disconnected(time.time())
+                if self.links is None:
+                    core.daemon_disconnected(time.time())
                 self._after()
             log.warning("lost the daemon connection; reconnecting")
             await trio.sleep(self.config.reconnect_delay)
@@ -223,6 +234,10 @@ class BridgeServer:
     async def _daemon_reader(self, stream: trio.SocketStream, decoder: FrameDecoder) -> None:
         core = self.core
         assert core is not None
+        if self.links is not None:  # held, not used: read to its end
+            while await stream.receive_some(READ_SIZE):
+                pass
+            return
         while True:
             for frame in decoder:
                 now = time.time()
@@ -355,6 +370,8 @@ class BridgeServer:
         assert core is not None
         if core.has_frames():
             self._frames.set()
+            if self.links is not None:
+                self.links.kick()
         self._kick.set()
 
     async def _flusher(self) -> None:
@@ -371,6 +388,8 @@ class BridgeServer:
         assert core is not None
         if core.has_frames():
             self._frames.set()
+            if self.links is not None:
+                self.links.kick()
         closing = core.take_closing()
         for cid in closing:  # first: what they hold stays in the outbox, never taken
             conn = self._conns.get(cid)
@@ -439,6 +458,8 @@ class BridgeServer:
         try:
             files = FileService(self.store_path.with_suffix(".files"), c.files)
             self.core = BridgeCore(store, self.public_key, time.time(), c.limits, files)
+            if self.streams_path is not None:
+                self.links = PeerLinks(self.streams_path, self.core, self._after)
             listeners = await trio.open_tcp_listeners(c.app_port, host=c.app_host)
             self.app_port = listeners[0].socket.getsockname()[1]
             if c.app_socket is not None:
@@ -449,6 +470,9 @@ class BridgeServer:
                 self._nursery = nursery
                 nursery.start_soon(self._flusher)
                 nursery.start_soon(self._daemon_loop, first)
+                if self.links is not None:
+                    log.info("peer bridges over %s", self.streams_path)
+                    nursery.start_soon(self.links.run)
                 nursery.start_soon(self._ticker)
                 await nursery.start(trio.serve_listeners, self._handle_client, listeners)
                 self.announce(f"app {c.app_host}:{self.app_port}")

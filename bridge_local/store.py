@@ -10,8 +10,8 @@ Tables:
   a message received twice from the peer bridge a no-op).
 * ``local_outbox``: messages for users of this bridge not yet handed to their connection,
   in arrival order (``seq``).
-* ``peer_outbox``: messages for users of the peer bridge not yet acknowledged by it, in
-  order, with the encoded bridge-to-bridge command ready to send.
+* ``peer_outbox``: messages for users of peer bridges not yet acknowledged by the next
+  one (``peer``), in order, with the encoded bridge-to-bridge command ready to send.
 
 The store never commits by itself: the caller groups work and calls :meth:`Store.commit`
 before anything that promises durability leaves the process (a ``2002`` reply, an ack to
@@ -54,6 +54,13 @@ CREATE TABLE IF NOT EXISTS peer_outbox (
     seq INTEGER PRIMARY KEY AUTOINCREMENT, id BLOB NOT NULL UNIQUE, pair TEXT NOT NULL,
     payload BLOB NOT NULL);
 """
+# Added with many peer bridges (issue 14): each peer outbox row's next hop (the peer
+# daemon's key in hex; '' for the one-peer channel), and each user's bridge (the key of the
+# bridge the user logs in on), the peer it is reached through and how many hubs lie between.
+_COLUMNS = (("peer_outbox", "peer", "TEXT NOT NULL DEFAULT ''"),
+            ("users", "bridge", "TEXT NOT NULL DEFAULT ''"),
+            ("users", "via", "TEXT NOT NULL DEFAULT ''"),
+            ("users", "hops", "INTEGER NOT NULL DEFAULT 0"))
 
 
 _IN_MAX = 500  # values in one ``IN (...)``: well under SQLite's limit of bound parameters
@@ -103,6 +110,11 @@ class Store:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.executescript(_SCHEMA)
+            for table, column, decl in _COLUMNS:
+                have = {r[1] for r in self._db.execute(f"PRAGMA table_info({table})")}
+                if column not in have:
+                    self._db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
+            self._db.execute("CREATE INDEX IF NOT EXISTS peer_outbox_peer ON peer_outbox (peer, seq)")
             self._db.commit()
             self._last_local = self._last_seq("local_outbox")
             self._last_peer = self._last_seq("peer_outbox")
@@ -112,7 +124,7 @@ class Store:
         # Written at the next flush, in this order (a local row refers to its message).
         self._new_messages: list[tuple[bytes, str, str, float, str]] = []
         self._new_local: dict[int, tuple[int, bytes, str]] = {}  # seq -> row
-        self._new_peer: list[tuple[int, bytes, str, bytes]] = []
+        self._new_peer: list[tuple[int, bytes, str, bytes, str]] = []
         self._broken: sqlite3.Error | None = None
         # Writes so far, and how many of them the last commit covered: an output produced
         # when ``writes`` was w needs a commit only if ``committed < w``.
@@ -165,8 +177,8 @@ class Store:
                 db.executemany("INSERT INTO local_outbox (seq, id, goal) VALUES (?, ?, ?)",
                                self._new_local.values())
             if self._new_peer:
-                db.executemany("INSERT INTO peer_outbox (seq, id, pair, payload)"
-                               " VALUES (?, ?, ?, ?)", self._new_peer)
+                db.executemany("INSERT INTO peer_outbox (seq, id, pair, payload, peer)"
+                               " VALUES (?, ?, ?, ?, ?)", self._new_peer)
         except sqlite3.Error as exc:
             # Rows of replies and acks not yet sent are gone: nothing may be promised any
             # more, so every later commit fails too (the caller stops; a restart reads what
@@ -198,19 +210,37 @@ class Store:
         self._run("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value),
                   flush=False)
 
-    def remember_user(self, token: str, name: str, side: str, now: float) -> None:
+    def remember_user(self, token: str, name: str, side: str, now: float, bridge: str = "",
+                      via: str = "", hops: int = 0) -> None:
+        """A user seen: on this bridge (``local``) or a peer's (``peer``: its ``bridge``,
+        reached through the peer ``via`` with ``hops`` hubs between). A peer user's route
+        changes only to one as short or shorter, or when it came through the same peer
+        (a hub that learns of a direct path keeps it)."""
         self.writes += 1
         self._run(
-            "INSERT INTO users (token, name, side, seen) VALUES (?, ?, ?, ?) "
+            "INSERT INTO users (token, name, side, seen, bridge, via, hops)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?) "
             "ON CONFLICT (token) DO UPDATE SET name = excluded.name, side = excluded.side, "
-            "seen = excluded.seen",
-            (token, name, side, now), flush=False,
+            "seen = excluded.seen, bridge = excluded.bridge, "
+            "via = CASE WHEN excluded.side = 'local' OR users.side = 'local'"
+            " OR excluded.hops <= users.hops OR excluded.via = users.via"
+            " THEN excluded.via ELSE users.via END, "
+            "hops = CASE WHEN excluded.side = 'local' OR users.side = 'local'"
+            " OR excluded.hops <= users.hops OR excluded.via = users.via"
+            " THEN excluded.hops ELSE users.hops END",
+            (token, name, side, now, bridge, via, hops), flush=False,
         )
 
     def user_side(self, token: str) -> str | None:
         """``local``, ``peer`` or None (never seen)."""
         row = self._run("SELECT side FROM users WHERE token = ?", (token,), flush=False).fetchone()
         return None if row is None else str(row[0])
+
+    def user_route(self, token: str) -> tuple[str, str, str] | None:
+        """(side, bridge, via) of a user seen, or None."""
+        row = self._run("SELECT side, bridge, via FROM users WHERE token = ?", (token,),
+                        flush=False).fetchone()
+        return None if row is None else (str(row[0]), str(row[1]), str(row[2]))
 
     def known_users(self, side: str, limit: int) -> list[tuple[str, str]]:
         """(token, name) of the users seen on ``side``, most recently seen first."""
@@ -219,6 +249,14 @@ class Store:
             (side, limit), flush=False,
         )
         return [(str(t), str(n)) for t, n in rows]
+
+    def known_routes(self, limit: int) -> list[tuple[str, str, str, str, int]]:
+        """(token, name, bridge, via, hops) of every user seen, this bridge's (via '')
+        first, then the most recently seen."""
+        rows = self._run(
+            "SELECT token, name, bridge, via, hops FROM users"
+            " ORDER BY side = 'local' DESC, seen DESC LIMIT ?", (limit,), flush=False)
+        return [(str(t), str(n), str(b), str(v), int(h)) for t, n, b, v, h in rows]
 
     # -- history -------------------------------------------------------------------
 
@@ -284,17 +322,19 @@ class Store:
 
     # -- the peer outbox -----------------------------------------------------------
 
-    def add_peer(self, message_id: bytes, pair: str, payload: bytes) -> int:
-        """Queue a message (already in the history) for the peer bridge; returns its seq."""
+    def add_peer(self, message_id: bytes, pair: str, payload: bytes, peer: str = "") -> int:
+        """Queue a message (already in the history) for the peer bridge ``peer`` (its
+        daemon's key in hex; '' the channel's one peer); returns its seq."""
         self.writes += 1
         self._last_peer += 1
-        self._new_peer.append((self._last_peer, message_id, pair, payload))
+        self._new_peer.append((self._last_peer, message_id, pair, payload, peer))
         return self._last_peer
 
-    def peer_after(self, after: int, limit: int) -> list[OutgoingEntry]:
+    def peer_after(self, after: int, limit: int, peer: str = "") -> list[OutgoingEntry]:
         rows = self._run(
-            "SELECT seq, id, pair, payload FROM peer_outbox WHERE seq > ? ORDER BY seq LIMIT ?",
-            (after, limit),
+            "SELECT seq, id, pair, payload FROM peer_outbox WHERE peer = ? AND seq > ?"
+            " ORDER BY seq LIMIT ?",
+            (peer, after, limit),
         )
         return list(map(OutgoingEntry._make, rows))  # INTEGER, BLOB, TEXT, BLOB: as typed
 

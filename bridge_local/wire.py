@@ -59,6 +59,8 @@ class Hello:
     key: bytes
     users: tuple[User, ...]
     known: tuple[tuple[str, str], ...]
+    # Users the sender knows behind its other peers (a hub): (token, name, bridge, hops).
+    relay: tuple[tuple[str, str, str, int], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,24 +112,28 @@ PeerCommand = Hello | UserOn | UserOff | Msg | Ack | Ping | Bye | Xfer
 
 
 def encode_hello(
-    reply: bool, session: bytes, key: bytes, users: list[User], known: list[tuple[str, str]]
+    reply: bool, session: bytes, key: bytes, users: list[User], known: list[tuple[str, str]],
+    relay: list[tuple[str, str, str, int]] = (),
 ) -> bytes:
-    return pack_message(
-        {
-            "t": "hello",
-            "v": VERSION,
-            "reply": reply,
-            "session": session,
-            "key": key,
-            "users": [_user(u) for u in users[:MAX_USERS]],
-            "known": [[t, n] for t, n in known[:MAX_KNOWN]],
-        }
-    )
+    obj = {
+        "t": "hello",
+        "v": VERSION,
+        "reply": reply,
+        "session": session,
+        "key": key,
+        "users": [_user(u) for u in users[:MAX_USERS]],
+        "known": [[t, n] for t, n in known[:MAX_KNOWN]],
+    }
+    if relay:
+        obj["relay"] = [list(r) for r in relay[:MAX_KNOWN]]
+    return pack_message(obj)
 
 
 def _user(user: User) -> dict[str, Any]:
     d = user.to_dict()
     del d["side"]
+    if user.hops:
+        d["hops"] = user.hops
     return d
 
 
@@ -236,5 +242,18 @@ def decode(data: bytes) -> PeerCommand:
                 raise PeerProtocolError("hello: a known user is [token, name]")
             _peer_user({"token": item[0], "name": item[1], "ip": "", "port": 0})  # validates
             known.append((item[0], item[1]))
-        return Hello(bool(_get(obj, "reply", bool, "hello")), session, key, users, tuple(known))
+        relay_raw = obj.get("relay", [])
+        if not isinstance(relay_raw, list) or len(relay_raw) > MAX_KNOWN:
+            raise PeerProtocolError(f"hello: relay is a list of at most {MAX_KNOWN}")
+        relay = []
+        for item in relay_raw:
+            if not (isinstance(item, list) and len(item) == 4
+                    and all(isinstance(s, str) for s in item[:3])
+                    and isinstance(item[3], int) and not isinstance(item[3], bool)):
+                raise PeerProtocolError("hello: a relayed user is [token, name, bridge, hops]")
+            u = _peer_user({"token": item[0], "name": item[1], "ip": "", "port": 0,
+                            "bridge": item[2], "hops": item[3]})
+            relay.append((u.token, u.name, u.bridge, u.hops))
+        return Hello(bool(_get(obj, "reply", bool, "hello")), session, key, users, tuple(known),
+                     tuple(relay))
     raise PeerProtocolError(f"unknown bridge command type {kind!r}")

@@ -235,8 +235,11 @@ class Daemon:
         loop = self.tox_loop
         error: dict | None = None
         try:
-            await stream.send_all(encode_event({"event": "ready", "tox_id": loop.address.hex().upper(),
-                                                "mode": self.config.mode, "version": 1})
+            ready = {"event": "ready", "tox_id": loop.address.hex().upper(),
+                     "mode": self.config.mode, "version": 1}
+            if self.streams_path is not None:  # every peer's streams (docs/wire.md §5)
+                ready["streams"] = str(self.streams_path)
+            await stream.send_all(encode_event(ready)
                                   + encode_event(loop.peer_event()))
             async with trio.open_nursery() as nursery:
                 async def reader() -> None:

@@ -35,6 +35,7 @@ REQUEST_TIMEOUT = 30.0  # seconds to send it
 READ_SIZE = 64 * 1024
 MAX_CONNECTIONS = 512  # at once (the mux allows 256 streams each way)
 ANY = "any"  # accept from any peer
+WATCH_BACKLOG = 1024  # peer events waiting for a watcher that does not read
 RESERVED_KINDS = range(0, 16)  # the daemon's own (1: the channel)
 _PRIORITIES = {"control": Priority.CONTROL, "interactive": Priority.INTERACTIVE,
                "bulk": Priority.BULK}
@@ -55,8 +56,11 @@ def parse_request(line: bytes) -> tuple[str, int, Priority, bytes, str]:
         req = json.loads(line)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise RequestError("bad_request", f"not a JSON line: {exc}") from None
-    if not isinstance(req, dict) or req.get("op") not in ("open", "accept"):
-        raise RequestError("bad_request", 'the first line needs "op": "open" or "accept"')
+    if not isinstance(req, dict) or req.get("op") not in ("open", "accept", "peers"):
+        raise RequestError("bad_request",
+                           'the first line needs "op": "open", "accept" or "peers"')
+    if req["op"] == "peers":
+        return "peers", 0, Priority.BULK, b"", ""
     kind = req.get("kind")
     if not isinstance(kind, int) or isinstance(kind, bool) or not 0 <= kind <= 255:
         raise RequestError("bad_request", '"kind" must be an integer 0..255')
@@ -144,6 +148,9 @@ class StreamsServer:
         line, rest = line.split(b"\n", 1)
         try:
             op, kind, priority, header, peer = parse_request(line)
+            if op == "peers":
+                await self._watch_peers(stream)
+                return
             waiter = self._waiter(op, peer)
         except RequestError as exc:
             await self._reply_close(stream, {"ok": False, "code": exc.code,
@@ -159,18 +166,45 @@ class StreamsServer:
                                              "message": "too many connections wait in accept"})
             return
         self._wake.set()
+        sid = failure = None
         try:
-            while True:
-                with ls.lock:
-                    sid, failure = ls.sid, ls.failure
-                if sid is not None or failure is not None:
-                    break
-                await ls.changed()
+            async with trio.open_nursery() as nursery:
+                async def until_gone() -> None:
+                    # An app that closes while it waits (a bridge_local that stopped) must
+                    # not stay queued: the next OPEN would go to nobody.
+                    while len(ls.to_peer) < MAX_REQUEST:
+                        try:
+                            data = await stream.receive_some(MAX_REQUEST)
+                        except trio.BrokenResourceError:
+                            data = b""
+                        if not data:
+                            nursery.cancel_scope.cancel()
+                            return
+                        with ls.lock:
+                            ls.to_peer += data
+                    await trio.sleep_forever()
+                nursery.start_soon(until_gone)
+                while True:
+                    with ls.lock:
+                        sid, failure = ls.sid, ls.failure
+                    if sid is not None or failure is not None:
+                        break
+                    await ls.changed()
+                nursery.cancel_scope.cancel()
         finally:
             if sid is None and failure is None:  # cancelled, or the app went away
                 waiter.withdraw(ls)
                 if ls.table is not None:  # accepted meanwhile
                     ls.table.withdraw(ls)
+        if sid is None and failure is None:  # the app went away while it waited
+            with ls.lock:
+                late = ls.sid is not None  # accepted just then: nobody will pump it
+                if late:
+                    ls.reset_out = ResetCode.CANCELLED
+            if late:
+                ls.touch()
+                self._wake.set()
+            return
         if failure is not None:
             await self._reply_close(stream, {"ok": False, "code": failure[0],
                                              "message": failure[1]})
@@ -185,6 +219,54 @@ class StreamsServer:
         ls.touch()  # bytes that came with the request line
         self._wake.set()
         await self._pump(stream, ls)
+
+    async def _watch_peers(self, stream: trio.SocketStream) -> None:
+        """``{"op": "peers"}``: the peers now, then one line per change, until the app
+        closes (or reads so slowly that WATCH_BACKLOG events wait: then we close)."""
+        token = trio.lowlevel.current_trio_token()
+        backlog: list[dict] = []
+        wake = trio.Event()
+        overflow = False
+
+        def queue(event: dict) -> None:  # the trio thread
+            nonlocal wake, overflow
+            if len(backlog) >= WATCH_BACKLOG:
+                overflow = True
+            else:
+                backlog.append(event)
+            wake.set()
+
+        def watcher(event: dict) -> None:  # the tox thread
+            try:
+                token.run_sync_soon(queue, event)
+            except trio.RunFinishedError:
+                pass
+
+        try:
+            peers, unwatch = self._tables.watch(watcher)
+        except OverflowError as exc:
+            await self._reply_close(stream, {"ok": False, "code": "busy", "message": str(exc)})
+            return
+        try:
+            await stream.send_all(json.dumps({"ok": True, "peers": peers}).encode() + b"\n")
+            async with trio.open_nursery() as nursery:
+                async def until_closed() -> None:
+                    while await stream.receive_some(READ_SIZE):
+                        pass  # nothing is asked after the request line
+                    nursery.cancel_scope.cancel()
+                nursery.start_soon(until_closed)
+                while not overflow:
+                    if not backlog:
+                        await wake.wait()
+                        wake = trio.Event()
+                        continue
+                    lines = b"".join(json.dumps(e).encode() + b"\n" for e in backlog)
+                    backlog.clear()
+                    await stream.send_all(lines)
+                log.warning("a peer watcher fell %d events behind: closing it", WATCH_BACKLOG)
+                nursery.cancel_scope.cancel()
+        finally:
+            unwatch()
 
     def _waiter(self, op: str, peer: str):
         """Where a request waits: the named peer's table, or (accept from "any", or from

@@ -64,13 +64,13 @@ async def _node(config: Config, app_config, announce: Callable[[str], None]) -> 
 
 
 def _transfers(server, reply: dict) -> None:
-    """bridge_local's transfers in flight, for a status reply. Today the node has one
-    peer, so the bridge-to-bridge ones are that peer's."""
+    """bridge_local's transfers in flight, for a status reply. A bridge-to-bridge one
+    names its peer (over the one-peer channel: the first peer)."""
     files = server.core.files if server.core is not None else None
     transfers = files.in_flight() if files is not None else []
     peer = reply["peers"][0]["public_key"] if reply.get("peers") else None
     for t in transfers:
-        if t["hop"] in ("to_peer", "from_peer"):
+        if t["hop"] in ("to_peer", "from_peer") and not t.get("peer"):
             t["peer"] = peer
     reply["transfers"] = transfers
 

@@ -219,7 +219,10 @@ class ToxLoop(threading.Thread):
         return next(iter(self.slots.values()), None)
 
     def _emit(self, slot: PeerSlot, event: dict) -> None:
-        """A slot's event: the v1 app hears only its own peer's ``peer`` and ``link``."""
+        """A slot's event: the v1 app hears only its own peer's ``peer`` and ``link``;
+        the peers' watchers (streams.sock) hear every peer's ``peer``."""
+        if event.get("event") == "peer":
+            self.tables.set_online(slot.key, event.get("code") == 301)
         if event.get("event") in ("peer", "link") and slot is not self.first:
             self.notify(None)
             return

@@ -20,7 +20,8 @@ from .codes import (
 from .commands import SendMessage
 from .fields import _GOAL, _IP, _NAME, _PORT, _TOKEN, _check_file_fields, _Field, _record_values
 
-_USER_FIELDS = (_TOKEN, _NAME, _IP, _PORT, _Field("side", "str", False, check="side"))
+_USER_FIELDS = (_TOKEN, _NAME, _IP, _PORT, _Field("side", "str", False, check="side"),
+                _Field("bridge", "str", False, hi=64), _Field("hops", "int", False, hi=16))
 _MESSAGE_FIELDS = (
     _Field("srctoken", "str", lo=1, hi=MAX_TOKEN_LENGTH),
     _GOAL,
@@ -41,15 +42,20 @@ class User:
     ip: str
     port: int
     side: str = "local"  # "local" (this bridge) or "peer"
+    bridge: str = ""  # the public key (hex) of the bridge the user is on; '' not known
+    hops: int = 0  # hubs between us and that bridge (0: a peer of ours, or this bridge)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        d = {
             "token": self.token,
             "name": self.name,
             "ip": self.ip,
             "port": self.port,
             "side": self.side,
         }
+        if self.bridge:
+            d["bridge"] = self.bridge
+        return d
 
     @classmethod
     def from_dict(cls, obj: Any) -> User:
