@@ -249,8 +249,9 @@ class Forwarder:
         return conn
 
     async def _forward_tcp(self, fwd: LocalForward, listen: str, tcp: trio.SocketStream) -> None:
-        if len(self._conns) >= MAX_CONNECTIONS:
-            log.warning("-L %s: %d connections already; refusing one", fwd, MAX_CONNECTIONS)
+        if sum(c.side == "forward" for c in self._conns) >= MAX_CONNECTIONS:  # this side's
+            log.warning("-L %s: %d forwarded connections already; refusing one", fwd,
+                        MAX_CONNECTIONS)
             _rst(tcp)
             return
         conn = self._new("forward", str(fwd), listen)
