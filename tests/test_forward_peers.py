@@ -1,6 +1,7 @@
 """Forwards to several peers from one node (docs/forwarding.md, ``@PEER``): a hub dials two
 exposing daemons, each exposing only its own echo server, and forwards one local port to
-each. Real daemons, real toxcore, the session's private network."""
+each; beta dials alpha too, so that alpha is a listener with two peers. Real daemons, real
+toxcore, the session's private network."""
 
 from __future__ import annotations
 
@@ -26,14 +27,17 @@ HOLD_OPEN = 2  # the hub's --hold-open (the last test cuts one peer)
 def hub(tox_network, tmp_path_factory):
     """(hub, {name: exposer}, {(destination, peer): local port}, {name: destination}).
     alpha exposes only dest["alpha"], beta only dest["beta"]; the hub forwards to each
-    through its own peer, and once to alpha's destination through beta (refused there)."""
+    through its own peer, and once to alpha's destination through beta (refused there).
+    alpha also forwards to beta's destination naming no peer (``ports["alpha -L"]``)."""
     d = tmp_path_factory.mktemp("fwdpeers")
     servers = {name: Server(echo) for name in ("alpha", "beta")}
     dest = {name: f"127.0.0.1:{s.port}" for name, s in servers.items()}
     wanted = [(dest["alpha"], "alpha"), (dest["beta"], "beta"), (dest["alpha"], "beta")]
     try:
-        with DaemonProc(["--listen", "--expose", dest["alpha"]], d / "a.tox", tox_network) as a, \
-                DaemonProc(["--listen", "--expose", dest["beta"]], d / "b.tox", tox_network) as b:
+        with DaemonProc(["--listen", "--expose", dest["alpha"], "-L", f"0:{dest['beta']}"],
+                        d / "a.tox", tox_network) as a, \
+                DaemonProc(["--listen", "--expose", dest["beta"], "--peer", a.tox_id],
+                           d / "b.tox", tox_network) as b:
             forwards = [arg for t, via in wanted for arg in ("-L", f"0:{t}@{via}")]
             with DaemonProc(["--peer", f"{a.tox_id}=alpha", "--peer", f"{b.tox_id}=beta",
                              "--hold-open", str(HOLD_OPEN), *forwards], d / "h.tox",
@@ -43,6 +47,7 @@ def hub(tox_network, tmp_path_factory):
                     _, local, _, target, _, via = h.expect("forward ").split()
                     ports[target, via] = int(local.rsplit(":", 1)[1])
                 assert set(ports) == set(wanted)
+                ports["alpha -L"] = int(a.expect("forward ").split()[1].rsplit(":", 1)[1])
                 yield h, {"alpha": a, "beta": b}, ports, dest
     finally:
         for s in servers.values():
@@ -148,6 +153,30 @@ async def test_status_and_peers_list_show_each_forward_with_its_peer_and_bytes(h
     for text in (human, peers_human):
         assert "forwarded connections" in text and "alpha" in text and "beta" in text, text
     assert "forwards" in human and dest["beta"] in human, human
+
+
+async def test_a_listener_with_two_peers_says_which_one_a_forward_naming_none_reaches(hub):
+    """alpha has two peers (the hub, beta) and a -L that names none: it goes to the first
+    and alpha says so, once."""
+    await online(hub)
+    _, exposers, ports, _ = hub
+    a = exposers["alpha"]
+    with trio.fail_after(120):
+        while True:  # both of alpha's peers online
+            st = json.loads(await status(a, "status", "--json"))
+            if len(st["peers"]) == 2 and all(p["online"] for p in st["peers"]):
+                break
+            await trio.sleep(0.5)
+        first = st["peers"][0]["public_key"][:16]
+        for _ in range(2):
+            await try_echo(ports["alpha -L"])  # beta echoes; the hub refuses (not exposed)
+        said = [line for line in a.log if "names no peer and this node has 2" in line]
+        while not said:
+            await trio.sleep(0.05)
+            said = [line for line in a.log if "names no peer and this node has 2" in line]
+    assert len(said) == 1, said
+    assert f"it reaches the first, {first}" in said[0], said
+    assert "(say which: @PEER after the forward, or --via PEER)" in said[0]
 
 
 async def test_a_cut_of_one_peer_resets_only_its_connections(hub):
