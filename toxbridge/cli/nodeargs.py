@@ -249,7 +249,7 @@ def node_parser() -> argparse.ArgumentParser:
                    help="forwarding rules: destinations for every peer and per peer (docs/forwarding.md)")
     p.add_argument("--via", metavar="PEER",
                    help="the peer a -L / -W without @PEER reaches: its public key or name "
-                        "(default: the only peer; a node that dials several must say)")
+                        "(default: the first peer; a node that dials several must say)")
     p.add_argument("--hold-open", metavar="SECONDS", type=hold_open_arg, default=120,
                    help="forwarded connections stay open this long while the Tox link is down "
                         "(default 120)")
