@@ -12,7 +12,8 @@ trip. Every download is verified (md5 of the known pattern).
 ``--wan``: the same forward, keystrokes and raw round trip in a network namespace with only
 ``lo`` and the WAN emulator's 50 ms round trip path (``toxbridge.testing.wan``): ``--count``
 downloads of ``--download-mb`` MB one after the other, their median rate, and how many
-stalled (under 10 % of the median for 5 s, or not done within the time limit).
+stalled (under 10 % of the median for 5 s, or not done within the time limit);
+``--keys-only``: only the raw round trip and the keystrokes (a minute, not five).
 Prints one JSON object (progress on stderr).
 """
 
@@ -276,8 +277,9 @@ def _inside(cfg: dict) -> dict:
     try:
         _say("raw toxcore round trip on the path")
         raw = measure_raw(network, 1, pings=100, warmup_pings=20)
-        fwd = measure_forward(network, 0, 0, downloads=cfg["count"], download_mb=cfg["download_mb"],
-                              limit=cfg["limit_s"])
+        fwd = {} if cfg.get("keys_only") else measure_forward(
+            network, 0, 0, downloads=cfg["count"], download_mb=cfg["download_mb"],
+            limit=cfg["limit_s"])
         keys = measure_keystrokes(network, cfg["keystrokes"])
     finally:
         boot.stop()
@@ -287,8 +289,8 @@ def _inside(cfg: dict) -> dict:
 def _wan(args) -> dict:
     spec = PathSpec(delay_s=WAN_RTT_S / 2, seed=1)
     cfg = {"count": args.count, "download_mb": args.download_mb, "limit_s": args.limit,
-           "keystrokes": args.keystrokes}
-    budget = 300 + args.count * args.limit + args.keystrokes * 2
+           "keystrokes": args.keystrokes, "keys_only": args.keys_only}
+    budget = 300 + (0 if args.keys_only else args.count * args.limit) + args.keystrokes * 2
     with WanNamespace(spec) as wan:
         proc = wan.spawn([sys.executable, "-m", "bench", "forward", "--inside", json.dumps(cfg)],
                          stdout=subprocess.PIPE, text=True, cwd=ROOT)
@@ -317,6 +319,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--download-mb", type=float, default=20, help="--wan: MB per download (default 20)")
     parser.add_argument("--limit", type=float, default=120, help="seconds a download (and the channel leg) may take (default 120)")
     parser.add_argument("--keystrokes", type=int, help="keystrokes through -W (default 300; --quick 100)")
+    parser.add_argument("--keys-only", action="store_true",
+                        help="--wan: only the raw round trip and the keystrokes, no downloads")
     parser.add_argument("--connections", type=int, help="new connections timed (default 50; --quick 20)")
     parser.add_argument("--inside", help=argparse.SUPPRESS)  # the WAN leg inside its namespace
     args = parser.parse_args(argv)
@@ -331,6 +335,8 @@ def main(argv: list[str] | None = None) -> int:
     for name in ("mb", "count", "keystrokes", "connections", "download_mb", "limit"):
         if getattr(args, name) <= 0:
             parser.error(f"--{name.replace('_', '-')} must be positive")
+    if args.keys_only and not args.wan:
+        parser.error("--keys-only is for --wan")
     t0 = time.monotonic()
     head = {"bench": "forward", "quick": quick, "wan": args.wan}
     if args.wan:
@@ -338,7 +344,8 @@ def main(argv: list[str] | None = None) -> int:
         if why_not is not None:
             print(f"bench forward: the WAN emulator cannot run here: {why_not}", file=sys.stderr)
             return 2
-        result = {**head, "count": args.count, **_wan(args)}
+        result = {**head, **({"keys_only": True} if args.keys_only else {"count": args.count}),
+                  **_wan(args)}
     else:
         boot = start_bootstrap()
         try:

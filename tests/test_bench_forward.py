@@ -13,7 +13,8 @@ def test_bench_forward_is_registered_and_its_help_works():
     done = subprocess.run([sys.executable, "-m", "bench", "forward", "--help"],
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
-    for option in ("--mb", "--quick", "--wan", "--count", "--download-mb", "--keystrokes"):
+    for option in ("--mb", "--quick", "--wan", "--count", "--download-mb", "--keystrokes",
+                   "--keys-only"):
         assert option in done.stdout
 
 
@@ -21,6 +22,12 @@ def test_a_bad_count_is_a_usage_error():
     done = subprocess.run([sys.executable, "-m", "bench", "forward", "--count", "0"],
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 2 and "--count must be positive" in done.stderr
+
+
+def test_keys_only_is_for_the_wan_leg():
+    done = subprocess.run([sys.executable, "-m", "bench", "forward", "--keys-only"],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and "--keys-only is for --wan" in done.stderr
 
 
 def test_a_stall_is_under_a_tenth_of_the_median_for_five_seconds():

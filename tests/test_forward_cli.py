@@ -10,9 +10,11 @@ import pytest
 
 from tests.test_cli import NODE, node, one_error_line, run
 from toxbridge.cli.nodeargs import build_config, parse_node_args
-from toxbridge.forward import Destination, LocalForward
+from toxbridge.forward import Destination, LocalForward, StdioForward
 
 KEY = "AB" * 32
+ALICE, BOB = "CD" * 36 + "0000", "EF" * 36 + "0000"  # Tox IDs (their checksums hold)
+TWO_PEERS = ["--peer", f"{ALICE}=alice", "--peer", f"{BOB}=bob"]
 
 
 @pytest.mark.parametrize("args, message", [
@@ -53,6 +55,46 @@ def test_flags_and_the_rules_file_make_the_config(tmp_path):
     assert config.rules.everyone == {Destination("127.0.0.1", 22), Destination("10.0.0.2", 80)}
     assert config.rules.peers == ((bytes.fromhex(KEY), frozenset({Destination("db", 5432)})),)
     assert config.stdio is None
+
+
+def test_each_forward_names_its_peer(tmp_path):
+    """``@PEER`` after a -L or -W; a forward without one reaches ``--via``'s peer."""
+    config = build_config(parse_node_args([
+        *TWO_PEERS, "--secret", "s", "--bootstrap", NODE, "--via", "bob",
+        "-L", "0:127.0.0.1:80@alice", "-L", f"0:127.0.0.1:81@{'CD' * 32}", "-L", "0:web:82",
+        "-W", "127.0.0.1:22@alice"]))
+    assert [f.via for f in config.forwards] == ["alice", "CD" * 32, None]
+    assert config.via == "bob"
+    assert config.stdio == StdioForward(Destination("127.0.0.1", 22), "alice")
+
+
+@pytest.mark.parametrize("args, message", [
+    (["-L", "0:127.0.0.1:80@carol"], "-L 127.0.0.1:0:127.0.0.1:80@carol: 'carol' is neither a "
+     "public key (64 hex digits) nor a peer's name (--peer ID=NAME, --peer-name KEY=NAME)"),
+    (["-W", "127.0.0.1:22@carol"], "-W 127.0.0.1:22@carol: 'carol' is neither"),
+    (["-L", "0:127.0.0.1:80@" + KEY], f"-L 127.0.0.1:0:127.0.0.1:80@{KEY}: {KEY[:16]}... is "
+     "not a peer of this node (its --peer IDs, --peer-name keys)"),
+    (["-L", "0:127.0.0.1:80@alice", "-L", "0:127.0.0.1:81"], "-L 127.0.0.1:0:127.0.0.1:81: "
+     "this node dials 2 peers; say which one it reaches (-L 127.0.0.1:0:127.0.0.1:81@NAME, "
+     "or --via PEER)"),
+    (["-W", "127.0.0.1:22"], "-W 127.0.0.1:22: this node dials 2 peers; say which"),
+    (["--via", "carol", "-L", "0:127.0.0.1:80"], "--via carol: 'carol' is neither"),
+    (["-L", "0:127.0.0.1:80@a b"], "argument -L/--forward: '0:127.0.0.1:80@a b': the peer "
+     "after '@' must be a name, a public key or 'peer'"),
+])
+def test_a_forward_to_an_unknown_or_unnamed_peer_is_one_line(args, message, capsys, tmp_path):
+    argv = [*TWO_PEERS, "--secret", "s", "--bootstrap", NODE, "--profile",
+            str(tmp_path / "p.tox"), *args]
+    assert run(argv) == 2
+    line = one_error_line(capsys.readouterr().err)
+    assert line.startswith("toxbridge: " + message), line
+
+
+def test_a_listener_may_forward_to_a_key_it_has_not_met_yet():
+    """Any allowed peer may come to a listener: its key is not an error (a name is)."""
+    config = build_config(parse_node_args([
+        "--listen", "--secret", "s", "--bootstrap", NODE, "-L", f"0:127.0.0.1:80@{KEY}"]))
+    assert config.forwards[0].via == KEY
 
 
 def test_config_check_says_what_is_forwarded_and_exposed(capsys, tmp_path):

@@ -3,14 +3,16 @@ forward stream's header and answer, byte for byte."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from hypothesis import given, strategies as st
 
 from toxbridge.errors import ConfigError, RemoteProtocolError
 from toxbridge.forward import (FORWARD_KIND, Answer, Destination, LocalForward, Refusal,
                                Rules, Status, decode_header, encode_answer, encode_header,
-                               parse_answer, parse_destination, parse_local_forward,
-                               parse_rules)
+                               StdioForward, parse_answer, parse_destination,
+                               parse_local_forward, parse_rules, parse_stdio_forward)
 
 KEY_A, KEY_B = bytes(range(32)), bytes(range(1, 33))
 
@@ -20,14 +22,41 @@ KEY_A, KEY_B = bytes(range(32)), bytes(range(1, 33))
     ("0.0.0.0:22:Home.LAN:22", LocalForward("0.0.0.0", 22, Destination("home.lan", 22))),
     ("0:localhost:65535", LocalForward("127.0.0.1", 0, Destination("localhost", 65535))),
     ("[::1]:9000:[fe80::1]:443", LocalForward("::1", 9000, Destination("fe80::1", 443))),
+    ("8080:web:80@laptop", LocalForward("127.0.0.1", 8080, Destination("web", 80), "laptop")),
+    ("[::1]:0:[::1]:22@" + "AB" * 32,
+     LocalForward("::1", 0, Destination("::1", 22), "AB" * 32)),
+    ("0:web:80@peer", LocalForward("127.0.0.1", 0, Destination("web", 80), "peer")),
 ])
 def test_local_forward_specs(text, want):
     assert parse_local_forward(text) == want
+    assert parse_local_forward(str(want)) == want  # str() gives a spec back
+
+
+@pytest.mark.parametrize("text, want", [
+    ("127.0.0.1:22", StdioForward(Destination("127.0.0.1", 22))),
+    ("[::1]:22@home", StdioForward(Destination("::1", 22), "home")),
+])
+def test_stdio_forward_specs(text, want):
+    assert parse_stdio_forward(text) == want
+    assert parse_stdio_forward(str(want)) == want
+
+
+@pytest.mark.parametrize("parse, text, why", [
+    (parse_local_forward, "80:host:22@", "the peer after '@' must be"),
+    (parse_local_forward, "80:host:22@a b", "the peer after '@' must be"),
+    (parse_local_forward, "80:host@laptop", "is not [BIND:]LPORT:HOST:PORT[@PEER]"),
+    (parse_local_forward, "80:host:22@x@y", "the peer after '@' must be"),
+    (parse_stdio_forward, "host@laptop", "is not HOST:PORT[@PEER]"),
+    (parse_stdio_forward, "host:22@" + "a" * 65, "the peer after '@' must be"),
+])
+def test_bad_peer_suffixes(parse, text, why):
+    with pytest.raises(ValueError, match=re.escape(why)):
+        parse(text)
 
 
 @pytest.mark.parametrize("text, why", [
-    ("80:host", "is not [BIND:]LPORT:HOST:PORT"),
-    ("a:b:80:host:22", "is not [BIND:]LPORT:HOST:PORT"),
+    ("80:host", "is not [BIND:]LPORT:HOST:PORT[@PEER]"),
+    ("a:b:80:host:22", "is not [BIND:]LPORT:HOST:PORT[@PEER]"),
     ("x:host:22", "local port 'x' is not a port number"),
     ("70000:host:22", "local port 70000 is outside 0..65535"),
     ("80:host:0", "port 0 is outside 1..65535"),

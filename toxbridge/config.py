@@ -6,7 +6,7 @@ import hmac
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .forward import Destination, LocalForward, Rules
+from .forward import LocalForward, Rules, StdioForward
 from .link import DEFAULT_BACKLOG, DEFAULT_IN_FLIGHT, DEFAULT_WINDOW
 from .network import NodeInfo
 
@@ -38,7 +38,7 @@ class Config:
     peers: tuple[bytes, ...] = ()  # --peer: the Tox IDs (38 bytes) we dial, in order
     names: tuple[tuple[bytes, str], ...] = ()  # (public key, short name): --peer ID=NAME, --peer-name
     max_peers: int = 32  # a listener accepts no more (dialed peers count too)
-    via: str | None = None  # --via: the peer -L/-W reach (key or name; None: the first)
+    via: str | None = None  # --via: the peer a -L/-W without @PEER reaches (None: the first)
     secret: bytes | None = None
     allow: frozenset[bytes] = frozenset()  # public keys allowed to befriend a listener
     accept_anyone: bool = False
@@ -54,7 +54,7 @@ class Config:
     control_socket: Path | None = None  # the control socket (toxbridge.control.server); None: none
     app_open: bool = False  # --app-open: processes of any uid may use the bridge port
     forwards: tuple[LocalForward, ...] = ()  # -L (toxbridge.forwarding)
-    stdio: Destination | None = None  # -W: stdin/stdout as one forwarded connection
+    stdio: StdioForward | None = None  # -W: stdin/stdout as one forwarded connection
     rules: Rules = Rules()  # --expose, --expose-file: what peers may reach (nothing)
     hold_open: int = 120  # s forwarded connections stay open while the link is down
     window: int = DEFAULT_WINDOW  # see toxbridge/link/wire.py for these three

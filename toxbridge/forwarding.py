@@ -1,8 +1,9 @@
 """Port forwarding's trio shells in the daemon (docs/forwarding.md).
 
 Forwarding side: a TCP listener per ``-L``; each accepted connection opens one BULK stream
-of kind ``FORWARD_KIND`` whose header names the destination, waits for the exposing side's
-answer (reading the client meanwhile), then pipes bytes both ways. ``-W``: stdin/stdout as one such connection.
+of kind ``FORWARD_KIND`` to the forward's peer (``@PEER``, else ``--via``, else the first),
+whose header names the destination, waits for the exposing side's answer (reading the
+client meanwhile), then pipes bytes both ways. ``-W``: stdin/stdout as one such connection.
 Exposing side: every forward stream the peer opens is checked against the rules, then
 connected with ``trio.open_tcp_stream``; a refusal or a failed connect is answered at once.
 
@@ -15,6 +16,7 @@ with an RST, and a socket that fails (ECONNRESET, EPIPE) resets the stream.
 from __future__ import annotations
 
 import errno
+import functools
 import ipaddress
 import logging
 import socket
@@ -25,8 +27,8 @@ from typing import Callable
 import trio
 
 from .config import Config
-from .forward import (FORWARD_KIND, Answer, Destination, LocalForward, Status, decode_header,
-                      encode_answer, encode_header, parse_answer)
+from .forward import (FORWARD_KIND, Answer, Destination, LocalForward, Status, StdioForward,
+                      decode_header, encode_answer, encode_header, parse_answer)
 from .errors import ConfigError, ForwardError, RemoteProtocolError
 from .localstreams import LocalStream
 from .peertables import FIRST, PeerTables, UnknownPeer
@@ -48,14 +50,15 @@ MAX_CONNECTIONS = 256  # forwarded connections at once, each side (the mux's str
 class _Conn(LocalStream):
     """A forwarded connection's stream; ``poke()`` (any thread) wakes its trio tasks."""
 
-    def __init__(self, token: trio.lowlevel.TrioToken, side: str, label: str) -> None:
+    def __init__(self, token: trio.lowlevel.TrioToken, side: str, label: str,
+                 listen: str | None = None) -> None:
         super().__init__(self._poke)
         self._token = token
         self._event = trio.Event()
         self._pending = False
         self.side, self.label = side, label  # for status
+        self.listen = listen  # the forward's local address ("stdio" for -W); None: exposing
         self.dest: Destination | None = None
-        self.peer_key: bytes | None = None
         self.bytes_out = self.bytes_in = 0  # to the peer, from the peer (not the answer)
         self.since = time.monotonic()
 
@@ -75,8 +78,12 @@ class _Conn(LocalStream):
     async def changed(self) -> None:
         await self._event.wait()
 
-    def status(self) -> dict:
-        return {"side": self.side, "forward": self.label, "stream": self.sid,
+    def status(self, names: PeerTables) -> dict:
+        key = self.peer_key
+        return {"side": self.side, "forward": self.label, "listen": self.listen,
+                "stream": self.sid,
+                "peer": key.hex().upper() if key else None,
+                "peer_name": names.name_of(key) if key else None,
                 "destination": str(self.dest) if self.dest else None,
                 "bytes_to_peer": self.bytes_out, "bytes_from_peer": self.bytes_in,
                 "age_s": round(time.monotonic() - self.since, 1)}
@@ -117,16 +124,16 @@ def _connect_status(exc: OSError) -> tuple[Status, str]:
 
 class Forwarder:
     """The forwards of one node (``config.forwards``, ``config.stdio``) and its exposing
-    side (``config.rules``). ``wake``: tells the tox thread to look at the tables. The
-    forwards reach the peer ``config.via`` names (by default the first peer)."""
+    side (``config.rules``). ``wake``: tells the tox thread to look at the tables. Each
+    forward reaches the peer its ``@PEER`` names, else ``config.via``, else the first."""
 
     def __init__(self, config: Config, tables: PeerTables, wake,
                  announce: Callable[[str], None], link_up: Callable[[bytes], bool]) -> None:
         self._config = config
         self._link_up = link_up  # link_up(key): is that peer's friend connection up?
         self._tables = tables
-        self._via = config.via or FIRST  # the peer -L / -W reach
         self._wake = wake
+        self._guessed: set[str] = set()  # forwards told they reach the first of several
         self._announce = announce
         self._listeners: list[tuple[LocalForward, list[trio.SocketListener]]] = []
         self._conns: set[_Conn] = set()
@@ -157,68 +164,97 @@ class Forwarder:
             self._nursery = nursery
             self._tables.shared.serve_kind(FORWARD_KIND, self._accept_stream)
             for fwd, listeners in self._listeners:
-                self._announce(f"forward {_local_address(listeners)} -> {fwd.destination}")
-                handler = lambda tcp, fwd=fwd: self._forward_tcp(fwd, tcp)  # noqa: E731
-                nursery.start_soon(trio.serve_listeners, handler, listeners)
+                at, via = _local_address(listeners), self._via(fwd)
+                self._announce(f"forward {at} -> {fwd.destination}"
+                               + (f" via {via}" if via != FIRST else ""))
+                nursery.start_soon(trio.serve_listeners,
+                                   functools.partial(self._forward_tcp, fwd, at), listeners)
             task_status.started()
             await self._hold_open()
 
+    def _via(self, fwd: LocalForward | StdioForward) -> str:
+        return fwd.via or self._config.via or FIRST
+
     async def _hold_open(self) -> None:
-        """While the link is down the streams wait (the Link loses nothing); a forwarded
-        connection that waited ``hold_open`` s for it (since it went down, or since the
-        connection began) is reset."""
-        down_since = None
+        """While a peer's link is down its streams wait (the Link loses nothing); a
+        forwarded connection that waited ``hold_open`` s for it (since it went down, or
+        since the connection began) is reset. Each peer's link counts for its own
+        connections only."""
+        down_since: dict[bytes, float] = {}
         while True:
             await trio.sleep(HOLD_OPEN_CHECK)
-            try:
-                up = self._link_up(self._tables.key_of(self._via))
-            except UnknownPeer:
-                up = False
-            if up:
-                down_since = None
-                continue
             now = time.monotonic()
-            if down_since is None:
-                down_since = now
-            late = [c for c in self._conns
-                    if now - max(down_since, c.since) >= self._config.hold_open]
-            if late:
-                log.warning("the link has been down for %.0f s (--hold-open %d): resetting "
-                            "%d forwarded connections", now - down_since,
-                            self._config.hold_open, len(late))
-            for conn in late:
-                self._conns.discard(conn)  # once
-                self._reset(conn, ResetCode.TIMEOUT)
-                conn.poke_local()
+            keys = {c.peer_key for c in self._conns if c.peer_key is not None}
+            for key in keys:
+                if self._link_up(key):
+                    down_since.pop(key, None)
+                else:
+                    down_since.setdefault(key, now)
+            for key in set(down_since) - keys:
+                del down_since[key]  # no connection waits for it: counted anew
+            for key, since in down_since.items():
+                late = [c for c in self._conns if c.peer_key == key
+                        and now - max(since, c.since) >= self._config.hold_open]
+                if not late:
+                    continue
+                log.warning("the link to %s has been down for %.0f s (--hold-open %d): "
+                            "resetting %d forwarded connections", self._peer_label(key),
+                            now - since, self._config.hold_open, len(late))
+                for conn in late:
+                    self._conns.discard(conn)  # once
+                    self._reset(conn, ResetCode.TIMEOUT)
+                    conn.poke_local()
+
+    def _peer_label(self, key: bytes) -> str:
+        return self._tables.name_of(key) or key.hex().upper()[:16]
 
     def status(self, reply: dict) -> None:
-        """The forwards and their open connections, for ``toxbridge status``."""
+        """The forwards (each with its peer), what is exposed, and the open connections
+        with their peer and bytes each way, for ``toxbridge status``; each peer of
+        ``reply["peers"]`` also gets its own forwards and connections (``peers list``)."""
+        conns = [c.status(self._tables) for c in self._conns]
         forwards = []
-        for fwd, listeners in self._listeners:
-            forwards.append({"listen": _local_address(listeners),
-                             "destination": str(fwd.destination)})
+        items = [(fwd, _local_address(listeners)) for fwd, listeners in self._listeners]
         if self._config.stdio is not None:
-            forwards.append({"listen": "stdio", "destination": str(self._config.stdio)})
+            items.append((self._config.stdio, "stdio"))
+        for fwd, listen in items:
+            via = self._via(fwd)
+            try:
+                key = self._tables.key_of(via).hex().upper()
+            except UnknownPeer:
+                key = None  # no peer yet
+            mine = [c for c in conns if c["listen"] == listen]
+            forwards.append({"listen": listen, "destination": str(fwd.destination),
+                             "via": via, "peer": key,
+                             "peer_name": self._tables.name_of(bytes.fromhex(key)) if key else None,
+                             "connections": len(mine),
+                             "bytes_to_peer": sum(c["bytes_to_peer"] for c in mine),
+                             "bytes_from_peer": sum(c["bytes_from_peer"] for c in mine)})
         rules = self._config.rules
         reply["forwards"] = forwards
         reply["exposed"] = sorted(str(d) for d in rules.everyone)
         reply["exposed_per_peer"] = {k.hex().upper(): sorted(str(d) for d in v)
                                      for k, v in rules.peers}
-        reply["forward_connections"] = [c.status() for c in self._conns]
+        reply["forward_connections"] = conns
+        for peer in reply.get("peers", ()):
+            peer["forwards"] = [{k: f[k] for k in ("listen", "destination", "connections")}
+                                for f in forwards if f["peer"] == peer["public_key"]]
+            peer["forward_connections"] = [c for c in conns if c["peer"] == peer["public_key"]]
 
     # -- the forwarding side ------------------------------------------------------------
 
-    def _new(self, side: str, label: str) -> _Conn:
-        conn = _Conn(self._token, side, label)
+    def _new(self, side: str, label: str, listen: str) -> _Conn:
+        conn = _Conn(self._token, side, label, listen)
         self._conns.add(conn)
         return conn
 
-    async def _forward_tcp(self, fwd: LocalForward, tcp: trio.SocketStream) -> None:
-        if len(self._conns) >= MAX_CONNECTIONS:
-            log.warning("-L %s: %d connections already; refusing one", fwd, MAX_CONNECTIONS)
+    async def _forward_tcp(self, fwd: LocalForward, listen: str, tcp: trio.SocketStream) -> None:
+        if sum(c.side == "forward" for c in self._conns) >= MAX_CONNECTIONS:  # this side's
+            log.warning("-L %s: %d forwarded connections already; refusing one", fwd,
+                        MAX_CONNECTIONS)
             _rst(tcp)
             return
-        conn = self._new("forward", str(fwd))
+        conn = self._new("forward", str(fwd), listen)
         try:
             failed = []
             async with trio.open_nursery() as nursery:
@@ -226,7 +262,7 @@ class Forwarder:
                 # (a refusal drops them, as the reset connection would).
                 nursery.start_soon(self._read_early, conn, tcp, failed)
                 try:
-                    answer = await self._open(conn, fwd.destination, OPEN_TIMEOUT)
+                    answer = await self._open(conn, fwd, OPEN_TIMEOUT)
                 finally:
                     nursery.cancel_scope.cancel()
             if answer is None or not answer.ok or failed:
@@ -265,38 +301,46 @@ class Forwarder:
     async def run_stdio(self, stop: Callable[[], None]) -> None:
         """``-W``: stdin/stdout as one connection, once the peer is online; then ``stop``.
         Raises ForwardError if the peer refuses it (the node then exits with its line)."""
-        dest = self._config.stdio
-        conn = self._new("forward", "stdio")
+        fwd = self._config.stdio
+        conn = self._new("forward", "stdio", "stdio")
         try:
             deadline = trio.current_time() + STDIO_WAIT
             while True:
-                answer = await self._open(conn, dest, OPEN_TIMEOUT, quiet_no_peer=True)
+                answer = await self._open(conn, fwd, OPEN_TIMEOUT, quiet_no_peer=True)
                 if answer is not None or trio.current_time() > deadline:
                     break
                 self._conns.discard(conn)
-                conn = self._new("forward", "stdio")  # no peer yet: try again
+                conn = self._new("forward", "stdio", "stdio")  # no peer yet: try again
                 await trio.sleep(0.5)
             answer = answer or Answer(Status.TIMEOUT, "the peer did not come online")
             if not answer.ok:
-                raise ForwardError(f"-W {dest}: {answer.reason}")
+                raise ForwardError(f"-W {fwd}: {answer.reason}")
             await self._pipe(conn, _Stdio())
         finally:
             self._conns.discard(conn)
             stop()
 
-    async def _open(self, conn: _Conn, dest: Destination, timeout: float,
+    async def _open(self, conn: _Conn, fwd: LocalForward | StdioForward, timeout: float,
                     quiet_no_peer: bool = False) -> Answer | None:
-        """Open the stream and wait for the answer; the answer's bytes are consumed.
-        None: no stream (no peer; with ``quiet_no_peer`` not logged)."""
-        ls = conn
+        """Open the stream to the forward's peer and wait for the answer; the answer's
+        bytes are consumed. None: no stream (no such peer; with ``quiet_no_peer`` not
+        logged)."""
+        ls, dest, via = conn, fwd.destination, self._via(fwd)
         ls.kind, ls.priority, ls.header = FORWARD_KIND, Priority.BULK, encode_header(dest)
         conn.dest = dest
         try:
-            table = self._tables.resolve(self._via)
+            table = self._tables.resolve(via)
         except UnknownPeer as exc:
             if not quiet_no_peer:
                 log.warning("forward to %s: no stream: %s", dest, exc)
             return None
+        named = fwd.via or self._config.via
+        if not named and len(self._tables) > 1 and conn.label not in self._guessed:
+            self._guessed.add(conn.label)  # said once per forward
+            log.warning("%s names no peer and this node has %d: it reaches the first, %s "
+                        "(say which: @PEER after the forward, or --via PEER)",
+                        "-W" if conn.label == "stdio" else f"-L {conn.label}",
+                        len(self._tables), self._peer_label(table.peer_key))
         table.request_open(ls)
         self._wake.set()
         answer = None
@@ -351,7 +395,7 @@ class Forwarder:
         if self._incoming >= MAX_CONNECTIONS or self._token is None:
             return None
         conn = _Conn(self._token, "expose", "")
-        conn.peer_key = peer_key
+        conn.peer_key = peer_key  # the exposing side's rules and hold-open go by it
         try:
             self._token.run_sync_soon(self._spawn, conn)
         except trio.RunFinishedError:

@@ -111,6 +111,12 @@ class LinkPath:
         return min(times) if times else None
 
     @property
+    def unsent_bytes(self) -> int:
+        """Bytes our transport holds that it has not transmitted yet."""
+        ep = self._send_ep
+        return ep.unsent_bytes if ep is not None else 0
+
+    @property
     def busy(self) -> bool:
         """Our transport has data in flight or waiting: the loop must run for the pacer."""
         ep = self._send_ep

@@ -241,6 +241,11 @@ class PeerSlot:
             outbound_len or link.unacked_bytes or link.owes_ack or self.path.busy
             or self.io.busy)
 
+    def backlogged(self, outbound_len: int) -> bool:
+        """Bytes wait to be transmitted (not merely to be acknowledged): bulk sending."""
+        return self.state.link != "none" and bool(
+            outbound_len or self.link.unsent_bytes or self.path.unsent_bytes or self.io.busy)
+
     def stuck(self, now: float) -> bool:
         """toxcore's rate is stuck at its floor (crawl.py): time for a fresh connection."""
         return self.state.online and not self.path.active and self.crawl.stuck(now)

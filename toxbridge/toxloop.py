@@ -46,6 +46,11 @@ BUSY_AFTER_TRAFFIC = 1.0  # seconds of fast looping after the last packet either
 # ... when toxcore's UDP socket is watched: arrivals wake the loop by themselves, so only
 # a short tail (a burst's gaps) and our own unfinished sending keep it fast.
 BUSY_AFTER_TRAFFIC_WATCHED = 0.1
+# A busy turn that received at most this many packets, with nothing waiting to be
+# transmitted, may end its wait at the next arrival (interactive traffic; see _wait) ...
+EARLY_WAKE_MAX_PACKETS = 1
+EARLY_WAKES_PER_S = 1000.0  # ... this often on average (so at most twice the cadence),
+EARLY_WAKE_BURST = 2.0  # ... and this many in a row (a keystroke's ack, then its data)
 SNAPSHOT_PERIOD = 0.5  # seconds between status snapshots (see toxbridge.control.snapshot)
 
 
@@ -132,7 +137,8 @@ class ToxLoop(threading.Thread):
         log.debug("toxcore's UDP socket: %s", "not found: a timer paces the idle loop"
                   if self._udp_fd is None else f"fd {self._udp_fd}, watched")
         self._last_traffic = 0.0
-        self._received = False  # a packet arrived during this loop turn
+        self._received_n = 0  # packets from peers during this loop turn
+        self._early_tokens, self._early_at = EARLY_WAKE_BURST, 0.0  # early wakes (_wait)
         self._turn = 0  # which slot goes first this turn (fairness)
         # Status (toxbridge.control.snapshot): published by this thread, read by trio as a whole.
         self.snapshot: NodeSnapshot | None = None
@@ -297,7 +303,8 @@ class ToxLoop(threading.Thread):
         if slot is None:
             return
         self._last_traffic = time.monotonic()
-        self._received = slot.received = True
+        slot.received = True
+        self._received_n += 1
         slot.on_packet(data, self._last_traffic)
 
     def _on_lossy(self, friend: int, data: bytes) -> None:
@@ -305,7 +312,8 @@ class ToxLoop(threading.Thread):
         if slot is None:
             return
         self._last_traffic = time.monotonic()
-        self._received = slot.received = True
+        slot.received = True
+        self._received_n += 1
         slot.on_lossy(data, self._last_traffic)
 
     def peer_event(self) -> dict:
@@ -399,7 +407,7 @@ class ToxLoop(threading.Thread):
             if log.isEnabledFor(logging.DEBUG) and time.monotonic() >= next_tick:
                 next_tick = time.monotonic() + 1
                 self._log_tick()
-            self._received = False
+            self._received_n = 0
             if self._calls:
                 self._run_calls()
             self._bootstrap_again()
@@ -436,9 +444,21 @@ class ToxLoop(threading.Thread):
         sending = any(s.sending(len(outbound) if s is first else 0) for s in slots)
         busy = sending or now - self._last_traffic < (BUSY_AFTER_TRAFFIC_WATCHED if watched
                                                       else BUSY_AFTER_TRAFFIC)
+        # Busy: a steady 1 ms cadence, as measured best with toxcore's congestion control
+        # for bulk (waking on every arriving packet changes how often it runs). While
+        # nothing waits to be transmitted and this turn received at most one packet (a
+        # keystroke in flight, its ack), an arrival also ends the wait, so that the
+        # answer does not first wait up to a period (each end's share of a keystroke's
+        # round trip was ~0.45 ms of it: docs/benchmarks.md). Bulk (a backlog, packets
+        # every turn) keeps the cadence; a bucket keeps the loop below twice its rate.
+        early = False
+        if busy and watched and self._received_n <= EARLY_WAKE_MAX_PACKETS and not any(
+                s.backlogged(len(outbound) if s is first else 0) for s in slots):
+            self._early_tokens = min(EARLY_WAKE_BURST, self._early_tokens
+                                     + (now - self._early_at) * EARLY_WAKES_PER_S)
+            self._early_at = now
+            early = self._early_tokens >= 1
         if busy:
-            # A steady 1 ms cadence, as measured best with toxcore's congestion control
-            # (waking on every arriving packet changes how often it runs).
             period = self.config.busy_period
             for s in slots:  # the transports' pacers or timers, if sooner
                 due = s.path.timeout()
@@ -448,8 +468,10 @@ class ToxLoop(threading.Thread):
             period = tox.iteration_interval()
         else:  # packets from a TCP relay arrive on sockets we do not watch
             period = min(tox.iteration_interval(), self.config.idle_period)
-        if self.wake.wait(period, watched=not busy):
+        if self.wake.wait(period, watched=not busy or early):
             self.wake.clear()
+        elif early and time.monotonic() - now < period:
+            self._early_tokens -= 1  # an arrival ended it
 
     def _pump_all(self) -> bool:
         """Every slot once, starting one further each turn: none waits behind the others

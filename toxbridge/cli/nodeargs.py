@@ -74,6 +74,13 @@ def destination_arg(text: str):
 
 
 @_checked
+def stdio_arg(text: str):
+    from ..forward import parse_stdio_forward
+
+    return parse_stdio_forward(text)
+
+
+@_checked
 def hold_open_arg(text) -> int:
     if isinstance(text, int) and not isinstance(text, bool):
         seconds = text  # from the config file
@@ -228,18 +235,21 @@ def node_parser() -> argparse.ArgumentParser:
     p.add_argument("--app-host", default="127.0.0.1",
                    help="address the app server binds (default 127.0.0.1; others need --public-bind)")
     add_access_arguments(p)
-    p.add_argument("-L", "--forward", action="append", default=[], metavar="[BIND:]LPORT:HOST:PORT",
-                   type=forward_arg, help="connections to LPORT here reach HOST:PORT at the peer "
-                   "(repeatable; BIND default 127.0.0.1; LPORT 0: a free port, announced)")
-    p.add_argument("-W", "--stdio", metavar="HOST:PORT", type=destination_arg,
-                   help="stdin/stdout as one connection to HOST:PORT at the peer, then exit "
-                        "(ssh ProxyCommand); our own lines go to stderr")
+    p.add_argument("-L", "--forward", action="append", default=[],
+                   metavar="[BIND:]LPORT:HOST:PORT[@PEER]", type=forward_arg,
+                   help="connections to LPORT here reach HOST:PORT at PEER (its name or key; "
+                        "default --via); repeatable; BIND default 127.0.0.1; LPORT 0: a free "
+                        "port, announced")
+    p.add_argument("-W", "--stdio", metavar="HOST:PORT[@PEER]", type=stdio_arg,
+                   help="stdin/stdout as one connection to HOST:PORT at PEER (default --via), "
+                        "then exit (ssh ProxyCommand); our own lines go to stderr")
     p.add_argument("--expose", action="append", default=[], metavar="HOST:PORT", type=destination_arg,
                    help="peers may reach HOST:PORT through this node (repeatable; nothing by default)")
     p.add_argument("--expose-file", metavar="FILE", type=Path,
                    help="forwarding rules: destinations for every peer and per peer (docs/forwarding.md)")
     p.add_argument("--via", metavar="PEER",
-                   help="the peer every -L / -W reaches: its public key or name (default: the first peer)")
+                   help="the peer a -L / -W without @PEER reaches: its public key or name "
+                        "(default: the first peer; a node that dials several must say)")
     p.add_argument("--hold-open", metavar="SECONDS", type=hold_open_arg, default=120,
                    help="forwarded connections stay open this long while the Tox link is down "
                         "(default 120)")
@@ -392,15 +402,41 @@ def _peers(args: argparse.Namespace) -> tuple[tuple[bytes, ...], tuple[tuple[byt
             raise ConfigError(f"the peer name {name!r} is given to two peers")
     if len(peers) > args.max_peers:
         raise ConfigError(f"{len(peers)} --peer flags, but --max-peers is {args.max_peers}")
-    if args.via is not None and args.via != "peer" and args.via not in names.values():
-        from ..tox import PUBLIC_KEY_SIZE, parse_key
-
-        try:
-            parse_key(args.via, PUBLIC_KEY_SIZE, "public key")
-        except ValueError:
-            raise ConfigError(f"--via {args.via}: neither a public key (64 hex digits) nor a "
-                              f"peer's name (--peer ID=NAME, --peer-name)") from None
+    _check_forward_peers(args, peers, names)
     return tuple(peers), tuple(names.items())
+
+
+def _check_forward_peers(args: argparse.Namespace, peers: list[bytes],
+                         names: dict[bytes, str]) -> None:
+    """Each forward's peer (``@PEER``, else ``--via``) names a peer this node may have.
+    A name must be configured; a key must be a dialed or named peer's, unless the node
+    listens (any allowed peer may come). A node that dials several peers and is told
+    no peer for a forward is refused: the first of them would be a guess."""
+    from ..tox import PUBLIC_KEY_SIZE, parse_key
+
+    known = {p[:PUBLIC_KEY_SIZE] for p in peers} | set(names)
+
+    def check(what: str, selector: str) -> None:
+        if selector == "peer" or selector in names.values():
+            return
+        try:
+            key = parse_key(selector, PUBLIC_KEY_SIZE, "public key")
+        except ValueError:
+            raise ConfigError(f"{what}: {selector!r} is neither a public key (64 hex digits) "
+                              f"nor a peer's name (--peer ID=NAME, --peer-name KEY=NAME)") from None
+        if not args.listen and key not in known:
+            raise ConfigError(f"{what}: {selector[:16]}... is not a peer of this node "
+                              f"(its --peer IDs, --peer-name keys)")
+
+    if args.via is not None:
+        check(f"--via {args.via}", args.via)
+    forwards = [("-L", f) for f in args.forward] + ([("-W", args.stdio)] if args.stdio else [])
+    for flag, fwd in forwards:
+        if fwd.via is not None:
+            check(f"{flag} {fwd}", fwd.via)
+        elif args.via is None and len(peers) > 1:
+            raise ConfigError(f"{flag} {fwd}: this node dials {len(peers)} peers; say which "
+                              f"one it reaches ({flag} {fwd}@NAME, or --via PEER)")
 
 
 def read_rules(expose: list, path: Path | None):

@@ -95,22 +95,33 @@ def render(status: dict[str, Any]) -> list:
     return out
 
 
+def _peer(entry: dict[str, Any]) -> str:
+    """A forward's or connection's peer: its name, else the start of its key."""
+    return entry.get("peer_name") or (entry.get("peer") or "-")[:12]
+
+
 def _forwards(status: dict[str, Any]) -> list:
-    """Port forwarding: the -L listeners, what is exposed, the open connections."""
+    """Port forwarding: the -L / -W forwards and their peers, what is exposed, the open
+    connections (each with its peer and bytes each way)."""
     out: list = []
     if status.get("forwards"):
-        out.append("forwards: " + ", ".join(f"{f['listen']} -> {f['destination']}"
-                                            for f in status["forwards"]))
+        table = _table("forwards", ("listen", "destination", "peer", "connections", "to peer",
+                                    "from peer"))
+        for f in status["forwards"]:
+            peer = _peer(f) if f.get("peer") else f"{f.get('via', '-')} (none yet)"
+            table.add_row(f["listen"], f["destination"], peer, str(f.get("connections", 0)),
+                          _size(f.get("bytes_to_peer", 0)), _size(f.get("bytes_from_peer", 0)))
+        out.append(table)
     if "exposed" in status:
         per_peer = status.get("exposed_per_peer") or {}
         out.append("exposed to every peer: " + (", ".join(status["exposed"]) or "nothing")
                    + (f"; rules for {len(per_peer)} peers" if per_peer else ""))
     conns = status.get("forward_connections") or []
     if conns:
-        table = _table("forwarded connections", ("side", "destination", "stream", "to peer",
-                                                 "from peer", "age"))
+        table = _table("forwarded connections", ("side", "peer", "destination", "stream",
+                                                 "to peer", "from peer", "age"))
         for c in conns:
-            table.add_row(c["side"], c["destination"] or "-", str(c["stream"]),
+            table.add_row(c["side"], _peer(c), c["destination"] or "-", str(c["stream"]),
                           _size(c["bytes_to_peer"]), _size(c["bytes_from_peer"]),
                           f"{c['age_s']:.0f}s")
         out.append(table)
@@ -177,8 +188,10 @@ def peers_main(argv: list[str]) -> int:
         return _show(reply, [f"removed {reply['peer']} ({reply['streams_reset']} streams reset)"],
                      args.json)
     parser = _parser("toxbridge peers list", "The peers of a running node: key, name, link, "
-                     "transport, streams, round trip, traffic.")
+                     "transport, streams, round trip, traffic; the forwards and forwarded "
+                     "connections with each.")
     args = parser.parse_args(rest)
     status = _ask(parser, args)
-    return _show(status["peers"], render(status)[2:4] if status["peers"] else ["peers: none yet"],
-                 args.json)
+    parts = render(status)[2:4] if status["peers"] else ["peers: none yet"]
+    parts += [p for p in _forwards(status) if not isinstance(p, str)]  # the tables
+    return _show(status["peers"], parts, args.json)

@@ -5,7 +5,8 @@ header and answer (``wire``). Pure: no sockets, no clock, no logging; it imports
 """
 
 from .rules import Refusal, Rules, parse_rules
-from .spec import Destination, LocalForward, parse_destination, parse_local_forward
+from .spec import (Destination, LocalForward, StdioForward, parse_destination,
+                   parse_local_forward, parse_stdio_forward)
 from .wire import (FORWARD_KIND, Answer, Status, decode_header, encode_answer, encode_header,
                    parse_answer)
 
@@ -17,6 +18,7 @@ __all__ = [
     "Refusal",
     "Rules",
     "Status",
+    "StdioForward",
     "decode_header",
     "encode_answer",
     "encode_header",
@@ -24,4 +26,5 @@ __all__ = [
     "parse_destination",
     "parse_local_forward",
     "parse_rules",
+    "parse_stdio_forward",
 ]
