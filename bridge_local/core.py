@@ -163,7 +163,8 @@ class BridgeCore:
                         out[token] = u
         return out
 
-    def session(self, key: bytes) -> Session | None:
+    def peer_session(self, key: bytes) -> Session | None:
+        """The session with the peer bridge whose daemon has the public key ``key``."""
         return self._sessions.get(key)
 
     # ------------------------------------------------------------------ outputs
