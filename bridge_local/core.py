@@ -127,6 +127,7 @@ class BridgeCore:
         self.store = store
         self.files = files  # None: file commands answer 9011
         self.public_key = public_key
+        self._mine = public_key.hex().upper()  # this bridge, as 2001 and 301/302 name it
         self.limits = limits
         self.session = os.urandom(16)
         self._clients: dict[int, _Client] = {}
@@ -279,7 +280,8 @@ class BridgeCore:
                 self._refill(p)
             return
         del self._by_token[token]
-        self._broadcast(status_event(ResultCode.OFFLINE, "local", token, c.user.name))
+        self._broadcast(status_event(ResultCode.OFFLINE, "local", token, c.user.name,
+                                     self._mine))
         for s in self._sessions.values():
             if self._may_send(s):  # ordered after our hello: never early
                 self._control_add(s, wire.encode_user_off(token))
@@ -297,10 +299,9 @@ class BridgeCore:
             if isinstance(command, Login):
                 self._login(c, command, now)
             elif isinstance(command, ListUsers):
-                mine = self.public_key.hex().upper()
                 reply = users_reply(self.users())
                 for u in reply["users"]:  # local users' records stay as in 2000
-                    u.setdefault("bridge", mine)
+                    u.setdefault("bridge", self._mine)
                 self._push(c, reply)
             elif isinstance(command, SendMessage):
                 self._push(c, self._send(c, command, now))
@@ -346,7 +347,8 @@ class BridgeCore:
         conns.append(c.id)
         self._push(c, login_reply(c.user))
         if len(conns) == 1:
-            self._broadcast(status_event(ResultCode.ONLINE, "local", token, command.name), c.id)
+            self._broadcast(status_event(ResultCode.ONLINE, "local", token, command.name,
+                                         self._mine), c.id)
             for s in self._sessions.values():
                 if self._may_send(s):
                     self._control_add(s, wire.encode_user_on(c.user))
@@ -826,7 +828,8 @@ class BridgeCore:
         was = self._reachable(user.token)
         s.users[user.token] = user
         if was is None and user.token not in self._by_token:
-            self._broadcast(status_event(ResultCode.ONLINE, "peer", user.token, user.name))
+            self._broadcast(status_event(ResultCode.ONLINE, "peer", user.token, user.name,
+                                         user.bridge))
         self._retell(user.token, s)
 
     def _route_remove(self, s: Session, token: str) -> None:
@@ -834,7 +837,8 @@ class BridgeCore:
         if gone is None:
             return
         if self._reachable(token) is None and token not in self._by_token:
-            self._broadcast(status_event(ResultCode.OFFLINE, "peer", gone.token, gone.name))
+            self._broadcast(status_event(ResultCode.OFFLINE, "peer", gone.token, gone.name,
+                                         gone.bridge))
         self._retell(token, s)
 
     def _retell(self, token: str, changed: Session) -> None:
@@ -883,7 +887,7 @@ class BridgeCore:
         if not s.peer_up:
             s.peer_up = True
             s.peer_session = hello.session
-            self._broadcast(status_event(ResultCode.ONLINE, "peer"))
+            self._broadcast(status_event(ResultCode.ONLINE, "peer", bridge=s.bridge))
             for u in users.values():
                 self._route_add(s, u)
             # The users behind it, to our other peers; and theirs to it.
@@ -934,7 +938,7 @@ class BridgeCore:
             self.files.set_peer(False, self._now, s.name)
             s.out.clear_xfer()
         s.peer_up = False
-        self._broadcast(status_event(ResultCode.OFFLINE, "peer"))
+        self._broadcast(status_event(ResultCode.OFFLINE, "peer", bridge=s.bridge))
         for token in list(s.users):
             self._route_remove(s, token)
         s.users = {}
