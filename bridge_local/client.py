@@ -206,15 +206,24 @@ async def client_on(stream: trio.SocketStream, name: str | None = None,
     """A client on a stream already connected to an app port (e.g. inside a network
     namespace); logs in as ``name`` if given; the stream is closed on exit."""
     client = Client(stream)
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(client._reader)
-        try:
-            if name is not None:
-                await client.login(name, apptoken)
-            yield client
-        finally:
-            nursery.cancel_scope.cancel()
-            await stream.aclose()
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(client._reader)
+            try:
+                if name is not None:
+                    await client.login(name, apptoken)
+                yield client
+            finally:
+                nursery.cancel_scope.cancel()
+                # Shielded: a checkpoint in the cancelled scope raised Cancelled, which
+                # replaced the body's exception and was then absorbed here, so an error
+                # (a failed assert) inside ``async with open_client(...)`` vanished.
+                with trio.CancelScope(shield=True):
+                    await stream.aclose()
+    except BaseExceptionGroup as group:  # the body's (or the reader's) one exception, as is
+        if len(group.exceptions) != 1:
+            raise
+        raise group.exceptions[0] from None
 
 
 # -- the command-line clients' way to reach a node ----------------------------------------
