@@ -87,6 +87,7 @@ __all__ = ["BULK", "BridgeCore", "CHAT", "Limits"]
 _ID_TIME = struct.Struct(">Q")
 _U64 = (1 << 64) - 1
 _INCOMING_MAX = 1024  # chat messages from the peer queued before they are handled
+_LEGACY_PEER = "legacy_peer"  # meta: the peer that took over the one-peer era's files
 
 
 @dataclass(frozen=True)
@@ -138,6 +139,11 @@ class BridgeCore:
         self._closing: set[int] = set()
         self._notices: deque[str] = deque(maxlen=256)
         self._outbox_count = store.outbox_count()
+        # The one-peer channel era's rows wait for their peer over streams (_adopt_legacy).
+        self._legacy = bool(store.legacy_targets())
+        legacy_peer = store.get_meta(_LEGACY_PEER)
+        if legacy_peer is not None and files is not None:
+            files.adopt_legacy(legacy_peer.decode())
         self._frames_need = 0  # the store's write count when the frames last gained a promise
         self._incoming_count = 0  # chat from the peers, handled by _settle()
         # The daemon's one-peer channel, and the peer bridges (a session each).
@@ -869,6 +875,8 @@ class BridgeCore:
         if s.peer_up and hello.session != s.peer_session:
             self._peer_down(s)  # the peer bridge restarted without saying bye
         s.bridge = bridge
+        if s.split and self._legacy:
+            self._adopt_legacy(s, hello.key)
         for token, name in hello.known:
             self.store.remember_user(token, name, "peer", now, bridge, s.name, 0)
         for token, name, origin, hops in hello.relay:
@@ -910,6 +918,23 @@ class BridgeCore:
                 if s.files_up:
                     self.files.set_peer(True, now, s.name)
                 self._files_flush()
+
+    def _adopt_legacy(self, s: Session, key: bytes) -> None:
+        """An upgrade from the one-peer channel: what it left for its one peer (outbox rows
+        and users without a peer bridge) is the peer's whose key their tokens derive from;
+        that peer's are its now, and so are the file entries of that era (the first such
+        peer is the era's one peer: recorded in the store's meta)."""
+        targets = self.store.legacy_targets()
+        mine = [t for t, name in targets if make_token(key, name) == t]
+        if mine:
+            moved = self.store.adopt_legacy(mine, s.name, s.bridge)
+            if self.store.get_meta(_LEGACY_PEER) is None:
+                self.store.set_meta(_LEGACY_PEER, s.name.encode())
+                if self.files is not None:
+                    self.files.adopt_legacy(s.name)
+            self._notices.append(f"the one-peer era's {moved} queued messages and "
+                                 f"{len(mine)} users are the peer bridge{_label(s)}'s")
+        self._legacy = len(mine) < len(targets)
 
     def _files_flush(self) -> None:
         """Move what the file service produced to the clients and the peer bridges."""
