@@ -52,6 +52,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from toxbridge.errors import RemoteProtocolError
+from toxbridge.fragment import FragmentError
 
 from . import wire
 from .protocol import (
@@ -152,7 +153,7 @@ class BridgeCore:
         self._by_name: dict[str, Session] = {}
         self._now = now
         self.stats = {"sent_local": 0, "sent_peer": 0, "received_peer": 0, "duplicates": 0,
-                      "peer_errors": 0, "relayed": 0}
+                      "peer_errors": 0, "bad_fragments": 0, "relayed": 0}
 
     @property
     def peer_up(self) -> bool:
@@ -617,6 +618,8 @@ class BridgeCore:
             command = wire.decode(message.data)
         except RemoteProtocolError as exc:
             self.stats["peer_errors"] += 1
+            if isinstance(exc, FragmentError):  # a fragment without its start, ...
+                self.stats["bad_fragments"] += 1
             self._notices.append(f"from the peer bridge{_label(s)}: {exc}")
             return
         if isinstance(command, wire.Msg):

@@ -682,3 +682,16 @@ def _reassemble(frames: list[bytes]) -> list[bytes]:
     from toxbridge.fragment import Reassembler
     r = Reassembler()
     return [m.data for f in frames if (m := r.receive_frame(f, T0)) is not None]
+
+
+def test_a_fragment_without_its_start_is_counted_as_a_bad_fragment() -> None:
+    """What tests/test_flaps.py counts over streams (bad_fragments, asserted 0)."""
+    from toxbridge.fragment import Fragmenter
+    node = Node(KEY_A)
+    node.core.daemon_connected(T0)
+    frag = Fragmenter()
+    frag.send(wire.encode_ping() * 2000)  # several fragments
+    frag.next_frame()  # its start never arrives
+    node.core.daemon_data(frag.next_frame(), T0)
+    assert (node.core.stats["bad_fragments"], node.core.stats["peer_errors"]) == (1, 1)
+    assert any("missing-start" in n for n in node.core.take_notices())
