@@ -11,7 +11,7 @@ from functools import partial
 import pytest
 import trio
 
-from bridge_local.client import BridgeError, open_client
+from bridge_local.client import BridgeError, open_client, open_nursery
 
 
 async def app_port(nursery: trio.Nursery, answer: bytes) -> int:
@@ -48,3 +48,16 @@ async def test_a_cancelled_client_block_is_cancelled_not_an_error(nursery):
         async with open_client(port):
             await trio.sleep_forever()
     assert scope.cancelled_caught
+
+
+async def test_open_nursery_lets_one_error_out_as_itself_and_keeps_several_a_group():
+    async def fail(exc: Exception) -> None:
+        raise exc
+    with pytest.raises(KeyError):
+        async with open_nursery() as nursery:
+            nursery.start_soon(fail, KeyError("one"))
+    with pytest.raises(ExceptionGroup) as info:
+        async with open_nursery() as nursery:
+            nursery.start_soon(fail, KeyError("one"))
+            nursery.start_soon(fail, ValueError("two"))
+    assert {type(e) for e in info.value.exceptions} == {KeyError, ValueError}
