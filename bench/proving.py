@@ -312,6 +312,11 @@ async def flaps(network: NodeInfo | None, workdir: Path, *, seconds=FLAP_SECONDS
                                      and all("md5_ok" in f for f in files), drain)
                         traffic.cancel_scope.cancel()
                     drained = time.monotonic() - started
+                    # Over streams (both bridges): every fragment arrives with its start.
+                    over_streams = ba.links is not None and bb.links is not None
+                    peer_errors = ba.core.stats["peer_errors"] + bb.core.stats["peer_errors"]
+                    bad_fragments = (ba.core.stats["bad_fragments"]
+                                     + bb.core.stats["bad_fragments"])
                     bridges.cancel_scope.cancel()
     for cut in cuts:
         cut["caught_up_s"] = _caught_up(cut.pop("_t1"), cut.pop("_sent"), raw_a, raw_b)
@@ -338,6 +343,9 @@ async def flaps(network: NodeInfo | None, workdir: Path, *, seconds=FLAP_SECONDS
         "messages_duplicated": sum(s.chat.duplicated for s in chats),
         "messages_reordered": sum(s.chat.reordered for s in chats),
         "message_codes": _sum_codes(chats),
+        "bridges_over_streams": over_streams,
+        "bridge_peer_errors": peer_errors,  # bad commands or fragments from a peer bridge
+        "bad_fragments": bad_fragments,  # of those, fragments ("missing-start", ...)
         "files": len(files),
         "files_ok": sum(f.get("md5_ok") is True for f in files),
         "files_bad": sum(f.get("md5_ok") is False for f in files),  # wrong md5 or timed out

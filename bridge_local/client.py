@@ -28,7 +28,7 @@ import trio
 from .protocol import DEFAULT_MAX_LINE_LENGTH, LineDecoder, LineTooLong, jsonfast
 
 __all__ = ["BridgeError", "Client", "EVENT_COMMANDS", "TRANSFER_COMMANDS", "add_app_arguments",
-           "app_options", "client_on", "open_client"]
+           "app_options", "client_on", "open_client", "open_nursery"]
 
 EVENT_COMMANDS = frozenset({2003, 301, 302, 5003})
 TRANSFER_COMMANDS = frozenset({7000, 7001, 7010, 7070, 7080, 8000, 8001, 8010})
@@ -206,7 +206,7 @@ async def client_on(stream: trio.SocketStream, name: str | None = None,
     """A client on a stream already connected to an app port (e.g. inside a network
     namespace); logs in as ``name`` if given; the stream is closed on exit."""
     client = Client(stream)
-    async with trio.open_nursery() as nursery:
+    async with open_nursery() as nursery:
         nursery.start_soon(client._reader)
         try:
             if name is not None:
@@ -214,7 +214,25 @@ async def client_on(stream: trio.SocketStream, name: str | None = None,
             yield client
         finally:
             nursery.cancel_scope.cancel()
-            await stream.aclose()
+            # Shielded: a checkpoint in the cancelled scope raised Cancelled, which
+            # replaced the body's exception and was then absorbed here, so an error
+            # (a failed assert) inside ``async with open_client(...)`` vanished.
+            with trio.CancelScope(shield=True):
+                await stream.aclose()
+
+
+@asynccontextmanager
+async def open_nursery() -> AsyncIterator[trio.Nursery]:
+    """A trio nursery whose one exception comes out as itself, not in an ExceptionGroup:
+    what the client's calls document (BridgeError, TransferFailed, a caller's own error in
+    its ``async with`` block) is what a caller can catch. Several stay a group."""
+    try:
+        async with trio.open_nursery() as nursery:
+            yield nursery
+    except BaseExceptionGroup as group:
+        if len(group.exceptions) != 1:
+            raise
+        raise group.exceptions[0] from None
 
 
 # -- the command-line clients' way to reach a node ----------------------------------------

@@ -52,6 +52,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from toxbridge.errors import RemoteProtocolError
+from toxbridge.fragment import FragmentError
 
 from . import wire
 from .protocol import (
@@ -87,6 +88,7 @@ __all__ = ["BULK", "BridgeCore", "CHAT", "Limits"]
 _ID_TIME = struct.Struct(">Q")
 _U64 = (1 << 64) - 1
 _INCOMING_MAX = 1024  # chat messages from the peer queued before they are handled
+_LEGACY_PEER = "legacy_peer"  # meta: the peer that took over the one-peer era's files
 
 
 @dataclass(frozen=True)
@@ -127,6 +129,7 @@ class BridgeCore:
         self.store = store
         self.files = files  # None: file commands answer 9011
         self.public_key = public_key
+        self._mine = public_key.hex().upper()  # this bridge, as 2001 and 301/302 name it
         self.limits = limits
         self.session = os.urandom(16)
         self._clients: dict[int, _Client] = {}
@@ -137,6 +140,11 @@ class BridgeCore:
         self._closing: set[int] = set()
         self._notices: deque[str] = deque(maxlen=256)
         self._outbox_count = store.outbox_count()
+        # The one-peer channel era's rows wait for their peer over streams (_adopt_legacy).
+        self._legacy = bool(store.legacy_targets())
+        legacy_peer = store.get_meta(_LEGACY_PEER)
+        if legacy_peer is not None and files is not None:
+            files.adopt_legacy(legacy_peer.decode())
         self._frames_need = 0  # the store's write count when the frames last gained a promise
         self._incoming_count = 0  # chat from the peers, handled by _settle()
         # The daemon's one-peer channel, and the peer bridges (a session each).
@@ -145,7 +153,7 @@ class BridgeCore:
         self._by_name: dict[str, Session] = {}
         self._now = now
         self.stats = {"sent_local": 0, "sent_peer": 0, "received_peer": 0, "duplicates": 0,
-                      "peer_errors": 0, "relayed": 0}
+                      "peer_errors": 0, "bad_fragments": 0, "relayed": 0}
 
     @property
     def peer_up(self) -> bool:
@@ -163,7 +171,8 @@ class BridgeCore:
                         out[token] = u
         return out
 
-    def session(self, key: bytes) -> Session | None:
+    def peer_session(self, key: bytes) -> Session | None:
+        """The session with the peer bridge whose daemon has the public key ``key``."""
         return self._sessions.get(key)
 
     # ------------------------------------------------------------------ outputs
@@ -278,7 +287,8 @@ class BridgeCore:
                 self._refill(p)
             return
         del self._by_token[token]
-        self._broadcast(status_event(ResultCode.OFFLINE, "local", token, c.user.name))
+        self._broadcast(status_event(ResultCode.OFFLINE, "local", token, c.user.name,
+                                     self._mine))
         for s in self._sessions.values():
             if self._may_send(s):  # ordered after our hello: never early
                 self._control_add(s, wire.encode_user_off(token))
@@ -296,10 +306,9 @@ class BridgeCore:
             if isinstance(command, Login):
                 self._login(c, command, now)
             elif isinstance(command, ListUsers):
-                mine = self.public_key.hex().upper()
                 reply = users_reply(self.users())
                 for u in reply["users"]:  # local users' records stay as in 2000
-                    u.setdefault("bridge", mine)
+                    u.setdefault("bridge", self._mine)
                 self._push(c, reply)
             elif isinstance(command, SendMessage):
                 self._push(c, self._send(c, command, now))
@@ -345,7 +354,8 @@ class BridgeCore:
         conns.append(c.id)
         self._push(c, login_reply(c.user))
         if len(conns) == 1:
-            self._broadcast(status_event(ResultCode.ONLINE, "local", token, command.name), c.id)
+            self._broadcast(status_event(ResultCode.ONLINE, "local", token, command.name,
+                                         self._mine), c.id)
             for s in self._sessions.values():
                 if self._may_send(s):
                     self._control_add(s, wire.encode_user_on(c.user))
@@ -608,6 +618,8 @@ class BridgeCore:
             command = wire.decode(message.data)
         except RemoteProtocolError as exc:
             self.stats["peer_errors"] += 1
+            if isinstance(exc, FragmentError):  # a fragment without its start, ...
+                self.stats["bad_fragments"] += 1
             self._notices.append(f"from the peer bridge{_label(s)}: {exc}")
             return
         if isinstance(command, wire.Msg):
@@ -825,7 +837,8 @@ class BridgeCore:
         was = self._reachable(user.token)
         s.users[user.token] = user
         if was is None and user.token not in self._by_token:
-            self._broadcast(status_event(ResultCode.ONLINE, "peer", user.token, user.name))
+            self._broadcast(status_event(ResultCode.ONLINE, "peer", user.token, user.name,
+                                         user.bridge))
         self._retell(user.token, s)
 
     def _route_remove(self, s: Session, token: str) -> None:
@@ -833,7 +846,8 @@ class BridgeCore:
         if gone is None:
             return
         if self._reachable(token) is None and token not in self._by_token:
-            self._broadcast(status_event(ResultCode.OFFLINE, "peer", gone.token, gone.name))
+            self._broadcast(status_event(ResultCode.OFFLINE, "peer", gone.token, gone.name,
+                                         gone.bridge))
         self._retell(token, s)
 
     def _retell(self, token: str, changed: Session) -> None:
@@ -864,6 +878,8 @@ class BridgeCore:
         if s.peer_up and hello.session != s.peer_session:
             self._peer_down(s)  # the peer bridge restarted without saying bye
         s.bridge = bridge
+        if s.split and self._legacy:
+            self._adopt_legacy(s, hello.key)
         for token, name in hello.known:
             self.store.remember_user(token, name, "peer", now, bridge, s.name, 0)
         for token, name, origin, hops in hello.relay:
@@ -882,7 +898,7 @@ class BridgeCore:
         if not s.peer_up:
             s.peer_up = True
             s.peer_session = hello.session
-            self._broadcast(status_event(ResultCode.ONLINE, "peer"))
+            self._broadcast(status_event(ResultCode.ONLINE, "peer", bridge=s.bridge))
             for u in users.values():
                 self._route_add(s, u)
             # The users behind it, to our other peers; and theirs to it.
@@ -905,6 +921,23 @@ class BridgeCore:
                 if s.files_up:
                     self.files.set_peer(True, now, s.name)
                 self._files_flush()
+
+    def _adopt_legacy(self, s: Session, key: bytes) -> None:
+        """An upgrade from the one-peer channel: what it left for its one peer (outbox rows
+        and users without a peer bridge) is the peer's whose key their tokens derive from;
+        that peer's are its now, and so are the file entries of that era (the first such
+        peer is the era's one peer: recorded in the store's meta)."""
+        targets = self.store.legacy_targets()
+        mine = [t for t, name in targets if make_token(key, name) == t]
+        if mine:
+            moved = self.store.adopt_legacy(mine, s.name, s.bridge)
+            if self.store.get_meta(_LEGACY_PEER) is None:
+                self.store.set_meta(_LEGACY_PEER, s.name.encode())
+                if self.files is not None:
+                    self.files.adopt_legacy(s.name)
+            self._notices.append(f"the one-peer era's {moved} queued messages and "
+                                 f"{len(mine)} users are the peer bridge{_label(s)}'s")
+        self._legacy = len(mine) < len(targets)
 
     def _files_flush(self) -> None:
         """Move what the file service produced to the clients and the peer bridges."""
@@ -933,7 +966,7 @@ class BridgeCore:
             self.files.set_peer(False, self._now, s.name)
             s.out.clear_xfer()
         s.peer_up = False
-        self._broadcast(status_event(ResultCode.OFFLINE, "peer"))
+        self._broadcast(status_event(ResultCode.OFFLINE, "peer", bridge=s.bridge))
         for token in list(s.users):
             self._route_remove(s, token)
         s.users = {}

@@ -40,7 +40,7 @@ import trio
 
 from toxbridge.usage import USER_ERROR, OneLineParser
 
-from .client import BridgeError, Client, add_app_arguments, app_options, open_client
+from .client import BridgeError, Client, add_app_arguments, app_options, open_client, open_nursery
 from .filestore import FileStore, StoreError, display_name, drive
 from .transfer import (
     Aborted,
@@ -148,7 +148,7 @@ async def _run(client: Client, t: Any, resource: Any, inbox: trio.MemoryReceiveC
         await merged_send.send(("closed",))
 
     merged_send, merged = trio.open_memory_channel[Any](0)
-    async with trio.open_nursery() as nursery:
+    async with open_nursery() as nursery:  # TransferFailed comes out as itself
         nursery.start_soon(pump_local)
         nursery.start_soon(pump_remote)
         try:

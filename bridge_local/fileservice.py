@@ -96,6 +96,7 @@ class FileService:
         self._res: dict[int, Any] = {}  # id(machine) -> its resource
         self._seen: dict[int, TransferStatistics] = {}  # id(machine) -> statistics counted
         self.outgoing: list[tuple[str, str]] = self._load_outgoing()  # (fileid, peer)
+        self.legacy_peer: str | None = None  # who took over the one-peer era's files
         self.counters: OrderedDict[str, Counter[str]] = OrderedDict()
         self.up: set[str] = set()  # the peers whose session (and bulk lane) is up
         self._client_out: list[tuple[int, dict[str, Any]]] = []
@@ -458,6 +459,20 @@ class FileService:
             sender.start(now)
             self._flush(sender, ("peer", peer, out_table), now)
 
+    def adopt_legacy(self, peer: str) -> None:
+        """The one-peer channel era's peer is ``peer`` now (an upgrade to many peers): its
+        files still to send (``outgoing.json`` entries with peer '') go to ``peer``, and its
+        partial files (meta ``{"peer": 1}``) are resumed from ``peer``."""
+        self.legacy_peer = peer
+        if any(p == "" for _, p in self.outgoing):
+            self.outgoing = list(dict.fromkeys((f, p or peer) for f, p in self.outgoing))
+            self._save_outgoing()
+
+    def _from(self, meta: dict[str, Any], peer: str) -> bool:
+        """A partial file with ``meta`` was coming from the peer bridge ``peer``."""
+        want = meta.get("peer")
+        return want == (peer or 1) or (want == 1 and bool(peer) and peer == self.legacy_peer)
+
     def set_peer(self, up: bool, now: float, peer: str = "") -> None:
         """The session with the peer bridge ``peer`` came up (resync everything) or went
         down."""
@@ -476,7 +491,7 @@ class FileService:
                 t.start(now)
             self._flush(t, ("peer", peer, out_table), now)
         for fileid, meta in self.store.partials():
-            if meta.get("peer") != (peer or 1) or in_table.get(fileid) is not None:
+            if not self._from(meta, peer) or in_table.get(fileid) is not None:
                 continue
             info = self.store.partial_info(fileid)
             if info is None:

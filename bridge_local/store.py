@@ -349,6 +349,33 @@ class Store:
                 self._run(f"DELETE FROM peer_outbox WHERE id IN ({_marks(len(chunk))})", chunk,
                           flush=False)
 
+    # -- the one-peer era ----------------------------------------------------------
+
+    def legacy_targets(self) -> list[tuple[str, str]]:
+        """(token, name) of what the one-peer channel era left without a peer bridge: the
+        peer users seen without a bridge, and the targets of peer outbox rows without a
+        peer ('': the channel's one peer). Over streams they wait for their peer."""
+        rows = self._run(
+            "SELECT token, name FROM users WHERE side = 'peer' AND (bridge = '' OR token IN"
+            " (SELECT substr(pair, instr(pair, ' ') + 1) FROM peer_outbox WHERE peer = ''))")
+        return [(str(t), str(n)) for t, n in rows]
+
+    def adopt_legacy(self, tokens: list[str], peer: str, bridge: str) -> int:
+        """The users ``tokens`` are the peer bridge ``bridge``'s, reached through the peer
+        ``peer``: their rows without a peer are that peer's now. Returns the rows moved."""
+        self.writes += 1
+        moved = 0
+        for start in range(0, len(tokens), _IN_MAX):
+            chunk = tokens[start:start + _IN_MAX]
+            marks = _marks(len(chunk))
+            moved += self._run(
+                f"UPDATE peer_outbox SET peer = ? WHERE peer = '' AND"
+                f" substr(pair, instr(pair, ' ') + 1) IN ({marks})", [peer, *chunk]).rowcount
+            self._run(f"UPDATE users SET bridge = ?, via = ?, hops = 0 WHERE side = 'peer'"
+                      f" AND bridge = '' AND token IN ({marks})", [bridge, peer, *chunk],
+                      flush=False)
+        return moved
+
     def outbox_count(self) -> int:
         """Messages waiting in both outboxes."""
         row = self._run(

@@ -22,6 +22,7 @@ from bridge_local.store import Store
 
 KEY_A = bytes(range(32))
 KEY_B = bytes(range(100, 132))
+HEX_A, HEX_B = KEY_A.hex().upper(), KEY_B.hex().upper()  # 301/302 name the bridge
 T0 = 1_700_000_000.0
 
 
@@ -152,14 +153,15 @@ def test_users_lists_both_bridges_and_logins_are_announced_on_both(net: Net) -> 
     a1, ta = net.a.login("alice")
     b1, tb = net.b.login("bob")
     net.run()
-    assert net.a.events(a1) == [{"command": 301, "side": "peer", "token": tb, "name": "bob"}]
+    assert net.a.events(a1) == [{"command": 301, "side": "peer", "token": tb, "name": "bob",
+                                 "bridge": HEX_B}]
     users = net.a.line(a1, {"command": 1001, "token": ta})["users"]
     assert [(u["name"], u["side"]) for u in users] == [("alice", "local"), ("bob", "peer")]
     users = net.b.line(b1, {"command": 1001, "token": tb})["users"]
     assert [(u["name"], u["side"]) for u in users] == [("bob", "local"), ("alice", "peer")]
     a2, _ = net.a.login("carol")
     net.run()
-    assert net.a.events(a1)[-1] == {"command": 301, "side": "local",
+    assert net.a.events(a1)[-1] == {"command": 301, "side": "local", "bridge": HEX_A,
                                     "token": make_token(KEY_A, "carol"), "name": "carol"}
     assert net.b.events(b1)[-1]["name"] == "carol" and net.b.events(b1)[-1]["side"] == "peer"
     assert net.a.events(a2) == []  # one's own login is not announced to oneself
@@ -175,13 +177,13 @@ def test_peer_bridge_online_offline_events_name_the_bridge_then_its_users(net: N
     net.run()
     net.a.inbox[a1].clear()
     net.link(302)
-    assert net.a.events(a1) == [{"command": 302, "side": "peer"},
-                                {"command": 302, "side": "peer",
+    assert net.a.events(a1) == [{"command": 302, "side": "peer", "bridge": HEX_B},
+                                {"command": 302, "side": "peer", "bridge": HEX_B,
                                  "token": make_token(KEY_B, "bob"), "name": "bob"}]
     net.a.inbox[a1].clear()
     net.link(301)
-    assert net.a.events(a1) == [{"command": 301, "side": "peer"},
-                                {"command": 301, "side": "peer",
+    assert net.a.events(a1) == [{"command": 301, "side": "peer", "bridge": HEX_B},
+                                {"command": 301, "side": "peer", "bridge": HEX_B,
                                  "token": make_token(KEY_B, "bob"), "name": "bob"}]
 
 
@@ -438,7 +440,7 @@ def test_peer_bridge_that_goes_silent_is_declared_offline(net: Net) -> None:
     net.a.core.tick(net.now)
     net.a.collect()
     assert not net.a.core.peer_up
-    assert net.a.events(a1)[-2:][0] == {"command": 302, "side": "peer"}
+    assert net.a.events(a1)[-2:][0] == {"command": 302, "side": "peer", "bridge": HEX_B}
 
 
 def test_bye_takes_the_peer_bridge_offline_at_once(net: Net) -> None:
@@ -446,7 +448,7 @@ def test_bye_takes_the_peer_bridge_offline_at_once(net: Net) -> None:
     net.b.core.shutdown()
     net.run()
     assert not net.a.core.peer_up
-    assert net.a.events(a1)[-1] == {"command": 302, "side": "peer"}
+    assert net.a.events(a1)[-1] == {"command": 302, "side": "peer", "bridge": HEX_B}
 
 
 def test_a_restarted_peer_bridge_is_seen_offline_then_online(tmp_path: Path) -> None:
@@ -457,8 +459,8 @@ def test_a_restarted_peer_bridge_is_seen_offline_then_online(tmp_path: Path) -> 
     net.a.inbox[a1].clear()
     net.b.restart()  # crashed: no bye; its new hello carries a new session
     net.up()
-    assert net.a.events(a1)[:2] == [{"command": 302, "side": "peer"},
-                                    {"command": 301, "side": "peer"}]
+    assert net.a.events(a1)[:2] == [{"command": 302, "side": "peer", "bridge": HEX_B},
+                                    {"command": 301, "side": "peer", "bridge": HEX_B}]
 
 
 def test_wire_commands_round_trip() -> None:
@@ -568,7 +570,8 @@ def test_a_login_before_the_session_is_up_is_still_announced(net: Net) -> None:
     b1, tb = net.b.login("bob")
     net.run()
     assert net.b.core.peer_up
-    assert {"command": 301, "side": "peer", "token": tb, "name": "bob"} in net.a.events(a1)
+    assert {"command": 301, "side": "peer", "token": tb, "name": "bob",
+            "bridge": HEX_B} in net.a.events(a1)
     assert [u["name"] for u in net.a.line(a1, {"command": 1001, "token": net.a.core.users()[0].token})["users"]] == ["alice", "bob"]
 
 
@@ -679,3 +682,16 @@ def _reassemble(frames: list[bytes]) -> list[bytes]:
     from toxbridge.fragment import Reassembler
     r = Reassembler()
     return [m.data for f in frames if (m := r.receive_frame(f, T0)) is not None]
+
+
+def test_a_fragment_without_its_start_is_counted_as_a_bad_fragment() -> None:
+    """What tests/test_flaps.py counts over streams (bad_fragments, asserted 0)."""
+    from toxbridge.fragment import Fragmenter
+    node = Node(KEY_A)
+    node.core.daemon_connected(T0)
+    frag = Fragmenter()
+    frag.send(wire.encode_ping() * 2000)  # several fragments
+    frag.next_frame()  # its start never arrives
+    node.core.daemon_data(frag.next_frame(), T0)
+    assert (node.core.stats["bad_fragments"], node.core.stats["peer_errors"]) == (1, 1)
+    assert any("missing-start" in n for n in node.core.take_notices())

@@ -398,8 +398,11 @@ async def test_hostile_names_size_limit_and_quota_give_clear_errors_and_stay_in_
     with trio.fail_after(60):
         a = await start_bridge(nursery, pair[0].port, store_dir, files)
         async with open_client(a.app_port, name=names("alice")) as alice:
+            # Small: five of them and a file at the size limit fit the quota (this block's
+            # failures were swallowed by the client until it was fixed; five 2 MB copies
+            # never fitted 5 MB).
             ok = tmp_path / "ok.bin"
-            random_file(ok, 2 * MB)
+            random_file(ok, 100_000)
             from bridge_local.files import FileRef, file_ref
             base = file_ref(ok)
             for hostile in ("../../etc/passwd", "/etc/passwd", "..", "a" * 128, "x\\..\\y"):
@@ -414,6 +417,9 @@ async def test_hostile_names_size_limit_and_quota_give_clear_errors_and_stay_in_
             with pytest.raises(TransferFailed) as info:
                 await upload(alice, big)
             assert info.value.code == 7110 and "limit" in str(info.value)
+            fill = tmp_path / "fill.bin"
+            random_file(fill, 3 * MB)  # at the size limit: taken
+            await upload(alice, fill)
             second = tmp_path / "second.bin"
             random_file(second, 2 * MB)
             with pytest.raises(TransferFailed) as info:

@@ -188,8 +188,9 @@ async def test_status_events_on_login_logout_and_peer_bridge_stop_and_restart(
                     open_client(a.app_port, name=names("carol")) as carol:
                 async with open_client(b.app_port, name=names("bob")) as bob:
                     ev = await alice.wait_event(command=301, name=names("bob"))
+                    kb = pair[1].tox_id[:64]  # every 301/302 names its bridge
                     assert ev == {"command": 301, "side": "peer", "token": bob.token,
-                                  "name": names("bob")}
+                                  "name": names("bob"), "bridge": kb}
                     async with open_client(a.app_port, name=names("erin")) as erin:
                         ev = await bob.wait_event(command=301, name=names("erin"))
                         assert ev["side"] == "peer" and ev["token"] == erin.token
@@ -202,12 +203,14 @@ async def test_status_events_on_login_logout_and_peer_bridge_stop_and_restart(
                         == "local"
                     # The peer bridge stops: the bridge goes offline, then its users.
                     await b.stop()
-                    assert await alice.next_event() == {"command": 302, "side": "peer"}
+                    assert await alice.next_event() == {"command": 302, "side": "peer",
+                                                        "bridge": kb}
                     ev = await alice.next_event()
                     assert ev == {"command": 302, "side": "peer", "token": bob.token,
-                                  "name": names("bob")}
+                                  "name": names("bob"), "bridge": kb}
                 b = await start_bridge(nursery, pair[1].port, tmp_path / "b")
-                assert await alice.wait_event(command=301) == {"command": 301, "side": "peer"}
+                assert await alice.wait_event(command=301) == {"command": 301, "side": "peer",
+                                                               "bridge": kb}
                 async with open_client(b.app_port, name=names("bob")) as bob:
                     await alice.wait_event(command=301, name=names("bob"))
                     assert (await carol.wait_event(command=301, side="peer", name=names("bob")))

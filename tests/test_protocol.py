@@ -412,6 +412,11 @@ REPLIES = [
     ),
     (status_event(ResultCode.ONLINE, "peer", "bb" * 16, "bob"), b'{"command":301,"side":"peer","token":"' + b"b" * 32 + b'","name":"bob"}\n'),
     (status_event(ResultCode.OFFLINE, "peer"), b'{"command":302,"side":"peer"}\n'),
+    (status_event(ResultCode.OFFLINE, "peer", bridge="AB" * 32),
+     b'{"command":302,"side":"peer","bridge":"' + b"AB" * 32 + b'"}\n'),
+    (status_event(ResultCode.ONLINE, "local", "cc" * 16, "carol", "CD" * 32),
+     b'{"command":301,"side":"local","token":"' + b"c" * 32 + b'","name":"carol","bridge":"'
+     + b"CD" * 32 + b'"}\n'),
     (error_reply(ErrorCode.INTERNAL_ERROR, "oops"), b'{"command":9000,"code":9012,"message":"oops"}\n'),
 ]
 

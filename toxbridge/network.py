@@ -85,7 +85,9 @@ def loopback_options(**overrides) -> ToxOptions:
 
 def die_with_parent() -> None:
     """In a child before exec: ask Linux to SIGTERM it when its parent dies, so a
-    killed test run leaves no node behind (a no-op elsewhere)."""
+    killed test run leaves no node behind (a no-op elsewhere). The "parent" is the thread
+    that started the child: start nodes from a thread that lives as long as they should
+    (not ``trio.to_thread``, whose idle workers exit after ~10 s and take the child along)."""
     try:
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG

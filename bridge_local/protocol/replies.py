@@ -181,10 +181,12 @@ def history_reply(messages: Iterable[ChatMessage]) -> dict[str, Any]:
 
 
 def status_event(
-    code: ResultCode, side: str, token: str | None = None, name: str | None = None
+    code: ResultCode, side: str, token: str | None = None, name: str | None = None,
+    bridge: str = "",
 ) -> dict[str, Any]:
     """``301``/``302``: a user (token and name given) or, without them, the peer bridge itself
-    came online or went offline."""
+    came online or went offline. ``bridge``: the public key (hex) of the user's bridge, or
+    of that peer bridge ('' unknown: the field is left out)."""
     if code not in (ResultCode.ONLINE, ResultCode.OFFLINE):
         raise ValueError(f"{code!r} is not a status code")
     if side not in ("local", "peer"):
@@ -194,6 +196,8 @@ def status_event(
         event["token"] = token
     if name is not None:
         event["name"] = name
+    if bridge:
+        event["bridge"] = bridge
     return event
 
 
