@@ -438,10 +438,12 @@ async def test_stdio_is_one_connection_then_the_node_exits(tox_network, tmp_path
             r = await trio.run_process(_stdio_node(exposer, tox_network, profile, dead_to),
                                        stdin=b"", capture_stdout=True, capture_stderr=True,
                                        check=False)
-        assert r.returncode == 2 and r.stdout == b"", r.stderr
+        assert r.returncode == 2 and r.stdout == b"", (
+            r.stderr.decode() + "\nthe exposing node's log:\n" + "\n".join(exposer.log[-80:]))
         # dead_to is exposed to every peer, but this one has a list of its own
         assert (f"toxbridge: -W {dead_to}: not_exposed: {dead_to} is not exposed to this peer"
-                in r.stderr.decode().splitlines()), r.stderr
+                in r.stderr.decode().splitlines()), (
+            r.stderr.decode() + "\nthe exposing node's log:\n" + "\n".join(exposer.log[-80:]))
 
 
 async def test_a_connection_survives_a_35s_cut_of_the_link(nodes):
