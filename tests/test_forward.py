@@ -501,3 +501,43 @@ async def test_hold_open_resets_connections_once_the_link_is_down_that_long(
             assert down and held, fwd.log[-20:]
             assert after > 20, after  # not before toxcore's friend timeout (28-32 s)
             print(f"reset {after:.1f} s after the cut")
+
+
+async def test_stdio_waits_for_a_peer_that_comes_up_late(tox_network, tmp_path, servers):
+    """``-W`` started 25 s before its peer (more than the answer's 20 s): the answer's time
+    counts only while the peer's link is up, so the connection is made once it comes."""
+    echo_to = f"127.0.0.1:{servers['echo'].port}"
+    x_profile, w_profile = tmp_path / "x.tox", tmp_path / "w.tox"
+    for profile in (x_profile, w_profile):
+        with Tox(loopback_options()) as tox:
+            save_profile(profile, tox.savedata())
+            if profile == x_profile:
+                x_id = tox.address.hex().upper()
+    cmd = [sys.executable, "-m", "toxbridge", "--peer", x_id, "-W", echo_to, "--raw",
+           "--profile", str(w_profile), "--bootstrap", str(tox_network), "--secret", "s3cret"]
+    if tox_network.tcp_port:
+        cmd += ["--tcp-relay", f"{tox_network.host}:{tox_network.tcp_port}:"
+                f"{tox_network.public_key.hex()}"]
+    with trio.fail_after(120):
+        proc = await trio.lowlevel.open_process(cmd, stdin=subprocess.PIPE,
+                                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            await proc.stdin.send_all(b"late\n")
+            await trio.sleep(25)
+            assert proc.returncode is None  # still waiting for its peer
+            with DaemonProc(["--listen", "--expose", echo_to], x_profile, tox_network):
+                got = b""
+                while not got.endswith(b"late\n"):
+                    data = await proc.stdout.receive_some(65536)
+                    assert data, (await proc.stderr.receive_some(65536)).decode()
+                    got += data
+                assert got == b"late\n"
+                await proc.stdin.aclose()
+                assert await proc.wait() == 0
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+            await proc.stdin.aclose()
+            await proc.stdout.aclose()
+            await proc.stderr.aclose()

@@ -42,6 +42,7 @@ READ_SIZE = 64 * 1024
 OPEN_TIMEOUT = 20.0  # s from accept to the answer (the exposing side connects within 10)
 CONNECT_TIMEOUT = 10.0  # s for the exposing side's connect
 STDIO_WAIT = 120.0  # s -W waits for the peer to come online
+LINK_CHECK = 0.25  # s between looks at the peer's link while an open waits
 HOLD_OPEN_CHECK = 1.0  # s between looks at the link state
 DRAIN_TIMEOUT = 30.0  # s a refused stream waits for the opener's reset
 MAX_CONNECTIONS = 256  # forwarded connections at once, each side (the mux's stream limit)
@@ -306,7 +307,8 @@ class Forwarder:
         try:
             deadline = trio.current_time() + STDIO_WAIT
             while True:
-                answer = await self._open(conn, fwd, OPEN_TIMEOUT, quiet_no_peer=True)
+                answer = await self._open(conn, fwd, OPEN_TIMEOUT, quiet_no_peer=True,
+                                          max_wait=max(0.0, deadline - trio.current_time()))
                 if answer is not None or trio.current_time() > deadline:
                     break
                 self._conns.discard(conn)
@@ -321,9 +323,10 @@ class Forwarder:
             stop()
 
     async def _open(self, conn: _Conn, fwd: LocalForward | StdioForward, timeout: float,
-                    quiet_no_peer: bool = False) -> Answer | None:
-        """Open the stream to the forward's peer and wait for the answer; the answer's
-        bytes are consumed. None: no stream (no such peer; with ``quiet_no_peer`` not
+                    quiet_no_peer: bool = False, max_wait: float = 0.0) -> Answer | None:
+        """Open the stream to the forward's peer and wait for the answer: ``timeout`` s of
+        the peer's link being up, at most ``max_wait`` s in all (at least ``timeout``).
+        The answer's bytes are consumed. None: no stream (no such peer; with ``quiet_no_peer`` not
         logged)."""
         ls, dest, via = conn, fwd.destination, self._via(fwd)
         ls.kind, ls.priority, ls.header = FORWARD_KIND, Priority.BULK, encode_header(dest)
@@ -344,19 +347,31 @@ class Forwarder:
         table.request_open(ls)
         self._wake.set()
         answer = None
-        with trio.move_on_after(timeout) as scope:
-            while True:
-                with ls.lock:
-                    failure, parsed = ls.failure, parse_answer(bytes(ls.to_app[:257]))
-                    closed = (ls.reset_in is not None or ls.reset_out is not None
-                              or (ls.end_in and parsed is None))
-                    if parsed is not None:
-                        answer, n = parsed
-                        del ls.to_app[:n]
-                        ls.taken += n
-                        ls.written += n
-                if failure is not None or answer is not None or closed:
-                    break
+        # ``timeout`` counts while the peer's link is up: a node just started (or a peer
+        # that just restarted) may take longer than that to connect, and its first open
+        # waits for the link within ``max_wait`` (-W: STDIO_WAIT).
+        key, waited, timed_out = table.peer_key, 0.0, False
+        start = last = trio.current_time()
+        while True:
+            with ls.lock:
+                failure, parsed = ls.failure, parse_answer(bytes(ls.to_app[:257]))
+                closed = (ls.reset_in is not None or ls.reset_out is not None
+                          or (ls.end_in and parsed is None))
+                if parsed is not None:
+                    answer, n = parsed
+                    del ls.to_app[:n]
+                    ls.taken += n
+                    ls.written += n
+            if failure is not None or answer is not None or closed:
+                break
+            now = trio.current_time()
+            if key is None or self._link_up(key):
+                waited += now - last
+            last = now
+            if waited >= timeout or now - start >= max(max_wait, timeout):
+                timed_out = True
+                break
+            with trio.move_on_after(min(LINK_CHECK, timeout - waited)):
                 await ls.changed()
         if answer is not None:
             ls.touch()
@@ -369,7 +384,7 @@ class Forwarder:
             if not (quiet_no_peer and failure[0] == "no_peer"):
                 log.warning("forward to %s: no stream: %s", dest, failure[1])
             return None
-        if scope.cancelled_caught:
+        if timed_out:
             log.warning("forward to %s: no answer within %.0f s", dest, timeout)
             with ls.lock:
                 sid = ls.sid
