@@ -57,7 +57,11 @@ class Flow:
 class Simulation:
     def __init__(self, spec: PathSpec, *, overhead: int = TOX_OVERHEAD, duplicate: float = 0.0,
                  verify: bool = False, sample_every: float = 0.05, seed: int = 1,
-                 max_events: int = 20_000_000) -> None:
+                 max_events: int = 20_000_000, start: float = 0.0) -> None:
+        """``start``: the clock's reading when the simulation begins (flows' ``start_at``,
+        ``run(until)`` and ``goodput`` are readings of the same clock). A real shell passes
+        ``time.monotonic()``, hours past 0: a controller that took 0 for "long ago" would
+        only show it with a late start."""
         self.spec = spec
         self.fwd = DelayLine(spec, random.Random(seed))
         self.rev = DelayLine(spec, random.Random(seed + 1))
@@ -68,7 +72,7 @@ class Simulation:
         self.sample_every = sample_every
         self.max_events = max_events
         self.flows: list[Flow] = []
-        self.now = 0.0
+        self.now = start
         self._timers: list[tuple[float, int, Endpoint]] = []  # (at, order, endpoint)
         self._peers: dict[int, tuple[Endpoint, Endpoint, str]] = {}  # id -> (it, peer, line)
         self._writers: dict[int, list[Flow]] = {}
@@ -82,10 +86,11 @@ class Simulation:
         self.events = 0
 
     def add_flow(self, sender: Endpoint, receiver: Endpoint, *, total: int | None = None,
-                 start_at: float = 0.0) -> Flow:
+                 start_at: float | None = None) -> Flow:
         """A stream from ``sender`` to ``receiver``. The first flow of a pair sets which way
         is forward (the data's direction: its bottleneck queue is the one measured); a flow
         from ``receiver`` back to ``sender`` makes the pair's traffic two-way."""
+        start_at = self.now if start_at is None else start_at
         flow = Flow(sender, receiver, total, start_at)
         self.flows.append(flow)
         for endpoint, peer, line in ((sender, receiver, _FWD), (receiver, sender, _REV)):

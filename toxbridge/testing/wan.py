@@ -342,7 +342,8 @@ class _Line:
 
     def stats(self) -> dict:
         return {**self.line.stats.to_dict(), "held": self.line.held, "is_cut": self.line.is_cut,
-                "kernel_dropped": _kernel_dropped(self.queue)}
+                "kernel_dropped": _kernel_dropped(self.queue),
+                "cpu_s": round(time.process_time(), 3)}  # the line's own: is it the limit?
 
     def _client(self, conn: socket.socket) -> None:
         try:

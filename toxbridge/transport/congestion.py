@@ -79,7 +79,10 @@ class BbrController:
         self._bw_rounds: deque[float] = deque(maxlen=BW_ROUNDS - 1)
         self._bw_this_round = 0.0
         self.min_rtt = float("inf")
-        self._min_rtt_stamp = 0.0
+        # None until the first sample: a real clock (time.monotonic()) is hours past 0, and
+        # "0" made the first ack find the minimum expired, so every new transport went to
+        # PROBE_RTT at once (issue 16: see _update_state)
+        self._min_rtt_stamp: float | None = None
         self.round_count = 0
         self._next_round_delivered = 0
         self._full_bw = 0.0
@@ -92,6 +95,7 @@ class BbrController:
         self._blackout = False  # persistent loss: only probes until an ack comes back
         self.bytes_lost = 0
         self.inflight_hi = float("inf")  # the loss-driven ceiling (inf: none yet)
+        self.ceiling_cuts = 0  # rounds taken for a full queue (a trace reads it)
         self._round_lost = 0
         self._round_delivered = 0
         self._max_inflight_round = 0
@@ -150,7 +154,8 @@ class BbrController:
                     self._bw_this_round = rate
                 if rate > self.max_bw:
                     self.max_bw = rate
-        expired = now - self._min_rtt_stamp > MIN_RTT_WINDOW
+        stamp = self._min_rtt_stamp
+        expired = stamp is not None and now - stamp > MIN_RTT_WINDOW
         if rtt <= self.min_rtt or expired:
             if rtt < self.min_rtt or self.state != PROBE_RTT:
                 self.min_rtt = rtt
@@ -185,6 +190,7 @@ class BbrController:
             # the model would follow, and random loss would spiral it down (seen: 1 % loss,
             # 50 ms: 2.3 MB/s of 6.25 with no floor)
             self.inflight_hi = max(BETA * self._max_inflight_round, self.bdp(), self.min_cwnd)
+            self.ceiling_cuts += 1
         elif self.inflight_hi != float("inf"):
             self.inflight_hi += AI_PACKETS * self.mss
             if self.inflight_hi > 4 * self.bdp(CWND_GAIN):
@@ -227,6 +233,11 @@ class BbrController:
             self.state, self.pacing_gain, self.cwnd_gain = PROBE_RTT, 1.0, 1.0
             self._probe_rtt_done = None
         if self.state == PROBE_RTT:
+            # What 4 packets in flight deliver measures PROBE_RTT, not the path: its samples
+            # are app-limited (Linux BBR does the same). Before, startup's full-pipe check
+            # counted its rounds ("no growth for 3 rounds") and left startup at the rate of
+            # 4 packets a round trip: 0.1 MB/s at 50 ms, then ~6 s to reach 6 MB/s.
+            self.on_app_limited(inflight)
             if self._probe_rtt_done is None:
                 if inflight <= self.min_cwnd:
                     self._probe_rtt_done = now + PROBE_RTT_TIME
@@ -273,4 +284,9 @@ class BbrController:
         return {"state": self.state, "max_bw_Bps": self.max_bw,
                 "min_rtt_s": None if self.min_rtt == float("inf") else self.min_rtt,
                 "cwnd": self.cwnd, "pacing_rate_Bps": self.pacing_rate,
-                "round_count": self.round_count, "bytes_lost": self.bytes_lost}
+                "round_count": self.round_count, "bytes_lost": self.bytes_lost,
+                "pacing_gain": self.pacing_gain, "cwnd_gain": self.cwnd_gain,
+                "inflight_hi": None if self.inflight_hi == float("inf") else int(self.inflight_hi),
+                "ceiling_cuts": self.ceiling_cuts, "extra_acked": int(self.extra_acked),
+                "app_limited": self._app_limited_until != 0, "filled_pipe": self.filled_pipe,
+                "delivered": self.delivered}
