@@ -153,10 +153,10 @@ def test_the_example_of_docs_wire_md_is_what_the_muxes_send():
             pass
     assert b.data_to_send() == b"" and a.data_to_send() == b""
     assert sent == [
-        "01000000" "00001b" "000101" "a1a2a3a4a5a6a7a8" "0000000000000000" "00200000" "00800000",
-        "01000000" "00001b" "000100" "b1b2b3b4b5b6b7b8" "a1a2a3a4a5a6a7a8" "00200000" "00800000",
-        "01000000" "00001b" "000101" "a1a2a3a4a5a6a7a8" "b1b2b3b4b5b6b7b8" "00200000" "00800000"
-        "0200000001000a" "0101" "00200000" "63686174"
+        "01000000" "00001b" "000101" "a1a2a3a4a5a6a7a8" "0000000000000000" "00400000" "00800000",
+        "01000000" "00001b" "000100" "b1b2b3b4b5b6b7b8" "a1a2a3a4a5a6a7a8" "00400000" "00800000",
+        "01000000" "00001b" "000101" "a1a2a3a4a5a6a7a8" "b1b2b3b4b5b6b7b8" "00400000" "00800000"
+        "0200000001000a" "0101" "00400000" "63686174"
         "03000000010002" "6869"
         "05000000010000",
     ]
@@ -276,7 +276,7 @@ def test_a_stalled_reader_stops_only_its_stream():
     fast = pair.a.open_stream(2, Priority.BULK)
     pair.stalled.add((pair.b, slow))
     blob = bytes(64 * 1024)
-    for _ in range(400):  # fill the slow stream's window (2 MiB) first
+    for _ in range(800):  # fill the slow stream's window (4 MiB) first
         pair.a.send(slow, blob)
         pair.a.send(fast, blob)
         pair.turn(16)
@@ -293,7 +293,7 @@ def test_a_stalled_reader_stops_only_its_stream():
 
 
 def test_stalled_readers_together_can_fill_the_connection_window_until_one_is_reset():
-    pair = synced_pair()  # the trade-off docs/wire.md §3 states: 4 x 2 MiB = 8 MiB
+    pair = synced_pair()  # the trade-off docs/wire.md §3 states: 2 x 4 MiB = 8 MiB
     stalled = [pair.a.open_stream(2, Priority.BULK) for _ in range(4)]
     other = pair.a.open_stream(2, Priority.BULK)
     pair.stalled.update((pair.b, sid) for sid in stalled)

@@ -34,15 +34,19 @@ FULL_BW_ROUNDS = 3
 MIN_CWND_PACKETS = 4
 # A round that loses more than LOSS_THRESH of its packets (and at least LOSS_MIN_PACKETS)
 # is a full queue, not random loss: the window's ceiling drops to BETA x what was in flight
-# and then climbs back by AI_PACKETS a round. The decrease takes more from a larger flow,
-# the increase gives each the same: flows sharing a drop-tail queue converge to fair shares
-# (the model alone is neutral there: any split of a full queue is a fixed point). Random
-# loss now and then puts 4 of a short round's packets over 2 %: the ceiling then comes
-# down to the BDP at most, which still fills the path.
+# and then climbs back, by 1 packet the first round, 2 the next, 4, ... (BBR v2's probing
+# up) until the next such round. The decrease takes more from a larger flow, the increase
+# gives each the same: flows sharing a drop-tail queue converge to fair shares (the model
+# alone is neutral there: any split of a full queue is a fixed point). Random loss now and
+# then puts 4 of a short round's packets over 2 %: the ceiling then comes down to the BDP
+# at most, which still fills the path -- if the model knows the path. A ceiling set in
+# startup, before the model did, held the flow at its own rate (the model measures what
+# the ceiling lets through, and the floor is the model's BDP): climbing 1 packet a round,
+# it took ~1 min at 150 ms (issue 16, 1 % loss: 0.55 of the bottleneck); doubling, ~1 s.
 LOSS_THRESH = 0.02
-LOSS_MIN_PACKETS = 4
+LOSS_MIN_PACKETS = 8
 BETA = 0.7
-AI_PACKETS = 1
+AI_PACKETS = 1  # the ceiling's first step up after a cut; each round without one doubles it
 
 # Acks come in bursts when the shell works in loop turns (~1 ms: the receiver acks what one
 # turn brought, the sender sees it a turn later), so a window of gain x rate x min RTT
@@ -95,6 +99,7 @@ class BbrController:
         self._blackout = False  # persistent loss: only probes until an ack comes back
         self.bytes_lost = 0
         self.inflight_hi = float("inf")  # the loss-driven ceiling (inf: none yet)
+        self._hi_step = AI_PACKETS  # packets the ceiling climbs at the end of this round
         self.ceiling_cuts = 0  # rounds taken for a full queue (a trace reads it)
         self._round_lost = 0
         self._round_delivered = 0
@@ -186,13 +191,17 @@ class BbrController:
     def _end_loss_round(self) -> None:
         lost, total = self._round_lost, self._round_lost + self._round_delivered
         if lost >= LOSS_MIN_PACKETS * self.mss and lost > LOSS_THRESH * total:
-            # never below the model's BDP: below it the ceiling would cut the delivery rate,
-            # the model would follow, and random loss would spiral it down (seen: 1 % loss,
-            # 50 ms: 2.3 MB/s of 6.25 with no floor)
-            self.inflight_hi = max(BETA * self._max_inflight_round, self.bdp(), self.min_cwnd)
+            # never below the model's BDP and the room for acks that come in bursts: below
+            # it the ceiling would cut the delivery rate, the model would follow, and random
+            # loss would spiral it down (seen: 1 % loss, 50 ms: 2.3 MB/s of 6.25 with no
+            # floor; with the BDP alone and the tox thread's turns, 0.79 of the line)
+            floor = self.bdp() + self.extra_acked
+            self.inflight_hi = max(BETA * self._max_inflight_round, floor, self.min_cwnd)
             self.ceiling_cuts += 1
+            self._hi_step = AI_PACKETS
         elif self.inflight_hi != float("inf"):
-            self.inflight_hi += AI_PACKETS * self.mss
+            self.inflight_hi += self._hi_step * self.mss
+            self._hi_step *= 2
             if self.inflight_hi > 4 * self.bdp(CWND_GAIN):
                 self.inflight_hi = float("inf")  # far above the model: no ceiling
         self._round_lost = self._round_delivered = self._max_inflight_round = 0
