@@ -6,7 +6,9 @@ relay), built fresh in its own network namespace with only ``lo`` and the WAN em
 (``raw_tox.measure_raw``), the channel through two ``--raw`` daemons with an app on each
 (``channel.measure_channel``), and a file bridge to bridge through two whole nodes
 (``files.measure_files``). Each leg has a time limit: a crawl is a result, and the row
-says what it moved. Then, on the 50 ms path: a 5 s SIGSTOP of the receiving daemon and a
+says what it moved (``--trace``: and what held the channel back). Then the bottleneck's
+path alone, plain UDP and TCP with no Tox (``line_check``: is the emulator the limit?).
+Then, on the 50 ms path: a 5 s SIGSTOP of the receiving daemon and a
 35 s cut of the path under a steady sequence-numbered stream, the time until the rate is
 back, and the frames lost or duplicated. Then, on the 50 ms path with the 50 mbit
 bottleneck: two channels through it (``share_ratio``: the larger's rate over the smaller's)
@@ -32,6 +34,7 @@ from toxbridge.framing import DATA, EVENT, FrameDecoder, decode_event, encode_da
 from toxbridge.network import BootstrapDaemon
 from toxbridge.testing import App, DaemonProc
 from toxbridge.testing.wan import BOOTSTRAP_TCP_PORT, LineControl, PathSpec, WanNamespace, unavailable
+from toxbridge.testing.wanblast import BLAST_TCP_PORT
 
 from .channel import measure_channel
 from . import wanshare, wantrace
@@ -321,6 +324,18 @@ def _row(row: dict, mb: float, limit: float, legs: tuple[str, ...] = LEGS,
     return out
 
 
+def _line_check() -> dict:
+    """The bottleneck's path alone (no Tox, no daemons): paced UDP at 0.96 of the
+    bottleneck and one bulk TCP connection through it (toxbridge.testing.wanblast). A row
+    that falls short of what these carry is limited by the emulator, not the Link."""
+    neck = {"rtt_ms": RECOVERY_RTT_MS, "loss": 0.0, "bottleneck_MBps": BOTTLENECK_MBPS, "relay": False}
+    with WanNamespace(path_for(neck), tcp_ports=(BLAST_TCP_PORT,)) as wan:
+        udp = wan.blast("udp", rate=0.96 * BOTTLENECK_MBPS * MB, seconds=4)
+        tcp = wan.blast("tcp", seconds=5)
+    return {"udp": udp, "tcp": tcp, "udp_ratio": _ratio(udp["received_MBps"], 0.96 * BOTTLENECK_MBPS),
+            "tcp_ratio": _ratio(tcp["received_MBps"], BOTTLENECK_MBPS)}
+
+
 def _good_citizen() -> dict:
     """The two-channel and the channel-beside-TCP legs, each in its own namespace."""
     neck = {"rtt_ms": RECOVERY_RTT_MS, "loss": 0.0, "bottleneck_MBps": BOTTLENECK_MBPS, "relay": False}
@@ -359,6 +374,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--limit", type=float, default=300,
                         help="seconds each leg may stream before it reports what it moved (default 300)")
     parser.add_argument("--no-recovery", action="store_true", help="skip the freeze and cut leg")
+    parser.add_argument("--no-line-check", action="store_true",
+                        help="skip the check of the emulator alone (plain UDP and TCP through the bottleneck)")
     parser.add_argument("--no-share", action="store_true",
                         help="skip the two-channel and channel-beside-TCP legs")
     parser.add_argument("--share-only", action="store_true",
@@ -399,6 +416,9 @@ def main(argv: list[str] | None = None) -> int:
             trace_dir.mkdir(parents=True, exist_ok=True)
         rows.append(_row(row, args.mb, args.limit, args.legs, trace_dir))
     result: dict = {"bench": "wan", "quick": args.quick, "mb": args.mb, "limit_s": args.limit, "rows": rows}
+    if not args.no_line_check:
+        print("bench wan: the line alone", file=sys.stderr, flush=True)
+        result["line_check"] = _line_check()
     if not (args.no_recovery or args.share_only):
         print("bench wan: freeze and cut", file=sys.stderr, flush=True)
         cfg = {"leg": "recovery", "warm_s": 10.0, "observe_s": 60.0}
