@@ -227,8 +227,11 @@ class BootstrapDaemon:
     def _drain(self) -> None:
         proc = self.process
         if proc is not None and proc.stdout is not None:
-            for line in proc.stdout:
-                log.debug("tox-bootstrapd: %s", line.rstrip())
+            try:
+                for line in proc.stdout:
+                    log.debug("tox-bootstrapd: %s", line.rstrip())
+            except (ValueError, OSError):  # stop() closed the pipe under us: done
+                pass
 
     def stop(self) -> None:
         proc, self.process = self.process, None
