@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -32,6 +33,12 @@ CYCLE = 64  # distinct frame contents, sent in turn: a loss, duplicate or reorde
 
 def _frames() -> list[bytes]:
     return [bytes([i]) * 8 + bytes((i + j) % 256 for j in range(FRAME - 8)) for i in range(CYCLE)]
+
+
+def cpu_seconds(pid: int) -> float:
+    """The process's CPU time so far (user + system, all threads), in seconds."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def peak_rss_mb(pid: int) -> float:
@@ -108,18 +115,25 @@ async def _pings(a: App, b: App, count: int) -> list[float]:
 
 
 def measure_channel(network: NodeInfo, mb: float = 200, pings: int = 1000, *,
-                    time_limit: float | None = None, daemon_args: tuple[str, ...] = ()) -> dict:
+                    time_limit: float | None = None, daemon_args: tuple[str, ...] = (),
+                    trace_dir: Path | None = None) -> dict:
     """Two daemons (subprocesses) with an app on each bridge port; return the figures.
 
     ``time_limit``: stop the stream after that long and report what it moved (``done``
-    false; no pings then). ``daemon_args``: more options for both daemons (``--no-udp``)."""
+    false; no pings then). ``daemon_args``: more options for both daemons (``--no-udp``).
+    ``trace_dir``: the daemons write their path traces there (``sender.jsonl``: the
+    listener's, whose app sends; ``receiver.jsonl``), and the result has the stream's
+    ``stream_t`` (monotonic start and end) to read them with ``bench.wantrace``."""
     frames_total = max(CYCLE, int(mb * MB) // FRAME // CYCLE * CYCLE)
     result: dict = {}
+    traces = [[], []] if trace_dir is None else \
+        [["--trace-path", str(trace_dir / f"{who}.jsonl")] for who in ("sender", "receiver")]
     with tempfile.TemporaryDirectory(prefix="toxbridge-bench-") as tmp:
         t0 = time.monotonic()
-        with DaemonProc(["--listen", *daemon_args], Path(tmp) / "l.tox", network, verbose=False) as listener, \
-                DaemonProc(["--peer", listener.tox_id, *daemon_args], Path(tmp) / "p.tox", network,
-                           verbose=False) as peer:
+        with DaemonProc(["--listen", *daemon_args, *traces[0]], Path(tmp) / "l.tox", network,
+                        verbose=False) as listener, \
+                DaemonProc(["--peer", listener.tox_id, *daemon_args, *traces[1]], Path(tmp) / "p.tox",
+                           network, verbose=False) as peer:
 
             started = time.monotonic()
 
@@ -130,8 +144,14 @@ def measure_channel(network: NodeInfo, mb: float = 200, pings: int = 1000, *,
                     await b.wait_event(code=301)
                 result["connect_s"] = round(time.monotonic() - t0, 2)
                 result["connect_after_start_s"] = round(time.monotonic() - started, 2)
+                cpu0 = [cpu_seconds(p.process.pid) for p in (listener, peer)]
+                t_stream = time.monotonic()
                 with trio.fail_after(900):
                     elapsed, bins, received = await _stream(a, b, frames_total, time_limit)
+                result["stream_t"] = [round(t_stream, 4), round(t_stream + elapsed, 4)]
+                # each daemon's share of a core while the stream ran (sender, receiver)
+                result["daemon_cpu"] = [round((cpu_seconds(p.process.pid) - c) / elapsed, 3)
+                                        for p, c in zip((listener, peer), cpu0)]
                 done = received == frames_total
                 total = received * FRAME
                 result["done"] = done

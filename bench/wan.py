@@ -6,7 +6,9 @@ relay), built fresh in its own network namespace with only ``lo`` and the WAN em
 (``raw_tox.measure_raw``), the channel through two ``--raw`` daemons with an app on each
 (``channel.measure_channel``), and a file bridge to bridge through two whole nodes
 (``files.measure_files``). Each leg has a time limit: a crawl is a result, and the row
-says what it moved. Then, on the 50 ms path: a 5 s SIGSTOP of the receiving daemon and a
+says what it moved (``--trace``: and what held the channel back). Then the bottleneck's
+path alone, plain UDP and TCP with no Tox (``line_check``: is the emulator the limit?).
+Then, on the 50 ms path: a 5 s SIGSTOP of the receiving daemon and a
 35 s cut of the path under a steady sequence-numbered stream, the time until the rate is
 back, and the frames lost or duplicated. Then, on the 50 ms path with the 50 mbit
 bottleneck: two channels through it (``share_ratio``: the larger's rate over the smaller's)
@@ -32,14 +34,16 @@ from toxbridge.framing import DATA, EVENT, FrameDecoder, decode_event, encode_da
 from toxbridge.network import BootstrapDaemon
 from toxbridge.testing import App, DaemonProc
 from toxbridge.testing.wan import BOOTSTRAP_TCP_PORT, LineControl, PathSpec, WanNamespace, unavailable
+from toxbridge.testing.wanblast import BLAST_TCP_PORT
 
 from .channel import measure_channel
-from . import wanshare
+from . import wanshare, wantrace
 from .files import measure_files
 from .raw_tox import MB, measure_raw
 
 ROOT = Path(__file__).resolve().parent.parent
 RTTS_MS = (20, 50, 150)
+LEGS = ("raw", "channel", "file")
 LOSSES = (0.0, 0.001, 0.01)
 BOTTLENECK_MBPS = 6.25  # 50 mbit/s
 QUEUE_S = 0.05  # the bottleneck's buffer: 50 ms of its rate (tbf's "latency 50ms")
@@ -51,12 +55,16 @@ BATCH = 16  # frames per write in the recovery leg
 MAX_FRAMES = 1_000_000  # the recovery leg's stream, at most (1 GB)
 
 
-def plan(quick: bool) -> list[dict]:
-    """The rows: every round trip x loss x bottleneck, plus a TCP relay (no UDP) per round trip."""
-    rtts = (RECOVERY_RTT_MS,) if quick else RTTS_MS
+def plan(quick: bool, *, rtts: tuple[int, ...] | None = None, losses: tuple[float, ...] = LOSSES,
+         necks: str = "both", relay: bool = True) -> list[dict]:
+    """The rows: every round trip x loss x bottleneck, plus a TCP relay (no UDP) per round
+    trip. ``rtts``/``losses``/``necks`` ("both", "only", "none")/``relay``: a subset."""
+    rtts = rtts or ((RECOVERY_RTT_MS,) if quick else RTTS_MS)
+    chosen = {"both": (None, BOTTLENECK_MBPS), "only": (BOTTLENECK_MBPS,), "none": (None,)}[necks]
     rows = [{"rtt_ms": rtt, "loss": loss, "bottleneck_MBps": neck, "relay": False}
-            for rtt in rtts for loss in LOSSES for neck in (None, BOTTLENECK_MBPS)]
-    rows += [{"rtt_ms": rtt, "loss": 0.0, "bottleneck_MBps": None, "relay": True} for rtt in rtts]
+            for rtt in rtts for loss in losses for neck in chosen]
+    if relay and necks != "only":
+        rows += [{"rtt_ms": rtt, "loss": 0.0, "bottleneck_MBps": None, "relay": True} for rtt in rtts]
     return rows
 
 
@@ -87,15 +95,31 @@ def _leg(name: str, fn, *args, **kwargs) -> dict:
 
 def _inside_row(cfg: dict) -> dict:
     relay, mb, limit = cfg["relay"], cfg["mb"], cfg["limit_s"]
+    legs = cfg.get("legs", LEGS)
+    trace = Path(cfg["trace_dir"]) if cfg.get("trace_dir") else None
+    line = LineControl(cfg["control"])
+    skipped = {"error": "skipped (--legs)"}
     boot = BootstrapDaemon(tcp_port=BOOTSTRAP_TCP_PORT).start()
     try:
         # Direct rows get no relay: its TCP would be a path around the line.
         network = boot.info if relay else dataclasses.replace(boot.info, tcp_port=None)
         args = ("--no-udp",) if relay else ()
         raw = _leg("raw toxcore", measure_raw, network, mb, pings=20, use_relay=relay, udp=not relay,
-                   time_limit=limit)
-        chan = _leg("channel", measure_channel, network, mb, pings=0, time_limit=limit, daemon_args=args)
-        files = _leg("file", measure_files, network, mb, time_limit=limit, daemon_args=args)
+                   time_limit=limit) if "raw" in legs else skipped
+        before = line.stats()
+        chan = _leg("channel", measure_channel, network, mb, pings=0, time_limit=limit, daemon_args=args,
+                    trace_dir=trace) if "channel" in legs else skipped
+        after = line.stats()
+        if "stream_t" in chan:  # the line during the channel's stream: did it keep up?
+            span = chan["stream_t"][1] - chan["stream_t"][0]
+            chan["line"] = {"cpu": round((after["cpu_s"] - before["cpu_s"]) / max(span, 1e-3), 3),
+                            **{k: after[k] - before[k] for k in ("offered", "lost", "queue_full")},
+                            "kernel_dropped": after["kernel_dropped"]}
+        if trace is not None and "stream_t" in chan:
+            lines = wantrace.read(trace / "sender.jsonl")
+            chan["trace"] = wantrace.summarize(lines, *chan["stream_t"])
+        files = _leg("file", measure_files, network, mb, time_limit=limit, daemon_args=args) \
+            if "file" in legs else skipped
     finally:
         boot.stop()
     return {"raw": raw, "channel": chan, "files": files}
@@ -268,8 +292,10 @@ def _in_namespace(spec: PathSpec, relay: bool, cfg: dict, budget_s: float,
     return inner, line
 
 
-def _row(row: dict, mb: float, limit: float) -> dict:
-    cfg = {"leg": "row", "relay": row["relay"], "mb": mb, "limit_s": limit}
+def _row(row: dict, mb: float, limit: float, legs: tuple[str, ...] = LEGS,
+         trace_dir: Path | None = None) -> dict:
+    cfg = {"leg": "row", "relay": row["relay"], "mb": mb, "limit_s": limit, "legs": list(legs),
+           "trace_dir": str(trace_dir) if trace_dir else None}
     inner, line = _in_namespace(path_for(row), row["relay"], cfg, budget_s=3 * (limit + 240))
     raw, chan, files = (inner.get(k) or {"error": inner.get("error")} for k in ("raw", "channel", "files"))
     raw_avg, chan_avg = raw.get("lossless_MBps"), chan.get("MBps")
@@ -289,10 +315,25 @@ def _row(row: dict, mb: float, limit: float) -> dict:
         "file_done": files.get("file_done"), "file_MB": files.get("file_MB"),
         "line": {k: line.get(k) for k in ("offered", "lost", "queue_full", "kernel_dropped", "max_held")},
     }
+    for key in ("daemon_cpu", "line", "trace"):  # the channel's stream: what held it back
+        if key in chan:
+            out[f"channel_{key}"] = chan[key]
     errors = {k: v["error"] for k, v in (("raw", raw), ("channel", chan), ("file", files)) if v.get("error")}
     if errors:
         out["errors"] = errors
     return out
+
+
+def _line_check() -> dict:
+    """The bottleneck's path alone (no Tox, no daemons): paced UDP at 0.96 of the
+    bottleneck and one bulk TCP connection through it (toxbridge.testing.wanblast). A row
+    that falls short of what these carry is limited by the emulator, not the Link."""
+    neck = {"rtt_ms": RECOVERY_RTT_MS, "loss": 0.0, "bottleneck_MBps": BOTTLENECK_MBPS, "relay": False}
+    with WanNamespace(path_for(neck), tcp_ports=(BLAST_TCP_PORT,)) as wan:
+        udp = wan.blast("udp", rate=0.96 * BOTTLENECK_MBPS * MB, seconds=4)
+        tcp = wan.blast("tcp", seconds=5)
+    return {"udp": udp, "tcp": tcp, "udp_ratio": _ratio(udp["received_MBps"], 0.96 * BOTTLENECK_MBPS),
+            "tcp_ratio": _ratio(tcp["received_MBps"], BOTTLENECK_MBPS)}
 
 
 def _good_citizen() -> dict:
@@ -311,6 +352,21 @@ def _good_citizen() -> dict:
     return out
 
 
+def _ints(text: str) -> tuple[int, ...]:
+    return tuple(int(x) for x in text.split(","))
+
+
+def _floats(text: str) -> tuple[float, ...]:
+    return tuple(float(x) for x in text.split(","))
+
+
+def _legs(text: str) -> tuple[str, ...]:
+    legs = tuple(text.split(","))
+    if not set(legs) <= set(LEGS):
+        raise argparse.ArgumentTypeError(f"legs are {','.join(LEGS)}")
+    return legs
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench wan", description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="the 50 ms rows only")
@@ -318,10 +374,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--limit", type=float, default=300,
                         help="seconds each leg may stream before it reports what it moved (default 300)")
     parser.add_argument("--no-recovery", action="store_true", help="skip the freeze and cut leg")
+    parser.add_argument("--no-line-check", action="store_true",
+                        help="skip the check of the emulator alone (plain UDP and TCP through the bottleneck)")
     parser.add_argument("--no-share", action="store_true",
                         help="skip the two-channel and channel-beside-TCP legs")
     parser.add_argument("--share-only", action="store_true",
                         help="only the two-channel and channel-beside-TCP legs")
+    parser.add_argument("--rtt", type=_ints, help="round trips in ms, e.g. 20,150 (default: all, or 50 with --quick)")
+    parser.add_argument("--loss", type=_floats, default=LOSSES, help="losses, e.g. 0,0.01 (default 0,0.001,0.01)")
+    parser.add_argument("--bottleneck", choices=("both", "only", "none"), default="both",
+                        help="rows with the 50 mbit bottleneck, without, or both (default)")
+    parser.add_argument("--no-relay-rows", action="store_true", help="skip the TCP-relay rows")
+    parser.add_argument("--legs", type=_legs, default=LEGS, help="legs per row (default raw,channel,file)")
+    parser.add_argument("--trace", type=Path, metavar="DIR",
+                        help="the channel's daemons write path traces (--trace-path) into DIR/row-N; "
+                             "each row gets channel_trace, the sender's summary (bench/wantrace.py)")
     parser.add_argument("--inside", help=argparse.SUPPRESS)  # one run inside a namespace (internal)
     args = parser.parse_args(argv)
     if args.inside:
@@ -339,10 +406,19 @@ def main(argv: list[str] | None = None) -> int:
 
     t0 = time.monotonic()
     rows = []
-    for row in [] if args.share_only else plan(args.quick):
+    chosen = plan(args.quick, rtts=args.rtt, losses=args.loss, necks=args.bottleneck,
+                  relay=not args.no_relay_rows)
+    for i, row in enumerate([] if args.share_only else chosen):
         print(f"bench wan: row {row}", file=sys.stderr, flush=True)
-        rows.append(_row(row, args.mb, args.limit))
+        trace_dir = None
+        if args.trace is not None:
+            trace_dir = args.trace.absolute() / f"row-{i}"
+            trace_dir.mkdir(parents=True, exist_ok=True)
+        rows.append(_row(row, args.mb, args.limit, args.legs, trace_dir))
     result: dict = {"bench": "wan", "quick": args.quick, "mb": args.mb, "limit_s": args.limit, "rows": rows}
+    if not args.no_line_check:
+        print("bench wan: the line alone", file=sys.stderr, flush=True)
+        result["line_check"] = _line_check()
     if not (args.no_recovery or args.share_only):
         print("bench wan: freeze and cut", file=sys.stderr, flush=True)
         cfg = {"leg": "recovery", "warm_s": 10.0, "observe_s": 60.0}

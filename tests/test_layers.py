@@ -68,6 +68,7 @@ LAYER_OF = {  # longest prefix wins; the two root packages are "root", bridge_lo
     "toxbridge.localstreams": "toxthread",  # streams.sock's streams: shared state, tox side
     "toxbridge.localsock": "daemon",  # streams.sock: its trio shell
     "toxbridge.linkpath": "toxthread",  # the Link over lossless packets or our transport
+    "toxbridge.pathtrace": "toxthread",  # --trace-path: the transport's state as JSON lines
     "toxbridge.daemon": "daemon",
     "toxbridge.forwarding": "daemon",  # -L / -W / --expose: trio shells over local streams
     "toxbridge.control.server": "daemon",  # the control socket's trio shell

@@ -74,9 +74,9 @@ def test_frames_of_every_size_keep_boundaries_and_order_both_ways() -> None:
 
 def test_a_slow_app_holds_only_the_channel_window_and_loses_nothing() -> None:
     a, b = pair()
-    frames = [bytes([i % 256]) * 1000 for i in range(2000)]
+    frames = [bytes([i % 256]) * 1000 for i in range(6000)]  # more than the window (4 MiB)
     i = 0
-    for _ in range(3000):  # b's app reads nothing
+    for _ in range(8000):  # b's app reads nothing
         while i < len(frames) and a.outbound.put_nowait(frames[i]):
             i += 1
         run(a, b, 1, read=False)

@@ -153,10 +153,10 @@ def test_the_example_of_docs_wire_md_is_what_the_muxes_send():
             pass
     assert b.data_to_send() == b"" and a.data_to_send() == b""
     assert sent == [
-        "01000000" "00001b" "000101" "a1a2a3a4a5a6a7a8" "0000000000000000" "00040000" "00400000",
-        "01000000" "00001b" "000100" "b1b2b3b4b5b6b7b8" "a1a2a3a4a5a6a7a8" "00040000" "00400000",
-        "01000000" "00001b" "000101" "a1a2a3a4a5a6a7a8" "b1b2b3b4b5b6b7b8" "00040000" "00400000"
-        "0200000001000a" "0101" "00040000" "63686174"
+        "01000000" "00001b" "000101" "a1a2a3a4a5a6a7a8" "0000000000000000" "00400000" "00800000",
+        "01000000" "00001b" "000100" "b1b2b3b4b5b6b7b8" "a1a2a3a4a5a6a7a8" "00400000" "00800000",
+        "01000000" "00001b" "000101" "a1a2a3a4a5a6a7a8" "b1b2b3b4b5b6b7b8" "00400000" "00800000"
+        "0200000001000a" "0101" "00400000" "63686174"
         "03000000010002" "6869"
         "05000000010000",
     ]
@@ -250,7 +250,7 @@ def test_ten_thousand_streams_opened_and_closed_leave_no_state():
 
 
 def test_credit_goes_back_in_batches_not_per_byte():
-    pair = synced_pair()
+    pair = synced_pair(Limits(stream_window=256 * 1024))
     sid = pair.a.open_stream(1, Priority.INTERACTIVE)  # window 256 KiB
     pair.stalled.add((pair.b, sid))
     data = b"y" * (512 * 1024)
@@ -276,7 +276,7 @@ def test_a_stalled_reader_stops_only_its_stream():
     fast = pair.a.open_stream(2, Priority.BULK)
     pair.stalled.add((pair.b, slow))
     blob = bytes(64 * 1024)
-    for _ in range(400):  # fill the slow stream's window (1 MiB) first
+    for _ in range(800):  # fill the slow stream's window (4 MiB) first
         pair.a.send(slow, blob)
         pair.a.send(fast, blob)
         pair.turn(16)
@@ -293,7 +293,7 @@ def test_a_stalled_reader_stops_only_its_stream():
 
 
 def test_stalled_readers_together_can_fill_the_connection_window_until_one_is_reset():
-    pair = synced_pair()  # the trade-off docs/wire.md §3 states: 4 x 1 MiB = 4 MiB
+    pair = synced_pair()  # the trade-off docs/wire.md §3 states: 2 x 4 MiB = 8 MiB
     stalled = [pair.a.open_stream(2, Priority.BULK) for _ in range(4)]
     other = pair.a.open_stream(2, Priority.BULK)
     pair.stalled.update((pair.b, sid) for sid in stalled)
@@ -494,7 +494,7 @@ def test_a_peer_reset_reaches_the_app_with_its_code_known_or_not():
     ([bytes([0x42, 0, 0, 0, 1, 0, 0])], "unknown stream frame type 0x42"),
 ])
 def test_whole_mux_violations_put_it_in_the_error_state(frames, message):
-    fake = Fake(Limits(bulk_window=1 << 20, connection_window=1 << 20))
+    fake = Fake(Limits(stream_window=1 << 18, bulk_window=1 << 20, connection_window=1 << 20))
     with pytest.raises(StreamProtocolError, match=message):
         for frame in frames:
             fake.feed(frame)

@@ -131,25 +131,30 @@ def test_by_default_probes_wait_a_round_trip_then_come_three_times_per_round_tri
 
 
 def _drive_controller(cc: BbrController, rate: float, rtt: float, seconds: float,
-                      loss_every: int = 0) -> None:
+                      loss_every: int = 0, start: float = 0.0, window: int | None = None) -> None:
     """A pipe of ``rate`` bytes/s and ``rtt``: each packet is acked one round trip (plus its
-    queueing) after it was sent; every ``loss_every``-th is lost instead."""
-    size, now, busy, pn = 1373, 0.0, 0.0, 0
+    queueing) after it was sent; every ``loss_every``-th is lost instead. ``start``: the
+    clock's reading at the start; ``window``: the sender keeps no more in flight (an app
+    that gives only so much)."""
+    size, now, busy, pn = 1373, start, start, 0
     inflight: deque = deque()
-    while now < seconds:
+    while now < start + seconds:
         while inflight and inflight[0][0] <= now:
             at, sent, state, lost = inflight.popleft()
             if lost:
                 cc.on_lost(at, size, len(inflight) * size)
             else:
                 cc.on_ack(at, size, sent, state, len(inflight) * size)
-        if len(inflight) * size < cc.window():
+        limit = cc.window() if window is None else min(window, cc.window())
+        if len(inflight) * size < limit:
             state = cc.on_sent(now, size, len(inflight) * size)
             busy = max(busy, now) + size / rate
             pn += 1
             inflight.append((busy + rtt, now, state, bool(loss_every) and pn % loss_every == 0))
             now += size / cc.pacing_rate
         else:
+            if window is not None and len(inflight) * size < cc.window():
+                cc.on_app_limited(len(inflight) * size)
             now = inflight[0][0]
 
 
@@ -160,6 +165,34 @@ def test_bbr_finds_the_bottleneck_rate_and_the_round_trip_and_leaves_startup():
     assert cc.max_bw == pytest.approx(6.25e6, rel=0.05)
     assert cc.min_rtt == pytest.approx(0.05, rel=0.05)
     assert 1.5 * cc.bdp() < cc.cwnd < 2.5 * cc.bdp()
+
+
+def test_a_first_ack_hours_into_the_clock_finds_no_expired_minimum_round_trip():
+    """The shell's clock is time.monotonic(), hours past 0. The minimum round trip's age
+    was counted from 0, so the first ack found it expired: every new transport went to
+    PROBE_RTT (4 packets) at once, startup's full-pipe check counted those rounds and ended
+    at their rate (issue 16, bench wan: 0.13 MB/s at 50 ms, then ~6 s to 6 MB/s)."""
+    cc = BbrController(initial_rtt=0.1)
+    _drive_controller(cc, rate=6.25e6, rtt=0.05, seconds=0.2, start=33_000.0)
+    assert cc.state == "startup" and not cc.filled_pipe  # 4 rounds: still doubling
+    _drive_controller(cc, rate=6.25e6, rtt=0.05, seconds=0.8, start=33_000.2)
+    assert cc.filled_pipe and cc.max_bw == pytest.approx(6.25e6, rel=0.05)
+
+
+def test_probe_rtt_rounds_do_not_end_startup():
+    """A transport that trickles (app-limited) in startup for 10 s, its round trips a little
+    above the first one, goes to PROBE_RTT when that minimum expires. If bulk data waits
+    then, what 4 packets deliver a round is no sign of a full pipe: after PROBE_RTT the flow
+    is back in startup and grows to the path's rate."""
+    cc = BbrController(initial_rtt=0.1)
+    trickle = 4 * 1373
+    _drive_controller(cc, rate=6.25e6, rtt=0.050, seconds=0.3, window=trickle)
+    _drive_controller(cc, rate=6.25e6, rtt=0.055, seconds=9.9, start=0.3, window=trickle)
+    assert cc.state == "startup" and not cc.filled_pipe
+    _drive_controller(cc, rate=6.25e6, rtt=0.055, seconds=0.5, start=10.2)  # bulk: PROBE_RTT comes
+    assert cc.round_count > 0 and not cc.filled_pipe and cc.state in ("startup", "probe_rtt")
+    _drive_controller(cc, rate=6.25e6, rtt=0.055, seconds=1.0, start=10.7)
+    assert cc.filled_pipe and cc.max_bw == pytest.approx(6.25e6, rel=0.05)
 
 
 def test_bbr_keeps_its_rate_under_random_loss():

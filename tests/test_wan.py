@@ -14,6 +14,7 @@ import pytest
 
 from toxbridge.testing.rawpeer import RawPeer
 from toxbridge.testing.wan import PathSpec, WanNamespace, unavailable
+from toxbridge.testing.wanblast import BLAST_TCP_PORT
 
 pytestmark = [pytest.mark.tox, pytest.mark.xdist_group("netns")]
 
@@ -61,3 +62,19 @@ def test_a_25_ms_line_gives_a_50_ms_tox_round_trip_and_10_percent_loss_drops_a_t
         assert wan.exists()
     assert not wan.exists()
     assert wan.final_stats is not None and wan.final_stats["offered"] >= after["offered"]
+
+
+@pytest.mark.timeout(90)
+def test_the_line_alone_carries_its_bottleneck_for_udp_and_tcp():
+    """bench wan's bottleneck row without Tox: 50 ms, 50 mbit, a buffer of 50 ms of it.
+    Paced UDP at 6 MB/s arrives whole; TCP fills >= 0.8 of the bottleneck (with the line
+    in OUTPUT, TCP Small Queues held it to 0.23 MB/s). So a row's shortfall is not the
+    emulator's."""
+    rate = 6.25e6
+    spec = PathSpec(delay_s=0.025, rate_Bps=rate, queue_bytes=int(rate * 0.05))
+    with WanNamespace(spec, tcp_ports=(BLAST_TCP_PORT,)) as wan:
+        udp = wan.blast("udp", rate=6e6, seconds=4)
+        assert udp["refused"] == 0 and udp["line"]["queue_full"] == 0, udp
+        assert udp["received_MBps"] >= 0.97 * 6.0, udp
+        tcp = wan.blast("tcp", seconds=5)
+        assert tcp["received_MBps"] >= 0.8 * rate / 1e6, tcp

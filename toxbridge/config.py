@@ -61,6 +61,7 @@ class Config:
     in_flight: int = DEFAULT_IN_FLIGHT
     backlog: int = DEFAULT_BACKLOG
     transport: bool = True  # offer the transport over lossy packets (toxbridge.linkpath)
+    trace_path: Path | None = None  # --trace-path: a debug trace of the path (toxbridge.pathtrace)
     queue_frames: int = 64  # each of the two queues between the threads (short: latency)
     busy_period: float = 0.001  # loop period while there is traffic
     # Loop period when quiet and toxcore's UDP socket cannot be watched (UDP off, or the

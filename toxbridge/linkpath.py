@@ -207,6 +207,22 @@ class LinkPath:
                 else:
                     self._refused += 1
 
+    def trace(self) -> dict | None:
+        """What a debug trace samples (``toxbridge.pathtrace``): our transport's
+        ``Endpoint.trace()``, the receiving end of the peer's (``rx_`` keys) and toxcore's
+        lossy counters; None while the transport is not active."""
+        ep, rx = self._send_ep, self._recv_ep
+        if ep is None or not self.link.transport_agreed:
+            return None
+        out = ep.trace()
+        ep.burst_max = 0
+        if rx is not None:
+            out.update(rx_packets_received=rx.statistics().packets_received,
+                       rx_acks_sent=rx.statistics().acks_sent, rx_readable=rx.readable)
+        out.update(lossy_sent_data=self._sent[DATA_ID], lossy_sent_ack=self._sent[ACK_ID],
+                   lossy_refused=self._refused, stale_dropped=self._stale, epochs=self._epochs)
+        return out
+
     def statistics(self) -> LinkPathStatistics:
         ep = self._send_ep
         s = ep.statistics() if ep is not None else None

@@ -298,6 +298,17 @@ class PeerIO:
         """Channel frames handed to the app's queue."""
         return self._decoder.frames
 
+    def channel_trace(self) -> dict:
+        """The channel stream's send side for a debug trace: the peer's credit left, what
+        waits in the mux, the room in the resend buffer (it holds what the peer's Link
+        has not acked)."""
+        sid = self._channel
+        if sid is None:
+            return {}
+        return {"chan_credit": self.mux.send_credit(sid),
+                "chan_buffered": self.limits.stream_send_buffer - self.mux.send_room(sid),
+                "chan_resend_room": self._resend.room()}
+
     def statistics(self) -> dict:
         s = self.mux.statistics()
         return {"mux_streams": s.streams, "mux_buffered_bytes": s.buffered_bytes,

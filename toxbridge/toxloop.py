@@ -31,6 +31,7 @@ from .config import Config, request_allowed, request_message
 from .control.snapshot import NodeSnapshot
 from .errors import ConfigError, PeerError
 from .network import loopback_options
+from .pathtrace import PathTrace
 from .peerslot import PeerSlot, PeerState
 from .peertables import PeerTables
 from .tox import (Connection, FriendAddError, Tox, ToxError, ToxOptions, load_profile,
@@ -401,9 +402,18 @@ class ToxLoop(threading.Thread):
                 self.notify(None)
 
     def _run(self) -> None:
+        trace = None if self.config.trace_path is None else PathTrace(self.config.trace_path)
+        try:
+            self._loop(trace)
+        finally:
+            if trace is not None:
+                trace.close()
+
+    def _loop(self, trace: PathTrace | None) -> None:
         tox, outbound = self.tox, self.outbound
         next_snapshot = next_tick = 0.0
         while not self._stopping.is_set():
+            turn_start = time.monotonic()
             if log.isEnabledFor(logging.DEBUG) and time.monotonic() >= next_tick:
                 next_tick = time.monotonic() + 1
                 self._log_tick()
@@ -435,6 +445,10 @@ class ToxLoop(threading.Thread):
                 self._reset_connection(slot)
             if moved:
                 self._last_traffic = now
+            if trace is not None:
+                trace.turn(now - turn_start)
+                if trace.due(now):
+                    trace.sample(now, list(self.slots.values()), len(outbound))
             self._wait(now, outbound)
 
     def _wait(self, now: float, outbound: FrameQueue) -> None:

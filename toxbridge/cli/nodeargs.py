@@ -221,6 +221,8 @@ def node_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-udp", action="store_true", help="TCP relays only")
     p.add_argument("--lossless-only", action="store_true",
                    help="never carry the channel over our transport on lossy packets")
+    p.add_argument("--trace-path", metavar="FILE", type=Path,
+                   help="debug: write the transport's state to FILE as JSON lines, 10 a second")
     p.add_argument("--ipv6", action="store_true", help="enable IPv6 (off by default)")
     p.add_argument("--lan-discovery", action="store_true",
                    help="enable LAN discovery (off by default: it broadcasts on your networks)")
@@ -371,6 +373,7 @@ def build_config(args: argparse.Namespace):
         tcp_relays=tuple(args.tcp_relay),
         udp=not args.no_udp,
         transport=not args.lossless_only,
+        trace_path=args.trace_path,
         ipv6=args.ipv6,
         lan_discovery=args.lan_discovery,
         bridge_host=host,

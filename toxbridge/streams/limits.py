@@ -21,9 +21,14 @@ class Limits:
     """
 
     max_streams: int = 256
-    stream_window: int = 256 * 1024
-    bulk_window: int = 1024 * 1024
-    connection_window: int = 4 * 1024 * 1024
+    # A stream moves at most its window per credit loop: a round trip, plus the time its
+    # bytes wait behind a lost packet in the transport (random loss: ~2 round trips more,
+    # nearly always), less the quarter not yet credited back. 256 KiB held the channel to
+    # 3-3.5 MB/s at 50 ms and the simulated one to 0.2 of 50 Mbit/s at 150 ms; 2 MiB still
+    # ran out at 150 ms and 1 % loss (issue 16; docs/wire.md §3, "Limits").
+    stream_window: int = 4 * 1024 * 1024
+    bulk_window: int = 4 * 1024 * 1024
+    connection_window: int = 8 * 1024 * 1024  # two stalled readers' windows; the Link's window
     stream_send_buffer: int = 256 * 1024
     send_buffer: int = 4 * 1024 * 1024
     receive_buffer: int = 64 * 1024

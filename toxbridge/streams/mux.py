@@ -296,6 +296,12 @@ class Mux:
         """What send() would take now."""
         return self._tx.room(self._live(stream_id))
 
+    def send_credit(self, stream_id: int) -> int:
+        """DATA bytes of the stream the peer's credit lets us frame now (the stream's and
+        the connection's; 0 for a stream that is gone)."""
+        stream = self._streams.get(stream_id)
+        return 0 if stream is None else max(0, min(stream.send_limit - stream.sent, self._tx.conn_credit))
+
     def framed_bytes(self, stream_id: int) -> int:
         """DATA bytes of the stream framed so far (0 once it is closed)."""
         stream = self._streams.get(stream_id)

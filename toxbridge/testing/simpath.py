@@ -21,6 +21,7 @@ import heapq
 import random
 import time
 from dataclasses import dataclass, field
+from typing import Callable
 
 from ..transport import Endpoint
 from .wanpath import DelayLine, Fate, PathSpec
@@ -52,12 +53,21 @@ class Flow:
     done_at: float | None = None  # when the receiver had all ``total`` bytes
     mismatch: int | None = None  # the first offset where verification failed
     samples: list[tuple[float, int]] = field(default_factory=list)  # (time, delivered)
+    # What the sender's app writes, given the room (None: the pattern, as much as fits),
+    # and what the receiver's app does with what arrived: e.g. a stream mux on each end,
+    # whose credit then travels back in a flow the other way (tests/test_transport_path.py)
+    source: Callable[[int], bytes] | None = None
+    sink: Callable[[bytes], None] | None = None
 
 
 class Simulation:
     def __init__(self, spec: PathSpec, *, overhead: int = TOX_OVERHEAD, duplicate: float = 0.0,
                  verify: bool = False, sample_every: float = 0.05, seed: int = 1,
-                 max_events: int = 20_000_000) -> None:
+                 max_events: int = 20_000_000, start: float = 0.0) -> None:
+        """``start``: the clock's reading when the simulation begins (flows' ``start_at``,
+        ``run(until)`` and ``goodput`` are readings of the same clock). A real shell passes
+        ``time.monotonic()``, hours past 0: a controller that took 0 for "long ago" would
+        only show it with a late start."""
         self.spec = spec
         self.fwd = DelayLine(spec, random.Random(seed))
         self.rev = DelayLine(spec, random.Random(seed + 1))
@@ -68,7 +78,7 @@ class Simulation:
         self.sample_every = sample_every
         self.max_events = max_events
         self.flows: list[Flow] = []
-        self.now = 0.0
+        self.now = start
         self._timers: list[tuple[float, int, Endpoint]] = []  # (at, order, endpoint)
         self._peers: dict[int, tuple[Endpoint, Endpoint, str]] = {}  # id -> (it, peer, line)
         self._writers: dict[int, list[Flow]] = {}
@@ -82,11 +92,13 @@ class Simulation:
         self.events = 0
 
     def add_flow(self, sender: Endpoint, receiver: Endpoint, *, total: int | None = None,
-                 start_at: float = 0.0) -> Flow:
+                 start_at: float | None = None, source: Callable[[int], bytes] | None = None,
+                 sink: Callable[[bytes], None] | None = None) -> Flow:
         """A stream from ``sender`` to ``receiver``. The first flow of a pair sets which way
         is forward (the data's direction: its bottleneck queue is the one measured); a flow
         from ``receiver`` back to ``sender`` makes the pair's traffic two-way."""
-        flow = Flow(sender, receiver, total, start_at)
+        start_at = self.now if start_at is None else start_at
+        flow = Flow(sender, receiver, total, start_at, source=source, sink=sink)
         self.flows.append(flow)
         for endpoint, peer, line in ((sender, receiver, _FWD), (receiver, sender, _REV)):
             self._peers.setdefault(id(endpoint), (endpoint, peer, line))
@@ -154,6 +166,9 @@ class Simulation:
                 self._write(flow)
         for flow in self._readers.get(key, ()):
             self._read(flow, t)
+        for flow in self._writers.get(key, ()):  # what reading made (a mux's credit) goes now
+            if flow.source is not None and t >= flow.start_at:
+                self._write(flow)
         packets = endpoint.datagrams_to_send(t)
         wake = endpoint.timeout()
         if wake is not None and wake <= t:  # a timer due at this very time: run it now
@@ -176,6 +191,8 @@ class Simulation:
             if self.verify and flow.mismatch is None and data != pattern(flow.delivered, len(data)):
                 flow.mismatch = flow.delivered
             flow.delivered += len(data)
+            if flow.sink is not None:
+                flow.sink(data)
             if flow.total is not None and flow.delivered >= flow.total and flow.done_at is None:
                 flow.done_at = t
 
@@ -184,8 +201,12 @@ class Simulation:
         if flow.total is not None:
             room = min(room, flow.total - flow.written)
         if room > 0:
-            chunk = pattern(flow.written, room) if self.verify else bytes(room)
-            flow.written += flow.sender.send(chunk)
+            if flow.source is not None:
+                chunk = flow.source(room)
+            else:
+                chunk = pattern(flow.written, room) if self.verify else bytes(room)
+            if chunk:
+                flow.written += flow.sender.send(chunk)
 
     def _arm(self, endpoint: Endpoint, at: float | None) -> None:
         if at is None:

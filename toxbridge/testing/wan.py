@@ -6,8 +6,8 @@ delay line (delay each way, jitter, random loss, a bottleneck, cuts).
         RawPeer(boot, wrap=wan.wrap) ...                   # or DaemonProc(..., wrap=wan.wrap)
         wan.line.stats()                                   # what the line did so far
 
-How: iptables in the namespace sends every UDP packet on ``lo`` (and, when asked, the TCP
-packets to and from given ports: a TCP relay's) to NFQUEUE; the line process
+How: iptables in the namespace sends every UDP packet arriving on ``lo`` (INPUT; and,
+when asked, the TCP packets to and from given ports: a TCP relay's) to NFQUEUE; the line process
 (``python -m toxbridge.testing.wan line``, inside the namespace) holds each packet as the
 sans-IO ``DelayLine`` (``toxbridge.testing.wanpath``) says, then accepts it, or drops it.
 Every packet between two processes of the namespace crosses the line once, so a round
@@ -121,15 +121,22 @@ class WanNamespace:
     """A namespace with only ``lo`` and a delay line on its Tox traffic. A context manager."""
 
     def __init__(self, spec: PathSpec, *, tcp_ports: tuple[int, ...] = (), udp: bool = True,
-                 queue: int = QUEUE, line_seconds: float = 7200) -> None:
+                 queue: int = QUEUE, line_seconds: float = 7200, chain: str = "INPUT") -> None:
         """``tcp_ports``: TCP ports whose traffic (both ways) crosses the line too, e.g.
         ``(BOOTSTRAP_TCP_PORT,)`` for the TCP relay; ``udp``: UDP crosses it (else UDP is
-        untouched). ``line_seconds``: the line stops by itself after this long."""
+        untouched). ``line_seconds``: the line stops by itself after this long. ``chain``:
+        where the line holds packets, INPUT (after ``lo`` has handed them over) or OUTPUT
+        (before: the kernel then counts a held packet against its sender's socket, and TCP
+        Small Queues lets a TCP socket have only a few in flight: 0.23 MB/s through a
+        50 ms line; INPUT: 6.03 of its 6.25)."""
+        if chain not in ("INPUT", "OUTPUT"):
+            raise ValueError("chain is INPUT or OUTPUT")
         self.spec = spec
         self.tcp_ports = tuple(tcp_ports)
         self.udp = udp
         self.queue = queue
         self.line_seconds = line_seconds
+        self.chain = chain
         self.name = f"tbwan{os.getpid()}{secrets.token_hex(3)}"
         self.wrap = [IP, "netns", "exec", self.name]
         self.iptables = shutil.which("iptables") or shutil.which("iptables", path="/usr/sbin:/sbin") or "iptables"
@@ -151,8 +158,9 @@ class WanNamespace:
             rules = [["-p", "udp"]] if self.udp else []
             for port in self.tcp_ports:
                 rules += [["-p", "tcp", "--dport", str(port)], ["-p", "tcp", "--sport", str(port)]]
+            chain, iface = ("INPUT", "-i") if self.chain == "INPUT" else ("OUTPUT", "-o")
             for rule in rules:
-                _run([*self.wrap, self.iptables, "-A", "OUTPUT", "-o", "lo", *rule,
+                _run([*self.wrap, self.iptables, "-A", chain, iface, "lo", *rule,
                       "-j", "NFQUEUE", "--queue-num", str(self.queue)])
         except BaseException:
             self.close()
@@ -171,6 +179,23 @@ class WanNamespace:
         if ready != "ready":
             raise RuntimeError(f"the delay line did not start (said {ready!r})")
         self.line = LineControl(control)
+
+    def blast(self, proto: str, *, rate: float = 6e6, seconds: float = 5.0) -> dict:
+        """Plain UDP (paced at ``rate`` bytes/s on the wire) or TCP (as fast as it goes;
+        ``wanblast.BLAST_TCP_PORT`` must be in ``tcp_ports``) through the line, no Tox:
+        ``toxbridge.testing.wanblast``'s JSON, with the line's counters meanwhile
+        (``line``). Is the emulator what limits a row?"""
+        before = self.line.stats()
+        proc = self.spawn([sys.executable, "-m", "toxbridge.testing.wanblast", proto, "--rate",
+                           str(rate), "--seconds", str(seconds)], stdout=subprocess.PIPE, text=True)
+        out, _ = proc.communicate(timeout=seconds + 30)
+        if proc.returncode != 0:
+            raise RuntimeError(f"the {proto} blaster failed (exit status {proc.returncode})")
+        after = self.line.stats()
+        result = json.loads(out.strip().splitlines()[-1])
+        result["line"] = {k: after[k] - before[k] for k in ("offered", "queue_full", "lost")}
+        result["line"]["cpu_s"] = round(after["cpu_s"] - before["cpu_s"], 3)
+        return result
 
     @property
     def control_path(self) -> str:
@@ -342,7 +367,8 @@ class _Line:
 
     def stats(self) -> dict:
         return {**self.line.stats.to_dict(), "held": self.line.held, "is_cut": self.line.is_cut,
-                "kernel_dropped": _kernel_dropped(self.queue)}
+                "kernel_dropped": _kernel_dropped(self.queue),
+                "cpu_s": round(time.process_time(), 3)}  # the line's own: is it the limit?
 
     def _client(self, conn: socket.socket) -> None:
         try:

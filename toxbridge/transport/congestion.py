@@ -34,15 +34,19 @@ FULL_BW_ROUNDS = 3
 MIN_CWND_PACKETS = 4
 # A round that loses more than LOSS_THRESH of its packets (and at least LOSS_MIN_PACKETS)
 # is a full queue, not random loss: the window's ceiling drops to BETA x what was in flight
-# and then climbs back by AI_PACKETS a round. The decrease takes more from a larger flow,
-# the increase gives each the same: flows sharing a drop-tail queue converge to fair shares
-# (the model alone is neutral there: any split of a full queue is a fixed point). Random
-# loss now and then puts 4 of a short round's packets over 2 %: the ceiling then comes
-# down to the BDP at most, which still fills the path.
+# and then climbs back, by 1 packet the first round, 2 the next, 4, ... (BBR v2's probing
+# up) until the next such round. The decrease takes more from a larger flow, the increase
+# gives each the same: flows sharing a drop-tail queue converge to fair shares (the model
+# alone is neutral there: any split of a full queue is a fixed point). Random loss now and
+# then puts 4 of a short round's packets over 2 %: the ceiling then comes down to the BDP
+# at most, which still fills the path -- if the model knows the path. A ceiling set in
+# startup, before the model did, held the flow at its own rate (the model measures what
+# the ceiling lets through, and the floor is the model's BDP): climbing 1 packet a round,
+# it took ~1 min at 150 ms (issue 16, 1 % loss: 0.55 of the bottleneck); doubling, ~1 s.
 LOSS_THRESH = 0.02
-LOSS_MIN_PACKETS = 4
+LOSS_MIN_PACKETS = 8
 BETA = 0.7
-AI_PACKETS = 1
+AI_PACKETS = 1  # the ceiling's first step up after a cut; each round without one doubles it
 
 # Acks come in bursts when the shell works in loop turns (~1 ms: the receiver acks what one
 # turn brought, the sender sees it a turn later), so a window of gain x rate x min RTT
@@ -79,7 +83,10 @@ class BbrController:
         self._bw_rounds: deque[float] = deque(maxlen=BW_ROUNDS - 1)
         self._bw_this_round = 0.0
         self.min_rtt = float("inf")
-        self._min_rtt_stamp = 0.0
+        # None until the first sample: a real clock (time.monotonic()) is hours past 0, and
+        # "0" made the first ack find the minimum expired, so every new transport went to
+        # PROBE_RTT at once (issue 16: see _update_state)
+        self._min_rtt_stamp: float | None = None
         self.round_count = 0
         self._next_round_delivered = 0
         self._full_bw = 0.0
@@ -92,6 +99,8 @@ class BbrController:
         self._blackout = False  # persistent loss: only probes until an ack comes back
         self.bytes_lost = 0
         self.inflight_hi = float("inf")  # the loss-driven ceiling (inf: none yet)
+        self._hi_step = AI_PACKETS  # packets the ceiling climbs at the end of this round
+        self.ceiling_cuts = 0  # rounds taken for a full queue (a trace reads it)
         self._round_lost = 0
         self._round_delivered = 0
         self._max_inflight_round = 0
@@ -150,7 +159,8 @@ class BbrController:
                     self._bw_this_round = rate
                 if rate > self.max_bw:
                     self.max_bw = rate
-        expired = now - self._min_rtt_stamp > MIN_RTT_WINDOW
+        stamp = self._min_rtt_stamp
+        expired = stamp is not None and now - stamp > MIN_RTT_WINDOW
         if rtt <= self.min_rtt or expired:
             if rtt < self.min_rtt or self.state != PROBE_RTT:
                 self.min_rtt = rtt
@@ -181,12 +191,17 @@ class BbrController:
     def _end_loss_round(self) -> None:
         lost, total = self._round_lost, self._round_lost + self._round_delivered
         if lost >= LOSS_MIN_PACKETS * self.mss and lost > LOSS_THRESH * total:
-            # never below the model's BDP: below it the ceiling would cut the delivery rate,
-            # the model would follow, and random loss would spiral it down (seen: 1 % loss,
-            # 50 ms: 2.3 MB/s of 6.25 with no floor)
-            self.inflight_hi = max(BETA * self._max_inflight_round, self.bdp(), self.min_cwnd)
+            # never below the model's BDP and the room for acks that come in bursts: below
+            # it the ceiling would cut the delivery rate, the model would follow, and random
+            # loss would spiral it down (seen: 1 % loss, 50 ms: 2.3 MB/s of 6.25 with no
+            # floor; with the BDP alone and the tox thread's turns, 0.79 of the line)
+            floor = self.bdp() + self.extra_acked
+            self.inflight_hi = max(BETA * self._max_inflight_round, floor, self.min_cwnd)
+            self.ceiling_cuts += 1
+            self._hi_step = AI_PACKETS
         elif self.inflight_hi != float("inf"):
-            self.inflight_hi += AI_PACKETS * self.mss
+            self.inflight_hi += self._hi_step * self.mss
+            self._hi_step *= 2
             if self.inflight_hi > 4 * self.bdp(CWND_GAIN):
                 self.inflight_hi = float("inf")  # far above the model: no ceiling
         self._round_lost = self._round_delivered = self._max_inflight_round = 0
@@ -227,6 +242,11 @@ class BbrController:
             self.state, self.pacing_gain, self.cwnd_gain = PROBE_RTT, 1.0, 1.0
             self._probe_rtt_done = None
         if self.state == PROBE_RTT:
+            # What 4 packets in flight deliver measures PROBE_RTT, not the path: its samples
+            # are app-limited (Linux BBR does the same). Before, startup's full-pipe check
+            # counted its rounds ("no growth for 3 rounds") and left startup at the rate of
+            # 4 packets a round trip: 0.1 MB/s at 50 ms, then ~6 s to reach 6 MB/s.
+            self.on_app_limited(inflight)
             if self._probe_rtt_done is None:
                 if inflight <= self.min_cwnd:
                     self._probe_rtt_done = now + PROBE_RTT_TIME
@@ -273,4 +293,9 @@ class BbrController:
         return {"state": self.state, "max_bw_Bps": self.max_bw,
                 "min_rtt_s": None if self.min_rtt == float("inf") else self.min_rtt,
                 "cwnd": self.cwnd, "pacing_rate_Bps": self.pacing_rate,
-                "round_count": self.round_count, "bytes_lost": self.bytes_lost}
+                "round_count": self.round_count, "bytes_lost": self.bytes_lost,
+                "pacing_gain": self.pacing_gain, "cwnd_gain": self.cwnd_gain,
+                "inflight_hi": None if self.inflight_hi == float("inf") else int(self.inflight_hi),
+                "ceiling_cuts": self.ceiling_cuts, "extra_acked": int(self.extra_acked),
+                "app_limited": self._app_limited_until != 0, "filled_pipe": self.filled_pipe,
+                "delivered": self.delivered}

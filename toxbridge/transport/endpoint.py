@@ -32,6 +32,10 @@ DEFAULT_WINDOW = 16 * 1024 * 1024  # receive window: > 2 BDP at 25 MB/s and 150 
 DEFAULT_SEND_BUFFER = 16 * 1024 * 1024  # unacked plus not yet sent stream bytes
 DEFAULT_MAX_ACK_DELAY = 0.010  # s: short, as the probe timeout and RTT samples include it
 BLOCKED_PING_MAX = 1.0  # s: the longest wait for a lost window update
+# Endpoint.stops: the window was full, the pacer said wait, the app had given nothing more,
+# the peer's flow-control limit, the ring of tracked packets was full
+STOPS = ("cwnd", "pacer", "app", "flow", "ring")
+_CWND, _PACER, _APP, _FLOW, _RING = range(len(STOPS))
 _INF = float("inf")
 
 
@@ -108,6 +112,10 @@ class Endpoint:
         self._packets_sent = self._packets_received = self._acks_sent = 0
         self._acks_received = self._bytes_sent = self._bytes_resent = 0
         self._duplicates = self._probes_sent = 0
+        # why each call of datagrams_to_send stopped sending (see STOPS): is the sender
+        # held by its window, its pacer, its app or the peer's limit? (a trace reads them)
+        self.stops = [0] * len(STOPS)
+        self.burst_max = 0  # the most DATA packets one call sent (the trace resets it)
 
     # -- the app's side ---------------------------------------------------------------
 
@@ -219,8 +227,14 @@ class Endpoint:
             out.append(self._data_packet(now, *rng) if rng else self._ping(now))
         resend, buf = self._resend, self._buf
         header_pack = DATA_HEADER.pack
+        sent = 0
+        stop = _RING
         while recovery.can_send():
-            if recovery.bytes_in_flight >= cc.window() or not pacer.can_send(now):
+            if recovery.bytes_in_flight >= cc.window():
+                stop = _CWND
+                break
+            if not pacer.can_send(now):
+                stop = _PACER
                 break
             base = self._base
             if resend:
@@ -236,8 +250,11 @@ class Endpoint:
                 length = min(self._max_payload, base + len(buf) - offset,
                              self._peer_limit - offset)
                 if length <= 0:
-                    if recovery.bytes_in_flight < cc.window() and offset >= base + len(buf):
-                        cc.on_app_limited(recovery.bytes_in_flight)
+                    stop = _FLOW
+                    if offset >= base + len(buf):
+                        stop = _APP
+                        if recovery.bytes_in_flight < cc.window():
+                            cc.on_app_limited(recovery.bytes_in_flight)
                     break
                 self._next = offset + length
             start = offset - base
@@ -247,7 +264,11 @@ class Endpoint:
             pacer.on_sent(len(packet), now)
             self._bytes_sent += length
             self._packets_sent += 1
+            sent += 1
             out.append(packet)
+        self.stops[stop] += 1
+        if sent > self.burst_max:
+            self.burst_max = sent
         return out
 
     def _data_packet(self, now: float, offset: int, length: int) -> bytes:
@@ -395,6 +416,23 @@ class Endpoint:
         if lost:
             self._resend.extend(lost)
         self.pacer.set_rate(self.cc.pacing_rate)
+
+    def trace(self) -> dict:
+        """What a debug trace samples now (a flat dict; see docs/wire.md §4.6): the
+        controller's model, the window and the bytes in flight, the send side's queue, the
+        cumulative counters, and why sending stopped (``stop_*``, cumulative)."""
+        cc, rec = self.cc, self.recovery
+        out = cc.statistics()
+        out.update(window=cc.window(), in_flight=rec.bytes_in_flight, unsent=self.unsent_bytes,
+                   resend_queued=len(self._resend), peer_room=self._peer_limit - self._next,
+                   srtt_s=self.rtt.smoothed, latest_rtt_s=self.rtt.latest,
+                   packets_sent=self._packets_sent, packets_lost=rec.packets_lost,
+                   bytes_sent=self._bytes_sent, bytes_resent=self._bytes_resent,
+                   acks_received=self._acks_received, acks_sent=self._acks_sent,
+                   packets_received=self._packets_received, probes_sent=self._probes_sent,
+                   burst_max=self.burst_max)
+        out.update({f"stop_{name}": n for name, n in zip(STOPS, self.stops)})
+        return out
 
     def statistics(self) -> TransportStatistics:
         cc = self.cc
