@@ -195,6 +195,18 @@ def test_probe_rtt_rounds_do_not_end_startup():
     assert cc.filled_pipe and cc.max_bw == pytest.approx(6.25e6, rel=0.05)
 
 
+def test_startup_ends_at_a_full_queue_even_when_every_round_is_app_limited():
+    """The tox thread feeds the transport a loop turn at a time; at startup's 2.9 x the rate
+    it runs out within a long turn, so nearly every round is app-limited and the rate check
+    never ends startup. Rounds that lose as a full queue do (5 % here, 10 a round)."""
+    cc = BbrController(initial_rtt=0.1)
+    _drive_controller(cc, rate=6.25e6, rtt=0.05, seconds=1.0, loss_every=20, window=200 * 1373)
+    assert cc.filled_pipe and cc.state != "startup"
+    quiet = BbrController(initial_rtt=0.1)  # the same without loss: app-limited, no full queue
+    _drive_controller(quiet, rate=6.25e6, rtt=0.05, seconds=1.0, window=200 * 1373)
+    assert not quiet.filled_pipe and quiet.state == "startup"
+
+
 def test_bbr_keeps_its_rate_under_random_loss():
     cc = BbrController(initial_rtt=0.1)
     _drive_controller(cc, rate=6.25e6, rtt=0.05, seconds=4.0, loss_every=100)  # 1 %

@@ -100,6 +100,7 @@ class BbrController:
         self.bytes_lost = 0
         self.inflight_hi = float("inf")  # the loss-driven ceiling (inf: none yet)
         self._hi_step = AI_PACKETS  # packets the ceiling climbs at the end of this round
+        self._queue_was_full = False  # the round that just ended lost as a full queue does
         self.ceiling_cuts = 0  # rounds taken for a full queue (a trace reads it)
         self._round_lost = 0
         self._round_delivered = 0
@@ -190,7 +191,8 @@ class BbrController:
 
     def _end_loss_round(self) -> None:
         lost, total = self._round_lost, self._round_lost + self._round_delivered
-        if lost >= LOSS_MIN_PACKETS * self.mss and lost > LOSS_THRESH * total:
+        self._queue_was_full = lost >= LOSS_MIN_PACKETS * self.mss and lost > LOSS_THRESH * total
+        if self._queue_was_full:
             # never below the model's BDP and the room for acks that come in bursts: below
             # it the ceiling would cut the delivery rate, the model would follow, and random
             # loss would spiral it down (seen: 1 % loss, 50 ms: 2.3 MB/s of 6.25 with no
@@ -218,12 +220,21 @@ class BbrController:
         return gain * self.max_bw * self.min_rtt
 
     def _update_state(self, now: float, round_start: bool, inflight: int, expired: bool) -> None:
-        if round_start and not self.filled_pipe and not self._app_limited_until:
-            if self.max_bw >= self._full_bw * FULL_BW_GROWTH:
-                self._full_bw, self._full_bw_count = self.max_bw, 0
-            else:
+        if round_start and not self.filled_pipe:
+            if not self._app_limited_until:
+                if self.max_bw >= self._full_bw * FULL_BW_GROWTH:
+                    self._full_bw, self._full_bw_count = self.max_bw, 0
+                else:
+                    self._full_bw_count += 1
+            elif self._queue_was_full:
+                # An app-limited round cannot show that the rate stopped growing, but a
+                # full queue shows that the pipe is full. The tox thread feeds the transport
+                # a loop turn at a time, and at startup's 2.9 x the rate a longer turn's
+                # worth runs out: nearly every round was app-limited, startup never ended,
+                # and paced at 2.9 x into the queue again and again (issue 16, 150 ms: 7,151
+                # packets dropped at the bottleneck in one row).
                 self._full_bw_count += 1
-                self.filled_pipe = self._full_bw_count >= FULL_BW_ROUNDS
+            self.filled_pipe = self._full_bw_count >= FULL_BW_ROUNDS
         state = self.state
         if state == STARTUP and self.filled_pipe:
             self.state, self.pacing_gain, self.cwnd_gain = DRAIN, DRAIN_GAIN, HIGH_GAIN
