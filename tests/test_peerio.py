@@ -245,3 +245,40 @@ def test_frames_in_flight_when_the_peer_daemon_dies_reach_its_successor_once_in_
     assert got_before + b2.got == frames  # once each, in order
     assert a.io._resend.resent > 0
     assert a.errors == b2.errors == []
+
+
+def test_a_stream_opened_after_the_link_saw_a_restart_waits_for_the_new_mux() -> None:
+    """The Link learns of a restarted peer (its HELLO) before the new mux's HELLO arrives in
+    a frame: an open in between goes to the new peer, not to its dead predecessor (where
+    the new mux ignored it and the HELLO after reset it, and the acceptor waited forever)."""
+    from toxbridge.localstreams import LocalStream, StreamTable
+
+    a, b = pair()
+    a.io.table = StreamTable()
+    run(a, b)
+    b2 = Side(KEY_B, KEY_A, b"C" * 16)
+    b2.io.table = StreamTable()
+    acc = LocalStream(lambda: None)
+    acc.kind = 40
+    assert b2.io.table.request_accept(acc)
+    a.link.connection_lost()
+    a.link.connection_made()
+    b2.link.connection_made()
+    for _ in range(50):  # only Link packets until a's Link has seen the new session
+        while (p := b2.link.next_packet(flush=True)) is not None:
+            a.link.receive_packet(p)
+            if a.link.peer_restarts:
+                break
+        if a.link.peer_restarts:
+            break
+        while (p := a.link.next_packet(flush=True)) is not None:
+            b2.link.receive_packet(p)
+    assert a.link.peer_restarts == 1 and a.io.mux.statistics().peer_restarts == 0
+    opener = LocalStream(lambda: None)
+    opener.kind = 40
+    a.io.take_link_frames()
+    a.io.table.request_open(opener)
+    a.io.fill(a.outbound)
+    run(a, b2)
+    assert opener.reset_in is None and opener.failure is None
+    assert acc.sid is not None  # the new peer accepted it

@@ -156,12 +156,15 @@ class StreamTable:
 
     # -- the tox thread --------------------------------------------------------------------
 
-    def service(self, mux: Mux | None) -> None:
-        """Opens, and what the trio side changed, into the mux."""
+    def service(self, mux: Mux | None, *, opens: bool = True) -> None:
+        """Opens (unless ``opens`` is False: they wait), and what the trio side changed,
+        into the mux."""
         with self._lock:
-            opens, self._opens = list(self._opens), deque()
+            waiting = self._opens if opens else ()
+            if opens:
+                self._opens = deque()
             dirty, self._dirty = self._dirty, set()
-        for ls in opens:
+        for ls in waiting:
             if mux is None or mux.error is not None:
                 self._refuse(ls, "no_peer", "no peer is connected")
                 continue

@@ -84,6 +84,9 @@ class PeerIO:
         self._resend = ResendBuffer(self.limits.stream_window + CHANNEL_FEED + 2 * CHAN_FRAME)
         self._restarts = link.peer_restarts
         self._frozen = False  # the Link saw a new peer session; the mux not yet
+        # Until the new peer mux's HELLO arrives, a new stream would be numbered for its
+        # dead predecessor (the new mux ignores it, the HELLO then resets it): opens wait.
+        self._new_peer_pending = False
         if self.initiator:
             self._open_channel()
 
@@ -169,6 +172,7 @@ class PeerIO:
                 mux.reset(event.stream_id, ResetCode.PROTOCOL_ERROR)
                 self._channel_gone(ResetCode.PROTOCOL_ERROR)
         elif isinstance(event, PeerRestarted):
+            self._new_peer_pending = False
             log.info("the peer's stream mux is new (its daemon restarted): streams reset")
         elif isinstance(event, ProtocolViolation):
             log.warning("peer broke a stream rule (stream %d): %s", event.stream_id, event.reason)
@@ -242,7 +246,7 @@ class PeerIO:
                 if self._channel is not None and (len(outbound) or self._resend.pending):
                     moved |= self._feed(outbound)
                 if table is not None:
-                    table.service(mux)
+                    table.service(mux, opens=not self._new_peer_pending)
             chunk = mux.data_to_send(size)
             if not chunk:
                 break
@@ -290,6 +294,7 @@ class PeerIO:
             self._restarts = link.peer_restarts
             self._resend.acked(link.restart_acked)
             self._frozen = self._channel is not None
+            self._new_peer_pending = True
 
     # -- state ---------------------------------------------------------------------------
 
