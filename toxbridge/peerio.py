@@ -85,7 +85,10 @@ class PeerIO:
         self._restarts = link.peer_restarts
         self._frozen = False  # the Link saw a new peer session; the mux not yet
         # Until the new peer mux's HELLO arrives, a new stream would be numbered for its
-        # dead predecessor (the new mux ignores it, the HELLO then resets it): opens wait.
+        # dead predecessor (the new mux ignores it, the HELLO then resets it): opens wait
+        # while the mux's peer epoch is the one it had when the Link saw the new session
+        # (not for a PeerRestarted: a predecessor that died before its HELLO has none).
+        self._stale_epoch: bytes | None = None
         self._new_peer_pending = False
         if self.initiator:
             self._open_channel()
@@ -172,7 +175,6 @@ class PeerIO:
                 mux.reset(event.stream_id, ResetCode.PROTOCOL_ERROR)
                 self._channel_gone(ResetCode.PROTOCOL_ERROR)
         elif isinstance(event, PeerRestarted):
-            self._new_peer_pending = False
             log.info("the peer's stream mux is new (its daemon restarted): streams reset")
         elif isinstance(event, ProtocolViolation):
             log.warning("peer broke a stream rule (stream %d): %s", event.stream_id, event.reason)
@@ -246,6 +248,8 @@ class PeerIO:
                 if self._channel is not None and (len(outbound) or self._resend.pending):
                     moved |= self._feed(outbound)
                 if table is not None:
+                    if self._new_peer_pending and mux.peer_epoch != self._stale_epoch:
+                        self._new_peer_pending = False
                     table.service(mux, opens=not self._new_peer_pending)
             chunk = mux.data_to_send(size)
             if not chunk:
@@ -295,6 +299,7 @@ class PeerIO:
             self._resend.acked(link.restart_acked)
             self._frozen = self._channel is not None
             self._new_peer_pending = True
+            self._stale_epoch = self.mux.peer_epoch
 
     # -- state ---------------------------------------------------------------------------
 

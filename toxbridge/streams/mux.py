@@ -281,6 +281,11 @@ class Mux:
         return self._epoch
 
     @property
+    def peer_epoch(self) -> bytes | None:
+        """The epoch of the peer's last HELLO (None before the first)."""
+        return self._peer_epoch
+
+    @property
     def buffered_bytes(self) -> int:
         """Bytes taken by send() and not yet framed (at most ``send_buffer``)."""
         return self._tx.buffered
