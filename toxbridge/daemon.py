@@ -310,10 +310,12 @@ class Daemon:
             chunks = [encode_event(e) for e in self._events]
             self._events.clear()
             blobs = inbound.take(WRITE_BATCH)
+            if blobs:
+                # Room again in the inbound queue: said before the write, which may fail
+                # (the app gone) and which the tox thread need not wait for.
+                self.tox_loop.wake.set()
             if chunks or blobs:
                 await stream.send_all(b"".join(chunks + blobs))
-                if blobs:
-                    self.tox_loop.wake.set()  # room again in the inbound queue
                 continue
             await self._work.wait()
             self._work = trio.Event()

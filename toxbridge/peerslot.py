@@ -216,6 +216,8 @@ class PeerSlot:
         nothing is due. Returns the packets accepted (or bytes the transport took: > 0)."""
         link = self.link
         data = not self.hold_data_until or time.monotonic() >= self.hold_data_until
+        if data:
+            self.hold_data_until = 0.0  # over: no longer a reason to pump (due)
         unsent = link.unsent_bytes
         accepted, refused = self.path.send(tox, self.friend, time.monotonic(),
                                            flush=flush, data=data)
@@ -234,6 +236,12 @@ class PeerSlot:
 
     def acked(self, now: float) -> None:
         self.rtt.acked(self.queued - self.link.unacked_bytes, now)
+
+    def due(self, now: float) -> bool:
+        """Something of ours runs by the clock now (a transport's timer or pacer, the end
+        of the hold on data): the loop pumps even though nothing else asked it to."""
+        t = self.path.timeout()
+        return (t is not None and t <= now) or 0.0 < self.hold_data_until <= now
 
     def sending(self, outbound_len: int) -> bool:
         link = self.link

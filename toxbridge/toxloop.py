@@ -141,6 +141,11 @@ class ToxLoop(threading.Thread):
         self._received_n = 0  # packets from peers during this loop turn
         self._early_tokens, self._early_at = EARLY_WAKE_BURST, 0.0  # early wakes (_wait)
         self._turn = 0  # which slot goes first this turn (fairness)
+        # Whether the next turn's first pump can have work: the last wait was busy or ended
+        # by the trio side's flag. Else (an idle wake by a packet or toxcore's interval)
+        # only a slot that is due (PeerSlot.due) makes it pump before iterating.
+        self._pump_wanted = True
+        self._stirred = False  # a callback in this turn's iterate changed a slot's state
         # Status (toxbridge.control.snapshot): published by this thread, read by trio as a whole.
         self.snapshot: NodeSnapshot | None = None
         self._snapshot_wanted = threading.Event()
@@ -276,6 +281,7 @@ class ToxLoop(threading.Thread):
     def _on_friend_connection(self, friend: int, status: Connection) -> None:
         slot = self._by_friend.get(friend)
         if slot is not None:
+            self._stirred = True  # a connection up queued a HELLO: pump after iterate
             slot.on_connection(status)
 
     def _reset_connection(self, slot: PeerSlot) -> None:
@@ -418,10 +424,13 @@ class ToxLoop(threading.Thread):
                 next_tick = time.monotonic() + 1
                 self._log_tick()
             self._received_n = 0
+            self._stirred = False
             if self._calls:
                 self._run_calls()
             self._bootstrap_again()
-            moved = self._pump_all()
+            moved = False
+            if self._pump_wanted or any(s.due(turn_start) for s in self.slots.values()):
+                moved = self._pump_all()
             tox.iterate()
             now = time.monotonic()
             received = False
@@ -432,7 +441,7 @@ class ToxLoop(threading.Thread):
                     slot.acked(now)
             # Again only if this turn brought or sent something: on an idle node the pumps
             # are most of our CPU, and what the trio side adds meanwhile sets the wake flag.
-            if moved or received:
+            if moved or received or self._stirred:
                 moved |= self._pump_all()
             for slot in self.slots.values():
                 slot.received = False
@@ -482,8 +491,10 @@ class ToxLoop(threading.Thread):
             period = tox.iteration_interval()
         else:  # packets from a TCP relay arrive on sockets we do not watch
             period = min(tox.iteration_interval(), self.config.idle_period)
+        self._pump_wanted = busy
         if self.wake.wait(period, watched=not busy or early):
             self.wake.clear()
+            self._pump_wanted = True
         elif early and time.monotonic() - now < period:
             self._early_tokens -= 1  # an arrival ended it
 

@@ -1,0 +1,34 @@
+"""PeerSlot.due: what lets an idle tox loop skip its first pump (toxbridge.toxloop) and
+what still makes it pump by the clock. No Tox: a slot is built with no friend connection."""
+
+from pathlib import Path
+
+from toxbridge.config import Config
+from toxbridge.peertables import PeerTables
+
+
+def _slot():
+    from toxbridge.peerslot import PeerSlot
+    key = bytes(range(32))
+    tables = PeerTables()
+    config = Config(mode="listen", profile=Path("/nonexistent/unused.tox"))
+    return PeerSlot(config, bytes(32), key, 0, tables.add(key), lambda s, e: None,
+                    dialed=False)
+
+
+def test_a_fresh_slot_with_nothing_held_is_not_due():
+    assert not _slot().due(1e9)
+
+
+def test_the_hold_on_data_makes_a_slot_due_at_its_end_and_not_before():
+    slot = _slot()
+    slot.hold_data_until = 100.0
+    assert not slot.due(99.9)
+    assert slot.due(100.0)
+
+
+def test_a_transport_timer_makes_a_slot_due_when_it_falls(monkeypatch):
+    slot = _slot()
+    monkeypatch.setattr(slot.path, "timeout", lambda: 50.0)
+    assert not slot.due(49.0)
+    assert slot.due(50.0)
