@@ -5,7 +5,8 @@ and the Mux, consuming what the app has taken (so its stream's credit follows th
 
 Every :class:`LocalStream` field is guarded by its lock; the trio side changes them and
 calls :meth:`StreamTable.touch`, the tox thread changes them and calls ``poke()`` (which
-must be thread-safe and cheap: it schedules a wake-up in trio).
+must be thread-safe: it schedules a wake-up in trio) when the trio side may be waiting for
+that change (see READER_WAKE, WRITER_WAKE).
 
 Each peer has its own table (its mux's stream ids); the tables share one :class:`Shared`:
 the kinds a server accepts (port forwarding's exposing side) and the connections that
