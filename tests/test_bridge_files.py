@@ -28,8 +28,8 @@ from toxbridge.testing import BridgeLocalProc, DaemonProc
 pytestmark = [pytest.mark.tox, pytest.mark.xdist_group("files")]
 
 MB = 1024 * 1024
-CHUNK = 128 * 1024
-WINDOW_BYTES = 16 * CHUNK
+CHUNK = FilesConfig.chunk_size
+WINDOW_BYTES = FilesConfig.window * CHUNK  # what a transfer may have in flight (8 MiB)
 
 
 @pytest.fixture(scope="module")
@@ -236,7 +236,7 @@ async def test_kill_9_of_the_receiving_bridge_half_way_resends_at_most_one_windo
                     assert md5_of(path) == md5
                 c = (await status(alice, ref.fileid))["counters"]
                 assert c["peer_bytes_sent"] - size <= WINDOW_BYTES
-                assert c["peer_chunks_resent"] <= 16
+                assert c["peer_chunks_resent"] <= FilesConfig.window
                 assert c["peer_resyncs"] >= 1
         finally:
             b.kill()
@@ -264,7 +264,7 @@ async def test_kill_9_of_the_sending_bridge_half_way_resends_at_most_one_window(
                 await wait_available(bob, ref.fileid)
                 c = (await status(bob, ref.fileid))["counters"]
                 assert c["peer_bytes_received"] - size <= WINDOW_BYTES
-                assert c.get("peer_duplicates", 0) <= 16
+                assert c.get("peer_duplicates", 0) <= FilesConfig.window
                 path = await download(bob, ref.fileid, tmp_path / "got")
                 assert md5_of(path) == md5
         finally:
