@@ -295,3 +295,84 @@ def test_a_stream_opened_after_the_link_saw_a_restart_waits_for_the_new_mux(firs
     run(a, b2)
     assert opener.reset_in is None and opener.failure is None
     assert acc.sid is not None  # the new peer accepted it
+
+
+def _open_local(a: Side, b: Side, kind: int = 41):
+    """An opener on ``a`` and its acceptor on ``b``, each counting its pokes."""
+    from toxbridge.localstreams import LocalStream, StreamTable
+
+    for side in (a, b):
+        side.io.table = StreamTable()
+    pokes = {"opener": 0, "acceptor": 0}
+
+    def poker(name):
+        def poke():
+            pokes[name] += 1
+        return poke
+    opener, acc = LocalStream(poker("opener")), LocalStream(poker("acceptor"))
+    opener.kind = acc.kind = kind
+    assert b.io.table.request_accept(acc)
+    a.io.table.request_open(opener)
+    run(a, b)
+    assert opener.sid is not None and acc.sid is not None
+    pokes["opener"] = pokes["acceptor"] = 0
+    return opener, acc, pokes
+
+
+def test_a_reader_that_waits_for_room_is_woken_once_per_half_buffer_and_moves_everything() -> None:
+    # The trio reader waits only with to_peer full and wakes only on a poke: a poke per
+    # take cost the tox thread a socket write and a GIL wait each (issue 14).
+    from toxbridge.localstreams import READER_WAKE, TO_PEER_BUFFER
+
+    a, b = pair()
+    opener, acc, pokes = _open_local(a, b)
+    total, moved, waiting = 2_000_000, 0, False
+    for _ in range(20_000):
+        if not waiting and moved < total:  # the reader fills the buffer, then waits
+            with opener.lock:
+                n = min(opener.send_room, total - moved)
+                opener.to_peer += b"x" * n
+                moved += n
+                waiting = opener.send_room <= 0
+            a.io.table.touch(opener)
+        before = pokes["opener"]
+        run(a, b, 1)
+        if pokes["opener"] > before:
+            waiting = False
+            assert opener.send_room >= READER_WAKE
+        with acc.lock:  # the acceptor's app takes what arrives
+            n = len(acc.to_app)
+            acc.taken += n
+            acc.written += n
+            del acc.to_app[:]
+        b.io.table.touch(acc)
+        if acc.written == total:
+            break
+    assert acc.written == total
+    assert 0 < pokes["opener"] <= total // (TO_PEER_BUFFER - READER_WAKE) + 1
+
+
+def test_a_writer_is_woken_when_bytes_reach_an_empty_buffer_not_for_each_delivery() -> None:
+    from toxbridge.localstreams import WRITER_WAKE
+
+    a, b = pair()
+    opener, acc, pokes = _open_local(a, b)
+    for _ in range(3):  # the writer has emptied to_app and waits
+        with opener.lock:
+            opener.to_peer += b"y" * 60_000
+        a.io.table.touch(opener)
+        run(a, b, 200)
+        with acc.lock:
+            assert len(acc.to_app) == 60_000
+        assert 1 <= pokes["acceptor"] <= 1 + WRITER_WAKE // 1000  # the first few frames only
+        pokes["acceptor"] = 0
+        with acc.lock:
+            acc.taken += 60_000
+            acc.written += 60_000
+            del acc.to_app[:]
+        b.io.table.touch(acc)
+    with opener.lock:  # a short piece (a forward's answer) into an empty buffer: a poke
+        opener.to_peer += b"z" * 100
+    a.io.table.touch(opener)
+    run(a, b, 50)
+    assert pokes["acceptor"] == 1

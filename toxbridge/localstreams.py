@@ -5,7 +5,8 @@ and the Mux, consuming what the app has taken (so its stream's credit follows th
 
 Every :class:`LocalStream` field is guarded by its lock; the trio side changes them and
 calls :meth:`StreamTable.touch`, the tox thread changes them and calls ``poke()`` (which
-must be thread-safe and cheap: it schedules a wake-up in trio).
+must be thread-safe: it schedules a wake-up in trio) when the trio side may be waiting for
+that change (see READER_WAKE, WRITER_WAKE).
 
 Each peer has its own table (its mux's stream ids); the tables share one :class:`Shared`:
 the kinds a server accepts (port forwarding's exposing side) and the connections that
@@ -22,9 +23,19 @@ from .errors import ProtocolError
 from .streams import (CreditAvailable, Mux, Priority, ResetCode, StreamData, StreamEnded,
                       StreamOpened, StreamReset)
 
-__all__ = ["LocalStream", "Shared", "StreamTable", "TO_PEER_BUFFER"]
+__all__ = ["LocalStream", "READER_WAKE", "Shared", "StreamTable", "TO_PEER_BUFFER", "WRITER_WAKE"]
 
 TO_PEER_BUFFER = 64 * 1024  # bytes read from the app, not yet taken by the mux
+# A poke costs the tox thread a socket write to wake trio, and getting the GIL back after it
+# waits out the busy trio thread's switch interval: a poke per take or per delivery was
+# 13-21 % of the tox thread's time while a file moved (issue 14, py-spy). So the tox thread
+# pokes only when the trio side may be waiting: a reader waits only with to_peer full, so it
+# is poked when the take brings the room from under READER_WAKE to at least that (and then
+# reads that much at once); a writer waits only with to_app empty (forwarding's answer
+# parser with less than an answer, <= 257 bytes), so it is poked when to_app held less
+# than WRITER_WAKE before the delivery.
+READER_WAKE = TO_PEER_BUFFER // 2
+WRITER_WAKE = 4096
 MAX_ACCEPTORS = 64  # local connections waiting in `accept` at once
 
 
@@ -198,10 +209,11 @@ class StreamTable:
                 mux.consume(sid, ls.written - ls.consumed)
                 ls.consumed = ls.written
             if ls.to_peer:
+                room = ls.send_room
                 n = mux.send(sid, bytes(ls.to_peer))
                 if n:
                     del ls.to_peer[:n]
-                    poke = True
+                    poke = room < READER_WAKE <= ls.send_room
             if ls.end_out and not ls.to_peer and not ls.fin_sent:
                 mux.end(sid)
                 ls.fin_sent = True
@@ -241,7 +253,10 @@ class StreamTable:
             return True
         if isinstance(event, StreamData):
             with ls.lock:
+                held = len(ls.to_app)
                 ls.to_app += event.data
+            if held >= WRITER_WAKE:
+                return True  # its writer has not waited since (see WRITER_WAKE)
         elif isinstance(event, StreamEnded):
             with ls.lock:
                 ls.end_in = True

@@ -28,7 +28,14 @@ __all__ = ["PeerSlot", "PeerState", "PUMP_ROUNDS"]
 
 log = logging.getLogger(__name__)
 
-PUMP_ROUNDS = 64  # fill-then-send rounds per pump at most (a loop turn stays short)
+# Fill-then-send rounds per pump at most (each round ~5 KB: UNSENT_LOW and a mux frame).
+# Acks are read only in tox_iterate, between pumps, so a pump's worth is also what the
+# transport's window must cover until the next read: with 64 rounds a file's turn sent up
+# to ~0.7 MB (25-60 ms of a GIL-bound process), the window's ack-burst room (extra_acked)
+# grew to match, and ~300 KB (~25 ms) stood in front of every chat frame (issue 14,
+# bench files: chat 4-5 x idle). 16 rounds: shorter turns, acks read more often, a smaller
+# standing queue, and no lower a rate (docs/benchmarks.md, files).
+PUMP_ROUNDS = 16
 
 
 class PeerState:
