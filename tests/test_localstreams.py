@@ -60,7 +60,7 @@ def test_a_partly_taken_buffer_keeps_the_rest_in_order_and_can_grow_after() -> N
     table.touch(ls)
     table.service(pair.a)
     assert len(ls.to_peer) == 50_000  # the mux took its room; the rest stays, in order
-    ls.to_peer += data[60_000:]  # no view of it is left (a held one makes this raise)
+    ls.to_peer += data[60_000:]  # the trio side appends again after a partial take
     for _ in range(200):
         pair.turn()
         while (event := pair.a.next_event()) is not None:
