@@ -525,7 +525,7 @@ class Forwarder:
         async def writer() -> None:  # stream -> socket
             while True:
                 with ls.lock:
-                    chunk = bytes(ls.to_app[:READ_SIZE])
+                    chunk = ls.to_app[:READ_SIZE]  # a copy already: bytes() made two
                     del ls.to_app[:len(chunk)]
                     ls.taken += len(chunk)
                     end = ls.end_in and not chunk
