@@ -117,16 +117,19 @@ async def flood_of_strangers(network: NodeInfo, addresses: list[str], messages: 
 
 
 async def wait_refused(flood: Flood, daemons: list[DaemonProc], at_least: int,
-                       timeout: float) -> Counter[str]:
-    """Until ``at_least`` strangers were refused (logged) by ``daemons``; the refusals per
-    key. Fails if a key that is not a stranger's was refused (a real peer turned away)."""
+                       timeout: float, each: int = 1) -> Counter[str]:
+    """Until ``at_least`` strangers were refused (logged) by ``daemons`` together, and at
+    least ``each`` by every one of them; the refusals per key. Fails if a key that is not a
+    stranger's was refused (a real peer turned away)."""
     strangers = flood.hex_keys()
     deadline = time.monotonic() + timeout
     while True:
+        per_node = [set(ignored_keys(d)) for d in daemons]
         per_key = refused(daemons)
         assert set(per_key) <= strangers, set(per_key) - strangers
-        if len(per_key) >= at_least:
+        if len(per_key) >= at_least and all(len(n) >= each for n in per_node):
             return per_key
         assert time.monotonic() < deadline, \
-            f"{len(per_key)} of {flood.count} strangers refused after {timeout} s"
+            (f"{len(per_key)} of {flood.count} strangers refused after {timeout} s "
+             f"(by each node: {[len(n) for n in per_node]})")
         await trio.sleep(0.5)

@@ -113,7 +113,7 @@ async def test_two_spokes_chat_queue_and_send_a_file_through_a_hub_while_strange
         b2 = await start_bridge(nursery, mesh["s2"].port, tmp_path / "b2")
         await two_spokes(mesh, tmp_path, bh, b1, b2)
         checked = trio.current_time()
-        per_key = await wait_refused(flood, [hub], STRANGERS // 2, 90)
+        per_key = await wait_refused(flood, [hub], STRANGERS // 2, 120)
         waited = trio.current_time() - checked
     assert flood.accepted == []
     print(f"{len(per_key)} of {STRANGERS} strangers refused by the hub "
