@@ -241,6 +241,7 @@ def measure_mesh(network: NodeInfo, cfg: dict) -> dict:
             result["hub_many_idle_cpu_pct"] = cpu[0]
             result["daemon1_idle_cpu_pct"] = cpu[1]  # a spoke without bridge_local, one peer
             result["hub_many_rss_MB"] = round(peak_rss_mb(hub.process.pid, "VmRSS"), 1)
+            result["hub_many_peak_rss_MB"] = round(peak_rss_mb(hub.process.pid), 1)  # the file's too
             result["daemon_rss_MB"] = round(peak_rss_mb(extra[0].process.pid), 1)
     return result
 
