@@ -7,8 +7,8 @@ moves between them through the hub (spoke -> hub -> spoke, ``bench.files.three_h
 bulk streams (``streams.sock``) from one spoke, then from three at once, to the hub; two
 streams from one spoke, one of them never read at the hub, against the other alone;
 messages per second spoke user to spoke user through the hub; each node's RSS and, after
-a quiet settle, idle CPU. Last, more spokes (daemons only, ``--raw``) until the hub has
-``--hub-peers`` peers online: its RSS and idle CPU then. Prints one JSON object
+a quiet settle, idle CPU. Last, more spokes (whole nodes; ``--light``: daemons only) until
+the hub has ``--hub-peers`` peers online: its RSS and idle CPU then. Prints one JSON object
 (progress on stderr).
 """
 
@@ -234,16 +234,19 @@ def measure_mesh(network: NodeInfo, cfg: dict) -> dict:
         result["peers"] = SPOKES
         many = cfg["hub_peers"]
         if many > SPOKES:
-            _say(f"{many - SPOKES} more spokes (daemons only) until the hub has {many} peers")
-            extra = [node(["--peer", hub.tox_id], f"r{i}", False) for i in range(many - SPOKES)]
+            kind = "daemons only" if cfg["light"] else "whole nodes"
+            _say(f"{many - SPOKES} more spokes ({kind}) until the hub has {many} peers")
+            extra = [node(["--peer", hub.tox_id], f"x{i}", not cfg["light"])
+                     for i in range(many - SPOKES)]
+            result["extra_spokes"] = "daemon" if cfg["light"] else "whole"
             result["hub_many_online_s"] = round(wait_online(hub, many), 2)
             result["peers"] = many
             cpu = _idle_cpu([hub.process.pid, extra[0].process.pid], cfg["settle"], cfg["seconds"])
             result["hub_many_idle_cpu_pct"] = cpu[0]
-            result["daemon1_idle_cpu_pct"] = cpu[1]  # a spoke without bridge_local, one peer
+            result["extra_spoke_idle_cpu_pct"] = cpu[1]  # one idle peer: the hub
             result["hub_many_rss_MB"] = round(peak_rss_mb(hub.process.pid, "VmRSS"), 1)
             result["hub_many_peak_rss_MB"] = round(peak_rss_mb(hub.process.pid), 1)  # the file's too
-            result["daemon_rss_MB"] = round(peak_rss_mb(extra[0].process.pid), 1)
+            result["extra_spoke_rss_MB"] = round(peak_rss_mb(extra[0].process.pid), 1)
     return result
 
 
@@ -258,6 +261,9 @@ def main(argv: list[str] | None = None) -> int:
                         "skips it")
     parser.add_argument("--no-16", dest="hub_peers", action="store_const", const=0,
                         help="skip the many-peer part (as --hub-peers 0)")
+    parser.add_argument("--light", action="store_true",
+                        help="the extra spokes run only the daemon (--raw): lighter, but the "
+                        "hub's bridge_local then retries its opens to them every 5 s")
     parser.add_argument("--stall-mb", type=float, help="the other stream's volume (50; --quick: 2)")
     parser.add_argument("--messages", type=int, help="messages through the hub (20000; --quick: 500)")
     parser.add_argument("--seconds", type=float, help="idle CPU window (30; --quick: 4)")
@@ -272,7 +278,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg = {"mb": pick(args.mb, 200, 5), "hub_peers": pick(args.hub_peers, 16, 0),
            "stall_mb": pick(args.stall_mb, 50, 2), "messages": pick(args.messages, 20_000, 500),
            "seconds": pick(args.seconds, 30, 4), "settle": pick(args.settle, 10, 2),
-           "idle_pings": pick(None, 200, 50), "file_limit": args.limit}
+           "idle_pings": pick(None, 200, 50), "file_limit": args.limit, "light": args.light}
     for name in ("mb", "stall_mb", "messages", "seconds", "file_limit"):
         if cfg[name] <= 0:
             parser.error(f"--{name.replace('file_', '').replace('_', '-')} must be positive")

@@ -18,7 +18,7 @@ def test_bench_mesh_is_registered_and_says_its_options():
     done = subprocess.run([sys.executable, "-m", "bench", "mesh", "--help"],
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
-    for option in ("--mb", "--quick", "--hub-peers", "--no-16", "--stall-mb", "--messages",
+    for option in ("--mb", "--quick", "--hub-peers", "--no-16", "--light", "--stall-mb", "--messages",
                    "--seconds", "--settle", "--limit"):
         assert option in done.stdout
 
