@@ -328,12 +328,15 @@ async def _keystrokes(cmd: list[str], count: int, result: dict) -> None:
 def _combine(raw: dict, fwd: dict, keys: dict) -> dict:
     out = {"raw_MBps": raw.get("lossless_MBps"), "raw_rtt_p50_ms": raw.get("rtt_p50_ms"),
            "raw_rtt_p99_ms": raw.get("rtt_p99_ms")}
+    if raw.get("lossless_done") is False:  # cut by --limit: what it moved, and no pings
+        out["raw_done"] = False
     out.update(fwd)
     if fwd.get("forward_MBps"):
         chan = fwd.get("channel_MBps")
         done = fwd.get("channel_done") and chan  # a stalled channel is no yardstick
         out["parallel_ratio"] = round(fwd["parallel_MBps"] / chan, 3) if done else None
-        out["forward_raw_ratio"] = round(fwd["forward_MBps"] / raw["lossless_MBps"], 3)
+        out["forward_raw_ratio"] = round(fwd["forward_MBps"] / raw["lossless_MBps"], 3) \
+            if raw.get("lossless_MBps") else None
     out.update(keys)
     if keys.get("keystroke_p50_ms") is not None and raw.get("rtt_p50_ms") is not None:
         out["keystroke_over_raw_p50_ms"] = round(keys["keystroke_p50_ms"] - raw["rtt_p50_ms"], 3)
@@ -423,7 +426,8 @@ def main(argv: list[str] | None = None) -> int:
         boot = start_bootstrap()
         try:
             _say(f"raw toxcore, {args.mb} MB")
-            raw = measure_raw(boot.info, args.mb, pings=1000, use_relay=True)
+            # Bounded too: a raw stream stalled past 6 minutes once (2026-12-02).
+            raw = measure_raw(boot.info, args.mb, pings=1000, use_relay=True, time_limit=args.limit)
             # Bounded: a channel leg that stalls is a result (done false), not a hang.
             fwd = measure_forward(boot.info, args.mb, args.connections, pairs=args.pairs,
                                   pings=1000, limit=args.limit)
