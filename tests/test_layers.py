@@ -67,6 +67,7 @@ LAYER_OF = {  # longest prefix wins; the two root packages are "root", bridge_lo
     "toxbridge.peertables": "toxthread",  # each peer's local streams, by key, name or "peer"
     "toxbridge.localstreams": "toxthread",  # streams.sock's streams: shared state, tox side
     "toxbridge.localsock": "daemon",  # streams.sock: its trio shell
+    "toxbridge.localpipe": "daemon",  # a local connection to and from its stream (trio), for both shells
     "toxbridge.linkpath": "toxthread",  # the Link over lossless packets or our transport
     "toxbridge.pathtrace": "toxthread",  # --trace-path: the transport's state as JSON lines
     "toxbridge.daemon": "daemon",
