@@ -46,6 +46,7 @@ from .raw_tox import MB, measure_raw, percentile
 ROOT = Path(__file__).resolve().parent.parent
 PARALLEL = 8
 BIN_S = 0.5  # a download's rate bins (stall detection)
+CHANNEL_EVERY = 4  # --wan: a channel leg of the same size before every 4th download
 STALL_S, STALL_SHARE = 5.0, 0.1  # a stall: under 10 % of the median rate for 5 s
 WAN_RTT_S = 0.050
 ONLINE_S = 120.0  # s for the forward's link to come up
@@ -213,14 +214,17 @@ def measure_forward(network: NodeInfo, mb: float, first_bytes: int, *, pairs: in
 
             async def run() -> None:
                 result["online_s"] = round(await _online(ports["banner"]), 2)
-                if downloads:
-                    result.update(await _downloads(ports["source"], downloads, download_mb, limit))
-                    return
-                _say(f"{pairs} pairs: the channel and one forwarded connection, {mb} MB each")
                 a, b = await App.connect(exposer.port), await App.connect(fwd.port)
                 with trio.fail_after(60):
                     await a.wait_event(code=301)
                     await b.wait_event(code=301)
+                if downloads:
+                    result.update(await _downloads(ports["source"], downloads, download_mb,
+                                                   limit, (a, b)))
+                    await a.aclose()
+                    await b.aclose()
+                    return
+                _say(f"{pairs} pairs: the channel and one forwarded connection, {mb} MB each")
                 legs = await _pairs((a, b), ports["source"], n, pairs, limit)
                 result["pairs"] = legs
                 result.update(summarise_pairs(legs))
@@ -261,22 +265,36 @@ def measure_forward(network: NodeInfo, mb: float, first_bytes: int, *, pairs: in
     return result
 
 
-async def _downloads(port: int, count: int, download_mb: float, limit: float) -> dict:
-    """``count`` downloads one after another: their median rate, and how many stalled."""
-    _say(f"{count} downloads of {download_mb} MB")
+async def _downloads(port: int, count: int, download_mb: float, limit: float,
+                     apps: tuple[App, App]) -> dict:
+    """``count`` downloads one after another: their median rate, and how many stalled;
+    and, before every CHANNEL_EVERY-th, a channel leg of the same size on the same daemons
+    (the Link's own rate on this path, minutes apart from nothing: what the downloads'
+    rate is held to)."""
+    _say(f"{count} downloads of {download_mb} MB, a channel leg before every {CHANNEL_EVERY}th")
     size = max(1, int(download_mb * MB))
-    runs = []
+    runs, chans = [], []
     for i in range(count):
+        if i % CHANNEL_EVERY == 0:
+            chans.append(await _channel_leg(*apps, size, limit))
+            _say(f"  channel: {chans[-1]['MBps']:.2f} MB/s")
+            if not chans[-1]["done"]:
+                break  # its frames still in flight would run into the downloads
         runs.append(await _download(port, size, limit))
         _say(f"  {i + 1}: {runs[-1]['bytes'] / MB / runs[-1]['s']:.2f} MB/s")
     rates = [r["bytes"] / r["s"] for r in runs]
-    median = statistics.median(rates)
-    return {"downloads": count, "download_MB": download_mb,
+    median = statistics.median(rates) if rates else 0.0
+    done = [c["MBps"] for c in chans if c["done"]]
+    channel = statistics.median(done) if done else None
+    return {"downloads": len(runs), "download_MB": download_mb,
             "download_median_MBps": round(median / MB, 2),
-            "download_min_MBps": round(min(rates) / MB, 2),
-            "download_max_MBps": round(max(rates) / MB, 2),
+            "download_min_MBps": round(min(rates) / MB, 2) if rates else None,
+            "download_max_MBps": round(max(rates) / MB, 2) if rates else None,
             "downloads_stalled": sum(_stalled(r, median) for r in runs),
-            "downloads_exact": sum(r["exact"] for r in runs)}
+            "downloads_exact": sum(r["exact"] for r in runs),
+            "wan_channel_legs": len(chans), "wan_channel_done": len(done) == len(chans),
+            "wan_channel_median_MBps": round(channel, 2) if channel else None,
+            "download_over_channel": round(median / MB / channel, 3) if channel else None}
 
 
 def measure_keystrokes(network: NodeInfo, count: int) -> dict:
@@ -363,7 +381,8 @@ def _wan(args) -> dict:
     spec = PathSpec(delay_s=WAN_RTT_S / 2, seed=1)
     cfg = {"count": args.count, "download_mb": args.download_mb, "limit_s": args.limit,
            "keystrokes": args.keystrokes, "keys_only": args.keys_only}
-    budget = 300 + (0 if args.keys_only else args.count * args.limit) + args.keystrokes * 2
+    legs = args.count + -(-args.count // CHANNEL_EVERY)  # downloads and channel legs
+    budget = 300 + (0 if args.keys_only else legs * args.limit) + args.keystrokes * 2
     with WanNamespace(spec) as wan:
         proc = wan.spawn([sys.executable, "-m", "bench", "forward", "--inside", json.dumps(cfg)],
                          stdout=subprocess.PIPE, text=True, cwd=ROOT)
