@@ -21,7 +21,7 @@ from pathlib import Path
 import trio
 
 from .chanstream import CHANNEL_KIND
-from .localstreams import LocalStream, StreamTable
+from .localstreams import CREDIT_WAKE, LocalStream, StreamTable
 from .peertables import FIRST, PeerTables, UnknownPeer
 from .streams import MAX_HEADER, Priority, ResetCode
 
@@ -325,8 +325,10 @@ class StreamsServer:
                         raise _AppReset() from None
                     with ls.lock:
                         ls.written += len(chunk)
+                        wanted = ls.written - ls.consumed >= CREDIT_WAKE or ls.end_in
                     table.touch(ls)
-                    wake.set()
+                    if wanted:  # else the next pump takes it (CREDIT_WAKE)
+                        wake.set()
                     continue
                 if gone():
                     return
