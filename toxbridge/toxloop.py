@@ -499,6 +499,15 @@ class ToxLoop(threading.Thread):
             early = self._early_tokens >= 1
         if busy:
             period = self.config.busy_period
+            # Only waiting for acks over our transport (nothing to transmit, no ack owed,
+            # no burst): an arrival ends the wait, and the transports' timers (below) say
+            # when else to run. The 1 ms cadence is for toxcore's lossless rate control and
+            # bulk; while a chat message waited for its acks it was a turn a millisecond
+            # on each side, on the cores the message's own hops need.
+            if early and now - self._last_burst >= BUSY_AFTER_TRAFFIC_WATCHED and all(
+                    s.state.link == "none" or (s.path.active and not s.link.owes_ack)
+                    for s in slots):
+                period = tox.iteration_interval()
         elif watched:
             period = tox.iteration_interval()
         else:  # packets from a TCP relay arrive on sockets we do not watch
