@@ -41,15 +41,15 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def peak_rss_mb(pid: int) -> float:
-    """The process's peak resident set size (VmHWM), in MB."""
+def peak_rss_mb(pid: int, field: str = "VmHWM") -> float:
+    """The process's peak resident set size (VmHWM; ``field="VmRSS"``: the current one), in MB."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
+        if line.startswith(field + ":"):
             return int(line.split()[1]) * 1024 / MB
     return 0.0
 
 
-async def _stream(src: App, dst: App, frames_total: int,
+async def stream_frames(src: App, dst: App, frames_total: int,
                   time_limit: float | None = None) -> tuple[float, list[int], int]:
     """Send ``frames_total`` frames src → dst; return (seconds, bytes per second bins,
     frames received). With ``time_limit``, stop after that long: then fewer arrived."""
@@ -96,7 +96,7 @@ async def _stream(src: App, dst: App, frames_total: int,
     return time.monotonic() - start, bins, received
 
 
-async def _pings(a: App, b: App, count: int) -> list[float]:
+async def app_pings(a: App, b: App, count: int) -> list[float]:
     async def echo() -> None:
         for _ in range(count):
             await b.send(await b.next_data())
@@ -147,7 +147,7 @@ def measure_channel(network: NodeInfo, mb: float = 200, pings: int = 1000, *,
                 cpu0 = [cpu_seconds(p.process.pid) for p in (listener, peer)]
                 t_stream = time.monotonic()
                 with trio.fail_after(900):
-                    elapsed, bins, received = await _stream(a, b, frames_total, time_limit)
+                    elapsed, bins, received = await stream_frames(a, b, frames_total, time_limit)
                 result["stream_t"] = [round(t_stream, 4), round(t_stream + elapsed, 4)]
                 # each daemon's share of a core while the stream ran (sender, receiver)
                 result["daemon_cpu"] = [round((cpu_seconds(p.process.pid) - c) / elapsed, 3)
@@ -162,7 +162,7 @@ def measure_channel(network: NodeInfo, mb: float = 200, pings: int = 1000, *,
                 result["peak_MBps"] = round(max(full, default=0) / MB, 2)
                 if done and pings:
                     with trio.fail_after(300):
-                        rtts = await _pings(a, b, pings)
+                        rtts = await app_pings(a, b, pings)
                     result["rtt_p50_ms"] = round(percentile(rtts, 0.50) * 1000, 3)
                     result["rtt_p99_ms"] = round(percentile(rtts, 0.99) * 1000, 3)
                     result["rtt_mean_ms"] = round(statistics.fmean(rtts) * 1000, 3)

@@ -14,7 +14,7 @@ def test_bench_forward_is_registered_and_its_help_works():
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     for option in ("--mb", "--quick", "--wan", "--count", "--download-mb", "--keystrokes",
-                   "--keys-only"):
+                   "--keys-only", "--pairs"):
         assert option in done.stdout
 
 
@@ -22,6 +22,28 @@ def test_a_bad_count_is_a_usage_error():
     done = subprocess.run([sys.executable, "-m", "bench", "forward", "--count", "0"],
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 2 and "--count must be positive" in done.stderr
+
+
+def test_a_bad_pair_count_is_a_usage_error():
+    done = subprocess.run([sys.executable, "-m", "bench", "forward", "--pairs", "0"],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and "--pairs must be positive" in done.stderr
+
+
+def test_the_ratio_is_the_median_of_the_pairs_not_of_the_legs():
+    def pair(chan, fwd, done=True):
+        return {"channel_MBps": chan, "forward_MBps": fwd,
+                "ratio": round(fwd / chan, 3) if done else None}
+    # The legs' medians (channel 20, forward 9: 0.45) mix pairs run at different loads;
+    # the pairs' own ratios say 0.9 but for one.
+    out = forward.summarise_pairs([pair(10, 9), pair(20, 18), pair(30, 3)])
+    assert out["forward_ratio"] == 0.9
+    assert (out["channel_MBps"], out["forward_MBps"]) == (20, 9)
+    assert (out["forward_ratio_min"], out["forward_ratio_max"]) == (0.1, 0.9)
+    # A pair whose channel leg was cut has no ratio; it does not count as zero.
+    out = forward.summarise_pairs([pair(10, 9), pair(1, 5, done=False)])
+    assert out["forward_ratio"] == 0.9
+    assert forward.summarise_pairs([pair(1, 5, done=False)])["forward_ratio"] is None
 
 
 def test_keys_only_is_for_the_wan_leg():

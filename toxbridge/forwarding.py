@@ -7,10 +7,11 @@ client meanwhile), then pipes bytes both ways. ``-W``: stdin/stdout as one such 
 Exposing side: every forward stream the peer opens is checked against the rules, then
 connected with ``trio.open_tcp_stream``; a refusal or a failed connect is answered at once.
 
-Both sides pipe the same way (``_pipe``): the socket is read only while the stream has
-room, so TCP backpressure is the stream's flow control; bytes from the peer are consumed
-only once written; SHUT_WR is FIN and FIN is SHUT_WR; a reset stream aborts the socket
-with an RST, and a socket that fails (ECONNRESET, EPIPE) resets the stream.
+Both sides pipe as streams.sock does (``toxbridge.localpipe``): the socket is read only
+while the stream has room, so TCP backpressure is the stream's flow control; bytes from
+the peer are consumed only once written; SHUT_WR is FIN and FIN is SHUT_WR; a socket that
+fails (ECONNRESET, EPIPE) resets the stream; here a reset stream aborts the socket with an
+RST.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from .config import Config
 from .forward import (FORWARD_KIND, Answer, Destination, LocalForward, Status, StdioForward,
                       decode_header, encode_answer, encode_header, parse_answer)
 from .errors import ConfigError, ForwardError, RemoteProtocolError
+from .localpipe import ABORTED, DONE, READ_SIZE, RESET, TrioStream, pipe, reset
 from .localstreams import LocalStream
 from .peertables import FIRST, PeerTables, UnknownPeer
 from .streams import Priority, ResetCode, StreamOpened
@@ -38,7 +40,6 @@ __all__ = ["Forwarder"]
 
 log = logging.getLogger(__name__)
 
-READ_SIZE = 64 * 1024
 OPEN_TIMEOUT = 20.0  # s from accept to the answer (the exposing side connects within 10)
 CONNECT_TIMEOUT = 10.0  # s for the exposing side's connect
 STDIO_WAIT = 120.0  # s -W waits for the peer to come online
@@ -48,36 +49,16 @@ DRAIN_TIMEOUT = 30.0  # s a refused stream waits for the opener's reset
 MAX_CONNECTIONS = 256  # forwarded connections at once, each side (the mux's stream limit)
 
 
-class _Conn(LocalStream):
+class _Conn(TrioStream):
     """A forwarded connection's stream; ``poke()`` (any thread) wakes its trio tasks."""
 
     def __init__(self, token: trio.lowlevel.TrioToken, side: str, label: str,
                  listen: str | None = None) -> None:
-        super().__init__(self._poke)
-        self._token = token
-        self._event = trio.Event()
-        self._pending = False
+        super().__init__(token)
         self.side, self.label = side, label  # for status
         self.listen = listen  # the forward's local address ("stdio" for -W); None: exposing
         self.dest: Destination | None = None
-        self.bytes_out = self.bytes_in = 0  # to the peer, from the peer (not the answer)
         self.since = time.monotonic()
-
-    def _poke(self) -> None:
-        if not self._pending:
-            self._pending = True
-            try:
-                self._token.run_sync_soon(self.poke_local)
-            except trio.RunFinishedError:
-                pass
-
-    def poke_local(self) -> None:
-        self._pending = False
-        self._event.set()
-        self._event = trio.Event()
-
-    async def changed(self) -> None:
-        await self._event.wait()
 
     def status(self, names: PeerTables) -> dict:
         key = self.peer_key
@@ -88,10 +69,6 @@ class _Conn(LocalStream):
                 "destination": str(self.dest) if self.dest else None,
                 "bytes_to_peer": self.bytes_out, "bytes_from_peer": self.bytes_in,
                 "age_s": round(time.monotonic() - self.since, 1)}
-
-
-class _Aborted(Exception):
-    """The local socket failed: reset the stream."""
 
 
 def _rst(sock: trio.SocketStream) -> None:
@@ -397,11 +374,7 @@ class Forwarder:
         return Answer(Status.UNREACHABLE, "the peer closed the stream without an answer")
 
     def _reset(self, ls: LocalStream, code: int) -> None:
-        with ls.lock:
-            if ls.reset_in is None and ls.reset_out is None:
-                ls.reset_out = code
-        ls.touch()
-        self._wake.set()
+        reset(ls, code, self._wake)
 
     # -- the exposing side --------------------------------------------------------------
 
@@ -486,106 +459,19 @@ class Forwarder:
     # -- both sides ---------------------------------------------------------------------
 
     async def _pipe(self, conn: _Conn, sock) -> None:
-        """Bytes both ways until both directions ended or either side reset."""
-        ls, wake = conn, self._wake
-        ends = {"in": False, "out": False}
-        ls.touch()
-        wake.set()
-
-        def gone() -> bool:
-            with ls.lock:
-                return ls.reset_in is not None
-
-        async def reader() -> None:  # socket -> stream
-            while True:
-                with ls.lock:
-                    room = ls.send_room
-                if gone():
-                    return
-                if room <= 0:
-                    await ls.changed()
-                    continue
-                try:
-                    data = await sock.receive_some(min(room, READ_SIZE))
-                except (trio.BrokenResourceError, OSError):  # ECONNRESET
-                    raise _Aborted() from None
-                with ls.lock:
-                    if data:
-                        ls.to_peer += data
-                    else:
-                        ls.end_out = True
-                conn.bytes_out += len(data)
-                ls.touch()
-                wake.set()
-                if not data:
-                    ends["out"] = True
-                    ls.poke_local()  # the watcher may be waiting for this alone
-                    return
-
-        async def writer() -> None:  # stream -> socket
-            while True:
-                with ls.lock:
-                    chunk = ls.to_app[:READ_SIZE]  # a copy already: bytes() made two
-                    del ls.to_app[:len(chunk)]
-                    ls.taken += len(chunk)
-                    end = ls.end_in and not chunk
-                if chunk:
-                    try:
-                        await sock.send_all(chunk)
-                    except (trio.BrokenResourceError, OSError):
-                        raise _Aborted() from None
-                    with ls.lock:
-                        ls.written += len(chunk)
-                    conn.bytes_in += len(chunk)
-                    ls.touch()
-                    wake.set()
-                    continue
-                if gone():
-                    return
-                if end:
-                    try:
-                        await sock.send_eof()
-                    except (trio.BrokenResourceError, OSError):
-                        raise _Aborted() from None
-                    ends["in"] = True
-                    ls.poke_local()
-                    return
-                await ls.changed()
-
-        async def guard(fn) -> None:
-            try:
-                await fn()
-            except _Aborted:
-                self._reset(ls, ResetCode.CANCELLED)
-                ls.poke_local()
-
-        aborted = False
+        """Bytes both ways (``localpipe.pipe``); then the socket closed, or aborted (an RST
+        for TCP) if either side reset the stream."""
+        outcome = ABORTED
         try:
-            async with trio.open_nursery() as nursery:
-                async def watch() -> None:
-                    while not (gone() or ends["in"] and ends["out"]):
-                        with ls.lock:
-                            if ls.reset_out is not None:
-                                break
-                        await ls.changed()
-                    nursery.cancel_scope.cancel()
-                nursery.start_soon(watch)
-                nursery.start_soon(guard, reader)
-                nursery.start_soon(guard, writer)
+            outcome = await pipe(conn, sock, self._wake)
         finally:
-            if gone():
+            if outcome == RESET:
                 log.info("forward %s: stream %s reset (code %s): resetting the connection",
-                         conn.label, ls.sid, ls.reset_in)
-                aborted = True
-            elif not (ends["in"] and ends["out"]):
-                self._reset(ls, ResetCode.CANCELLED)  # cancelled, or our socket failed
-                aborted = True
-            ls.touch()  # the last credit goes back
-            wake.set()
-            if aborted:
-                sock.abort() if isinstance(sock, _Stdio) else _rst(sock)
-            else:
+                         conn.label, conn.sid, conn.reset_in)
+            if outcome == DONE:
                 await sock.aclose()
+            else:
+                sock.abort() if isinstance(sock, _Stdio) else _rst(sock)
 
 
 class _Stdio:

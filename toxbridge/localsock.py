@@ -2,12 +2,11 @@
 0600; each connection is one stream to the peer (docs/wire.md §5).
 
 The first line asks (``open`` or ``accept``), one JSON line answers, and then the
-connection carries the stream's bytes both ways. The socket is read only while the
-stream's buffer toward the mux has room, so the app's socket backpressure is the stream's
-flow control; what the peer sends is written as the socket takes it, and only then is it
-consumed (the peer's credit). The app's SHUT_WR is the stream's FIN; an error on the
-connection (it closed with unread data, or we cannot write) resets the stream; a peer
-FIN is our SHUT_WR, a peer RESET closes the connection.
+connection carries the stream's bytes both ways (``toxbridge.localpipe``, as port
+forwarding does): the app's socket backpressure is the stream's flow control; the app's
+SHUT_WR is the stream's FIN; an error on the connection (it closed with unread data, or
+we cannot write) resets the stream; a peer FIN is our SHUT_WR, a peer RESET closes the
+connection (no RST here).
 """
 
 from __future__ import annotations
@@ -21,7 +20,7 @@ from pathlib import Path
 import trio
 
 from .chanstream import CHANNEL_KIND
-from .localstreams import CREDIT_WAKE, LocalStream, StreamTable
+from .localpipe import READ_SIZE, RESET, TrioStream, pipe
 from .peertables import FIRST, PeerTables, UnknownPeer
 from .streams import MAX_HEADER, Priority, ResetCode
 
@@ -32,7 +31,6 @@ log = logging.getLogger(__name__)
 SOCKET_NAME = "streams.sock"
 MAX_REQUEST = 4096  # the first line
 REQUEST_TIMEOUT = 30.0  # seconds to send it
-READ_SIZE = 64 * 1024
 MAX_CONNECTIONS = 512  # at once (the mux allows 256 streams each way)
 ANY = "any"  # accept from any peer
 WATCH_BACKLOG = 1024  # peer events waiting for a watcher that does not read
@@ -156,7 +154,7 @@ class StreamsServer:
             await self._reply_close(stream, {"ok": False, "code": exc.code,
                                              "message": str(exc)})
             return
-        ls = _Waker.make()
+        ls = TrioStream()
         ls.kind, ls.priority, ls.header = kind, priority, header
         ls.to_peer += rest
         if op == "open":
@@ -216,9 +214,9 @@ class StreamsServer:
         if name is not None:
             reply["name"] = name
         await stream.send_all(json.dumps(reply).encode() + b"\n")
-        ls.touch()  # bytes that came with the request line
-        self._wake.set()
-        await self._pump(stream, ls)
+        # (pipe's first touch sends the bytes that came with the request line)
+        if await pipe(ls, stream, self._wake) == RESET:
+            log.info("stream %s reset (code %s): closing its connection", ls.sid, ls.reset_in)
 
     async def _watch_peers(self, stream: trio.SocketStream) -> None:
         """``{"op": "peers"}``: the peers now, then one line per change, until the app
@@ -278,133 +276,3 @@ class StreamsServer:
         except UnknownPeer as exc:
             code = "no_peer" if peer == FIRST else "unknown_peer"
             raise RequestError(code, "no peer is connected" if peer == FIRST else str(exc)) from None
-
-    async def _pump(self, stream: trio.SocketStream, ls: LocalStream) -> None:
-        table, wake = ls.table, self._wake
-        ends = {"in": False, "out": False}
-
-        def gone() -> bool:
-            with ls.lock:
-                return ls.reset_in is not None
-
-        async def reader() -> None:  # app -> stream
-            while True:
-                with ls.lock:
-                    room = ls.send_room
-                if gone():
-                    return
-                if room <= 0:
-                    await ls.changed()
-                    continue
-                try:
-                    data = await stream.receive_some(min(room, READ_SIZE))
-                except trio.BrokenResourceError:  # the app reset its end
-                    raise _AppReset() from None
-                with ls.lock:
-                    if data:
-                        ls.to_peer += data
-                    else:
-                        ls.end_out = True
-                table.touch(ls)
-                wake.set()
-                if not data:
-                    ends["out"] = True
-                    return
-
-        async def writer() -> None:  # stream -> app
-            while True:
-                with ls.lock:
-                    chunk = bytes(ls.to_app[:READ_SIZE])
-                    del ls.to_app[:len(chunk)]
-                    ls.taken += len(chunk)
-                    end = ls.end_in and not chunk
-                if chunk:
-                    try:
-                        await stream.send_all(chunk)
-                    except trio.BrokenResourceError:
-                        raise _AppReset() from None
-                    with ls.lock:
-                        ls.written += len(chunk)
-                        wanted = ls.written - ls.consumed >= CREDIT_WAKE or ls.end_in
-                    table.touch(ls)
-                    if wanted:  # else the next pump takes it (CREDIT_WAKE)
-                        wake.set()
-                    continue
-                if gone():
-                    return
-                if end:
-                    await stream.send_eof()
-                    ends["in"] = True
-                    return
-                await ls.changed()
-
-        try:
-            async with trio.open_nursery() as nursery:
-                async def watch() -> None:
-                    while not (gone() or ends["in"] and ends["out"]):
-                        with ls.lock:
-                            if ls.reset_out is not None:
-                                break
-                        await ls.changed()
-                    nursery.cancel_scope.cancel()
-                nursery.start_soon(watch)
-                nursery.start_soon(_guard, reader, ls, table, wake)
-                nursery.start_soon(_guard, writer, ls, table, wake)
-        finally:
-            if gone():
-                log.info("stream %s reset (code %s): closing its connection", ls.sid, ls.reset_in)
-                return
-            # Both directions finished (or the app went away): the stream is done; its
-            # last credit goes back with the final touch.
-            if not (ends["in"] and ends["out"]):
-                with ls.lock:
-                    if ls.reset_out is None:
-                        ls.reset_out = ResetCode.CANCELLED
-            table.touch(ls)
-            wake.set()
-
-
-class _AppReset(Exception):
-    """The app's connection failed: reset the stream."""
-
-
-async def _guard(fn, ls: LocalStream, table: StreamTable, wake) -> None:
-    try:
-        await fn()
-    except _AppReset:
-        with ls.lock:
-            if ls.reset_in is None and ls.reset_out is None:
-                ls.reset_out = ResetCode.CANCELLED
-        table.touch(ls)
-        wake.set()
-        ls.poke_local()
-
-
-class _Waker(LocalStream):
-    """A LocalStream whose poke() wakes its trio tasks from any thread."""
-
-    @classmethod
-    def make(cls) -> "_Waker":
-        token = trio.lowlevel.current_trio_token()
-        self = cls(lambda: None)
-        self._event = trio.Event()
-        self._token = token
-        self._pending = False
-        self.poke = self._poke
-        return self
-
-    def _poke(self) -> None:  # any thread
-        if not self._pending:
-            self._pending = True
-            try:
-                self._token.run_sync_soon(self.poke_local)
-            except trio.RunFinishedError:
-                pass
-
-    def poke_local(self) -> None:  # the trio thread
-        self._pending = False
-        self._event.set()
-        self._event = trio.Event()
-
-    async def changed(self) -> None:
-        await self._event.wait()
