@@ -6,7 +6,7 @@ import importlib
 import sys
 
 BENCHES = ["raw_tox", "channel", "messages", "files", "soak", "reliability", "wan", "catchup",
-           "idle", "mux", "simtransport", "lossy", "forward", "mesh"]
+           "idle", "mux", "simtransport", "lossy", "forward", "mesh", "hops"]
 
 
 def main() -> int:

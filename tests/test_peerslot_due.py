@@ -32,3 +32,15 @@ def test_a_transport_timer_makes_a_slot_due_when_it_falls(monkeypatch):
     monkeypatch.setattr(slot.path, "timeout", lambda: 50.0)
     assert not slot.due(49.0)
     assert slot.due(50.0)
+
+
+def test_news_the_trio_side_left_without_a_wake_makes_a_slot_due():
+    """After a write to the app, the trio side wakes the tox thread only once CREDIT_WAKE is
+    owed; what it left in the table must still be taken by the next idle turn's pump."""
+    from toxbridge.localstreams import LocalStream
+    slot = _slot()
+    assert not slot.due(1e9)
+    slot.table.touch(LocalStream(lambda: None))
+    assert slot.due(0.0)
+    slot.table.service(None)
+    assert not slot.due(1e9)

@@ -102,3 +102,41 @@ def test_an_unwatched_wait_ignores_the_socket_but_not_set():
         assert time.monotonic() - t >= 0.04  # the datagram did not end it
         threading.Timer(0.02, w.set).start()
         assert w.wait(5, watched=False) is True
+
+
+def test_a_skipping_wait_sleeps_through_upkeep_datagrams_but_not_one_queued_behind_them():
+    """Kinds 0x80 and 0x02 are skippable: the wait sleeps through them, though they stay
+    unread; a datagram of another kind ends it, even behind them. The owner's reads
+    (toxcore's) take the datagrams and move the peek offset back, so the next skipping
+    wait looks at the next new datagram only."""
+    w = Wakeup()
+    rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    with rx, tx:
+        rx.bind(("127.0.0.1", 0))
+        assert w.watch_datagrams(rx.fileno(), frozenset({0x80, 0x02})) is True
+        to = rx.getsockname()
+        tx.sendto(b"\x80onion", to)
+        tx.sendto(b"\x02nodes", to)
+        t = time.monotonic()
+        assert w.wait(0.1, skip=True) is False
+        assert time.monotonic() - t >= 0.09  # slept through both
+        assert w.wait(0.05) is False and time.monotonic() - t < 1  # unskipping: readable
+        threading.Timer(0.05, tx.sendto, (b"\x1bdata", to)).start()
+        t = time.monotonic()
+        assert w.wait(5, skip=True) is False
+        assert 0.03 < time.monotonic() - t < 1  # woken by the data behind the upkeep
+        assert [rx.recv(64) for _ in range(3)] == [b"\x80onion", b"\x02nodes", b"\x1bdata"]
+        tx.sendto(b"\x02again", to)
+        t = time.monotonic()
+        assert w.wait(0.1, skip=True) is False and time.monotonic() - t >= 0.09
+        tx.sendto(b"\x1bnext", to)
+        assert w.wait(5, skip=True) is False and time.monotonic() - t < 1
+        assert rx.recv(64) == b"\x02again" and rx.recv(64) == b"\x1bnext"
+        threading.Timer(0.05, w.set).start()
+        assert w.wait(5, skip=True) is True  # the flag still ends it
+        w.clear()
+        w.unwatch(rx.fileno())
+        tx.sendto(b"\x1bunwatched", to)
+        t = time.monotonic()
+        assert w.wait(0.05, skip=True) is False and time.monotonic() - t >= 0.04

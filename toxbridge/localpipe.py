@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import trio
 
-from .localstreams import LocalStream
+from .localstreams import CREDIT_WAKE, LocalStream
 from .streams import ResetCode
 
 __all__ = ["ABORTED", "DONE", "READ_SIZE", "RESET", "TrioStream", "pipe"]
@@ -122,9 +122,11 @@ async def pipe(ls: TrioStream, sock, wake) -> str:
                     raise _Failed() from None
                 with ls.lock:
                     ls.written += len(chunk)
+                    wanted = ls.written - ls.consumed >= CREDIT_WAKE or ls.end_in
                 ls.bytes_in += len(chunk)
                 ls.touch()
-                wake.set()
+                if wanted:  # else the next pump takes it (localstreams.CREDIT_WAKE)
+                    wake.set()
                 continue
             if gone():
                 return

@@ -23,7 +23,7 @@ from .errors import ProtocolError
 from .streams import (CreditAvailable, Mux, Priority, ResetCode, StreamData, StreamEnded,
                       StreamOpened, StreamReset)
 
-__all__ = ["LocalStream", "READER_WAKE", "Shared", "StreamTable", "TO_PEER_BUFFER", "WRITER_WAKE"]
+__all__ = ["CREDIT_WAKE", "LocalStream", "READER_WAKE", "Shared", "StreamTable", "TO_PEER_BUFFER", "WRITER_WAKE"]
 
 TO_PEER_BUFFER = 64 * 1024  # bytes read from the app, not yet taken by the mux
 # A poke costs the tox thread a socket write to wake trio, and getting the GIL back after it
@@ -36,6 +36,12 @@ TO_PEER_BUFFER = 64 * 1024  # bytes read from the app, not yet taken by the mux
 # than WRITER_WAKE before the delivery.
 READER_WAKE = TO_PEER_BUFFER // 2
 WRITER_WAKE = 4096
+# The other way, the trio side wakes the tox thread after a write to the app only once this
+# much written is not yet consumed in the mux (or the stream ends): consuming sends credit
+# only once a quarter of a window is owed (1 MiB by default), so a wake per chat message
+# was a tox thread turn per message for nothing, on the message's own path. What is owed
+# below this goes with the next pump, which a dirty table makes due (``dirty``).
+CREDIT_WAKE = 64 * 1024
 MAX_ACCEPTORS = 64  # local connections waiting in `accept` at once
 
 
@@ -164,6 +170,11 @@ class StreamTable:
         """The trio side changed ``ls`` (bytes, end, reset, written)."""
         with self._lock:
             self._dirty.add(ls)
+
+    @property
+    def dirty(self) -> bool:
+        """Something the trio side changed waits for ``service`` (a hint, read unlocked)."""
+        return bool(self._dirty)
 
     # -- the tox thread --------------------------------------------------------------------
 

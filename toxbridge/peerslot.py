@@ -246,9 +246,11 @@ class PeerSlot:
 
     def due(self, now: float) -> bool:
         """Something of ours runs by the clock now (a transport's timer or pacer, the end
-        of the hold on data): the loop pumps even though nothing else asked it to."""
+        of the hold on data), or the trio side left news without a wake (what apps took:
+        localstreams.CREDIT_WAKE): the loop pumps even though nothing else asked it to."""
         t = self.path.timeout()
-        return (t is not None and t <= now) or 0.0 < self.hold_data_until <= now
+        return ((t is not None and t <= now) or 0.0 < self.hold_data_until <= now
+                or self.table.dirty)
 
     def sending(self, outbound_len: int) -> bool:
         link = self.link

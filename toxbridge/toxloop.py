@@ -34,8 +34,8 @@ from .network import loopback_options
 from .pathtrace import PathTrace
 from .peerslot import PeerSlot, PeerState
 from .peertables import PeerTables
-from .tox import (Connection, FriendAddError, Tox, ToxError, ToxOptions, load_profile,
-                  save_profile, udp_socket_fd)
+from .tox import (UPKEEP_PACKET_KINDS, Connection, FriendAddError, Tox, ToxError, ToxOptions,
+                  load_profile, save_profile, udp_socket_fd)
 from .wakeup import Wakeup
 
 __all__ = ["FrameQueue", "ToxLoop", "PeerState", "Pending"]
@@ -45,8 +45,13 @@ log = logging.getLogger(__name__)
 BLOB_FRAMES = 64  # frames per item of the inbound queue
 BUSY_AFTER_TRAFFIC = 1.0  # seconds of fast looping after the last packet either way
 # ... when toxcore's UDP socket is watched: arrivals wake the loop by themselves, so only
-# a short tail (a burst's gaps) and our own unfinished sending keep it fast.
+# a short tail (a burst's gaps) and our own unfinished sending keep it fast ...
 BUSY_AFTER_TRAFFIC_WATCHED = 0.1
+# ... and only after a burst: this many packets from peers within that tail. A lone
+# exchange (bridge_local's ping every 5 s, its acks: 2-5 packets) waits watched instead,
+# woken by the next arrival; its 1 ms tail had been ~40 turns of iterate and pumps,
+# most of an idle node's CPU (docs/benchmarks.md, bench idle).
+BURST_PACKETS = 16
 # A busy turn that received at most this many packets, with nothing waiting to be
 # transmitted, may end its wait at the next arrival (interactive traffic; see _wait) ...
 EARLY_WAKE_MAX_PACKETS = 1
@@ -132,12 +137,17 @@ class ToxLoop(threading.Thread):
         self.address = self.tox.address
         # Sleep in poll() on toxcore's UDP socket: an arriving packet ends the wait at once,
         # so the idle loop can wait as long as toxcore asks (50 ms) at no cost in latency.
+        # Idle, it sleeps through toxcore's own upkeep packets (DHT, onion: ~29 a second
+        # on a private network), which toxcore takes at its next turn, as raw toxcore does.
         self._udp_fd = self._find_udp_fd()
-        if self._udp_fd is not None:
-            self.wake.watch(self._udp_fd)
+        skips = self._udp_fd is not None and self.wake.watch_datagrams(
+            self._udp_fd, UPKEEP_PACKET_KINDS)
         log.debug("toxcore's UDP socket: %s", "not found: a timer paces the idle loop"
-                  if self._udp_fd is None else f"fd {self._udp_fd}, watched")
-        self._last_traffic = 0.0
+                  if self._udp_fd is None else f"fd {self._udp_fd}, watched"
+                  + ("" if skips else " (every datagram wakes the loop: no SO_PEEK_OFF)"))
+        self._last_traffic = 0.0  # the last packet either way (the tail over a relay)
+        self._last_burst = 0.0  # the last BURST_PACKETS within a tail (the tail over UDP)
+        self._burst_n, self._burst_from = 0, 0.0  # packets counted since _burst_from
         self._received_n = 0  # packets from peers during this loop turn
         self._early_tokens, self._early_at = EARLY_WAKE_BURST, 0.0  # early wakes (_wait)
         self._turn = 0  # which slot goes first this turn (fairness)
@@ -454,6 +464,12 @@ class ToxLoop(threading.Thread):
                 self._reset_connection(slot)
             if moved:
                 self._last_traffic = now
+            if self._received_n:
+                if now - self._burst_from > BUSY_AFTER_TRAFFIC_WATCHED:
+                    self._burst_n, self._burst_from = 0, now
+                self._burst_n += self._received_n
+                if self._burst_n >= BURST_PACKETS:
+                    self._last_burst = now
             if trace is not None:
                 trace.turn(now - turn_start)
                 if trace.due(now):
@@ -465,8 +481,8 @@ class ToxLoop(threading.Thread):
         first = self.first
         watched = self._udp_fd is not None and all(s.state.link != "TCP" for s in slots)
         sending = any(s.sending(len(outbound) if s is first else 0) for s in slots)
-        busy = sending or now - self._last_traffic < (BUSY_AFTER_TRAFFIC_WATCHED if watched
-                                                      else BUSY_AFTER_TRAFFIC)
+        busy = sending or (now - self._last_burst < BUSY_AFTER_TRAFFIC_WATCHED if watched
+                           else now - self._last_traffic < BUSY_AFTER_TRAFFIC)
         # Busy: a steady 1 ms cadence, as measured best with toxcore's congestion control
         # for bulk (waking on every arriving packet changes how often it runs). While
         # nothing waits to be transmitted and this turn received at most one packet (a
@@ -483,16 +499,25 @@ class ToxLoop(threading.Thread):
             early = self._early_tokens >= 1
         if busy:
             period = self.config.busy_period
-            for s in slots:  # the transports' pacers or timers, if sooner
-                due = s.path.timeout()
-                if due is not None and due - now < period:
-                    period = max(due - now, 0.0)
+            # Only waiting for acks over our transport (nothing to transmit, no ack owed,
+            # no burst): an arrival ends the wait, and the transports' timers (below) say
+            # when else to run. The 1 ms cadence is for toxcore's lossless rate control and
+            # bulk; while a chat message waited for its acks it was a turn a millisecond
+            # on each side, on the cores the message's own hops need.
+            if early and now - self._last_burst >= BUSY_AFTER_TRAFFIC_WATCHED and all(
+                    s.state.link == "none" or (s.path.active and not s.link.owes_ack)
+                    for s in slots):
+                period = tox.iteration_interval()
         elif watched:
             period = tox.iteration_interval()
         else:  # packets from a TCP relay arrive on sockets we do not watch
             period = min(tox.iteration_interval(), self.config.idle_period)
+        for s in slots:  # the transports' pacers or timers (an ACK's delay), if sooner
+            due = s.path.timeout()
+            if due is not None and due - now < period:
+                period = max(due - now, 0.0)
         self._pump_wanted = busy
-        if self.wake.wait(period, watched=not busy or early):
+        if self.wake.wait(period, watched=not busy or early, skip=not busy):
             self.wake.clear()
             self._pump_wanted = True
         elif early and time.monotonic() - now < period:

@@ -11,7 +11,7 @@ from ._tox import LOSSLESS_PACKET_IDS, LOSSY_PACKET_IDS, Connection, MessageType
 from .errors import *  # noqa: F403
 from .errors import __all__ as _errors_all
 from .profile import ProfileError, decrypt, encrypt, is_encrypted, load_profile, save_profile
-from .sockets import udp_socket_fd
+from .sockets import UPKEEP_PACKET_KINDS, udp_socket_fd
 
 __all__ = [
     "ADDRESS_SIZE",
@@ -33,6 +33,7 @@ __all__ = [
     "is_encrypted",
     "load_profile",
     "save_profile",
+    "UPKEEP_PACKET_KINDS",
     "udp_socket_fd",
     *_errors_all,
 ]
