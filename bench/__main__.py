@@ -6,7 +6,7 @@ import importlib
 import sys
 
 BENCHES = ["raw_tox", "channel", "messages", "files", "soak", "reliability", "wan", "catchup",
-           "idle", "mux", "simtransport", "lossy", "forward", "hops"]
+           "idle", "mux", "simtransport", "lossy", "forward", "hops", "mesh"]
 
 
 def main() -> int:

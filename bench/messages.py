@@ -33,7 +33,7 @@ from toxbridge.testing import BridgeLocalProc, DaemonProc, start_bootstrap
 from .raw_tox import measure_raw, percentile
 
 
-async def _flood(src_port: int, dst_port: int, count: int, tag: str) -> tuple[float, float]:
+async def flood(src_port: int, dst_port: int, count: int, tag: str) -> tuple[float, float]:
     """``count`` small messages from one client to another, pipelined; returns the average
     msgs/s and the best one-second rate."""
     async with open_client(dst_port, name=f"sink-{tag}") as sink:
@@ -144,9 +144,9 @@ def main(argv: list[str] | None = None) -> int:
                         if warm:
                             result["msg_rtt_warmup_p50_ms"] = round(
                                 percentile(warm, 0.5) * 1000, 3)
-                        average, _ = await _flood(a.app_port, a.app_port, args.count, "local")
+                        average, _ = await flood(a.app_port, a.app_port, args.count, "local")
                         result["local_msgs_per_s"] = round(average)
-                        average, peak = await _flood(a.app_port, b.app_port, args.count, "tox")
+                        average, peak = await flood(a.app_port, b.app_port, args.count, "tox")
                         result["tox_msgs_per_s"] = round(average)
                         result["tox_msgs_peak_per_s"] = round(peak)
 

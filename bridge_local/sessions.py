@@ -46,7 +46,7 @@ class Session:
         self.peer_session: bytes | None = None
         self.bridge = ""  # the peer bridge's key (hex), from its hello
         self.users: dict[str, User] = {}  # users reachable through it, as it announced them
-        self.told: set[str] = set()  # tokens of others' users we announced to it (relay)
+        self.told: dict[str, int] = {}  # others' users we announced to it (relay): token -> hops
         self.incoming: list[wire.Msg] = []  # chat from it, handled by the core's settle
         self.last_rx = self.last_tx = self.last_hello = now
         self._reasm: dict[int, Reassembler] = {}

@@ -14,6 +14,7 @@ from pathlib import Path
 import trio
 
 from bridge_local.server import BridgeConfig, BridgeServer, serve
+from toxbridge.control.server import request as control_request
 
 MB = 1_000_000
 
@@ -78,3 +79,8 @@ async def no_more_messages(client, seconds: float = 2.0) -> dict | None:
     with trio.move_on_after(seconds):
         return await client.wait_event(command=2003)
     return None
+
+
+def status_peers(profile: Path) -> list[dict]:
+    """The peers of the running node of ``profile``, as its control socket reports them."""
+    return control_request(profile.with_suffix(".bridge") / "control.sock", "status")["peers"]

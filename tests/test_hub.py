@@ -8,7 +8,9 @@ Proved here: users of every spoke see each other with their bridge; messages bot
 through the hub, each arriving once; offline delivery through the hub (store and
 forward); a 50 MB file spoke to spoke through the hub with md5 equal; one spoke killed -9
 and restarted while the other two keep chatting and a file between them keeps moving: its
-users are back after the restart, and what was sent to them meanwhile arrives once."""
+users are back after the restart, and what was sent to them meanwhile arrives once. While
+the first test runs, 200 strangers ask the hub for friendship: none is accepted, and the
+hub's peers are the three spokes alone."""
 
 from __future__ import annotations
 
@@ -23,9 +25,12 @@ from bridge_local.files import download, send_file
 from toxbridge.control.server import request as control_request
 from toxbridge.testing import DaemonProc
 
-from .mesh import MB, md5_of, random_file, start_bridge, wait_gone, wait_users
+from .mesh import MB, md5_of, random_file, start_bridge, status_peers, wait_gone, wait_users
+from .strangers import STRANGERS, accepted_keys, flood_of_strangers, requests, wait_refused
 
 pytestmark = [pytest.mark.tox, pytest.mark.xdist_group("hub"), pytest.mark.timeout(600)]
+
+SECRET = "s3cret"  # DaemonProc's: the strangers say it wrong
 
 
 @pytest.fixture(scope="module")
@@ -96,11 +101,37 @@ class Inbox:
         return next(e for _, e in self.events if all(e.get(k) == v for k, v in match.items()))
 
 
-async def test_two_spokes_chat_queue_and_send_a_file_through_a_hub(mesh, tmp_path, nursery):
-    hub, s1, s2 = mesh["hub"], mesh["s1"], mesh["s2"]
-    bh = await start_bridge(nursery, hub.port, tmp_path / "bh")
-    b1 = await start_bridge(nursery, s1.port, tmp_path / "b1")
-    b2 = await start_bridge(nursery, s2.port, tmp_path / "b2")
+async def test_two_spokes_chat_queue_and_send_a_file_through_a_hub_while_strangers_knock(
+        mesh, tmp_path, nursery):
+    hub = mesh["hub"]
+    spokes = {mesh[n].tox_id[:64] for n in ("s1", "s2", "s3")}
+    started = trio.current_time()
+    async with flood_of_strangers(mesh["net"], [hub.tox_id],
+                                  requests(SECRET, allow_list=False)) as flood:
+        bh = await start_bridge(nursery, hub.port, tmp_path / "bh")
+        b1 = await start_bridge(nursery, mesh["s1"].port, tmp_path / "b1")
+        b2 = await start_bridge(nursery, mesh["s2"].port, tmp_path / "b2")
+        await two_spokes(mesh, tmp_path, bh, b1, b2)
+        checked = trio.current_time()
+        per_key = await wait_refused(flood, [hub], STRANGERS // 2, 120)
+        waited = trio.current_time() - checked
+    assert flood.accepted == []
+    print(f"{len(per_key)} of {STRANGERS} strangers refused by the hub "
+          f"({sum(per_key.values())} log lines); the test's checks took {checked - started:.1f} s "
+          f"with the flood, then {waited:.1f} s more until half of them were refused; "
+          f"{flood.rounds} rounds of iterating them")
+    # The hub accepted the spokes alone, and they alone are its peers and its bridge's.
+    assert sorted(accepted_keys(hub)) == sorted(spokes)
+    peers = await trio.to_thread.run_sync(status_peers, mesh["dir"] / "hub.tox")
+    assert sorted(p["public_key"] for p in peers) == sorted(spokes), peers
+    assert {k.hex().upper() for k in bh.core.peer_keys()} <= spokes
+    for b in (bh, b1, b2):
+        with trio.fail_after(10):
+            await b.stop()
+
+
+async def two_spokes(mesh, tmp_path, bh, b1, b2) -> None:
+    hub, s2 = mesh["hub"], mesh["s2"]
     async with open_client(b1.app_port, name="alice") as alice, \
             open_client(bh.app_port, name="hal") as hal:
         async with open_client(b2.app_port, name="bob") as bob:
@@ -148,9 +179,6 @@ async def test_two_spokes_chat_queue_and_send_a_file_through_a_hub(mesh, tmp_pat
                 await bob.wait_event(command=5003, fileid=ref.fileid)
                 path = await download(bob, ref.fileid, tmp_path / "got")
             assert md5_of(path) == md5
-    for b in (bh, b1, b2):
-        with trio.fail_after(10):
-            await b.stop()
 
 
 async def test_three_spokes_one_killed_and_restarted_while_the_others_chat_and_move_a_file(

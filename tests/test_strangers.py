@@ -7,7 +7,6 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
-import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -17,69 +16,15 @@ import trio
 
 from toxbridge.config import Config
 from toxbridge.testing import App, DaemonProc
-from toxbridge.network import NodeInfo, loopback_options
-from toxbridge.tox import Connection, Tox, ToxOptions, load_profile, save_profile
+from toxbridge.tox import Tox, ToxOptions, load_profile, save_profile
+
+from .strangers import STRANGERS, accepted_keys, flood_of_strangers, ignored_keys, requests
 
 pytestmark = [pytest.mark.tox, pytest.mark.xdist_group("strangers")]
 
 SECRET = "right-secret"
-STRANGERS = 200
 FLOOD_SECONDS = 60  # at most; the flood ends earlier once every stranger has been refused
 CAP = Config(mode="listen", profile=Path("x")).max_pending_requests
-
-
-def request_for(i: int) -> bytes:
-    """What stranger ``i`` says: no prefix, wrong secrets, near misses, the right secret
-    (from a key that is not allowed), and a maximum-length request."""
-    return [
-        b"hello",
-        b"toxbridge/1 wrong",
-        b"toxbridge/1 " + SECRET.encode()[:-1],  # a prefix of the secret
-        b"toxbridge/1 " + SECRET.encode() + b"\x00",  # the secret and one byte more
-        b"toxbridge/1 " + SECRET.encode(),  # right secret, key not on the allow-list
-        b"toxbridge/1 " + b"x" * 1004,  # 1016 bytes, toxcore's maximum
-    ][i % 6]
-
-
-class Flood(threading.Thread):
-    """``count`` Tox instances, created, iterated and closed in this one thread, each
-    sending a friend request to ``address``. Records any that get a friend connection."""
-
-    def __init__(self, network: NodeInfo, address: str, count: int) -> None:
-        super().__init__(name="stranger-flood", daemon=True)
-        self.network, self.address, self.count = network, address, count
-        self.stop = threading.Event()
-        self.ready = threading.Event()
-        self.keys: list[bytes] = []
-        self.accepted: list[bytes] = []
-        self.error: BaseException | None = None
-
-    def run(self) -> None:
-        toxes: list[Tox] = []
-        try:
-            for i in range(self.count):
-                t = Tox(loopback_options())
-                toxes.append(t)
-                t.bootstrap(self.network.host, self.network.port, self.network.public_key)
-                t.friend_add(self.address, request_for(i))
-                self.keys.append(t.public_key)
-            self.ready.set()
-            while not self.stop.is_set():
-                for t in toxes:
-                    t.iterate()
-                    if t.friend_connection_status(0) != Connection.NONE and t.public_key not in self.accepted:
-                        self.accepted.append(t.public_key)
-                self.stop.wait(0.05)
-        except BaseException as exc:
-            self.error = exc
-        finally:
-            self.ready.set()
-            for t in toxes:
-                t.close()
-
-
-def ignored_keys(daemon: DaemonProc) -> list[str]:
-    return re.findall(r"ignored a friend request from ([0-9A-F]{64})", "\n".join(daemon.log))
 
 
 def new_profile(path: Path) -> bytes:
@@ -104,11 +49,8 @@ async def test_a_flood_of_strangers_is_refused_while_the_real_peer_keeps_working
             with trio.fail_after(90):
                 await a.wait_event(code=301)
                 await b.wait_event(code=301)
-            flood = Flood(tox_network, listener.tox_id, STRANGERS)
-            flood.start()
-            try:
-                await trio.to_thread.run_sync(flood.ready.wait, 60)
-                assert flood.error is None, flood.error
+            async with flood_of_strangers(tox_network, [listener.tox_id],
+                                          requests(SECRET, allow_list=True)) as flood:
                 # Frames keep flowing between the real pair during the flood.
                 rounds, deadline = 0, time.monotonic() + FLOOD_SECONDS
                 while time.monotonic() < deadline and len(set(ignored_keys(listener))) < STRANGERS:
@@ -119,15 +61,11 @@ async def test_a_flood_of_strangers_is_refused_while_the_real_peer_keeps_working
                         assert await a.next_data() == b"b%d" % rounds
                     rounds += 1
                     await trio.sleep(0.2)
-            finally:
-                flood.stop.set()
-                await trio.to_thread.run_sync(flood.join, 30)
-            assert flood.error is None, flood.error
             assert rounds > 10
             assert flood.accepted == []
             refused = ignored_keys(listener)
             per_key = Counter(refused)
-            strangers = {k.hex().upper() for k in flood.keys}
+            strangers = flood.hex_keys()
             print(f"{len(per_key)} of {STRANGERS} strangers refused, {len(refused)} log lines, "
                   f"{rounds} round trips during the flood; cap {CAP}; "
                   f"keys logged more than once: {sum(1 for n in per_key.values() if n > 1)}")
@@ -135,7 +73,7 @@ async def test_a_flood_of_strangers_is_refused_while_the_real_peer_keeps_working
             assert len(per_key) >= STRANGERS // 2  # the flood did reach the listener
             # Only the real peer was ever accepted, and it still is the peer.
             log = "\n".join(listener.log)
-            assert re.findall(r"accepted the peer ([0-9A-F]{64})", log) == [peer_key.hex().upper()]
+            assert accepted_keys(listener) == [peer_key.hex().upper()]
             assert [e["peer"] for e in a.events if e.get("event") == "friend"] == [peer_key.hex().upper()]
             assert "replaces" not in log
             # The remembered strangers are capped: no key is logged twice while remembered,

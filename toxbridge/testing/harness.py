@@ -55,6 +55,7 @@ class DaemonProc:
         if secret is not None:
             cmd += ["--secret", secret]
         self.args = cmd
+        self.profile = profile
         self.lines: queue.Queue[str] = queue.Queue()
         self.log: list[str] = []
         # Announcements on stdout, logs on stderr: two pipes, so a log line written by the
