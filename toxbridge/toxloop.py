@@ -156,9 +156,6 @@ class ToxLoop(threading.Thread):
         # by the trio side's flag. Else (an idle wake by a packet or toxcore's interval)
         # only a slot that is due (PeerSlot.due) makes it pump before iterating.
         self._pump_wanted = True
-        # ... and when it was busy only because these slots were sending (no wake flag, no
-        # traffic tail), only they and the due ones pump: the others have nothing to move.
-        self._pump_only: list[PeerSlot] | None = None
         self._stirred: set[PeerSlot] = set()  # slots whose state a callback changed this turn
         # The earliest transport timer of any slot, as the last wait saw it (nothing of the
         # tox thread runs between): before it, only a slot whose table or hold says so can
@@ -443,17 +440,15 @@ class ToxLoop(threading.Thread):
                 self._log_tick()
             self._received_n = 0
             self._stirred.clear()
-            only = self._pump_only if self._pump_wanted else []
-            whole = only is None or bool(self._calls)
+            whole = self._pump_wanted or bool(self._calls)
             if self._calls:
                 self._run_calls()
             self._bootstrap_again()
             moved, due = False, []
             if whole:
                 moved = self._pump_all()
-            else:  # an idle wake (a packet, a timer): only the slots sending or due
+            else:  # an idle wake (a packet, a timer): only the slots that are due
                 due = self._due(turn_start)
-                due = [s for s in only if s.key in self.slots] + [s for s in due if s not in only]
                 if due:
                     moved = self._pump_all(due)
             tox.iterate()
@@ -506,21 +501,20 @@ class ToxLoop(threading.Thread):
             return [s for s in slots if (s.table.dirty or s.hold_data_until) and s.due(now)]
         return [s for s in slots if s.due(now)]
 
-    def _survey(self, outbound_len: int) -> tuple[bool, list[PeerSlot], bool, bool, float]:
-        """One pass over the slots for _wait: (no slot on a TCP relay, the slots sending,
+    def _survey(self, outbound_len: int) -> tuple[bool, bool, bool, bool, float]:
+        """One pass over the slots for _wait: (no slot on a TCP relay, some slot sending,
         some slot backlogged, every slot only awaiting acks over our transport, the
         earliest transport timer or inf)."""
         first = self.first
-        sending: list[PeerSlot] = []
-        backlogged = False
+        sending = backlogged = False
         untcp, acks_only, timer = True, True, _INF
         for s in self.slots.values():
             n = outbound_len if s is first else 0
             link = s.state.link
             if link == "TCP":
                 untcp = False
-            if s.sending(n):
-                sending.append(s)
+            if not sending and s.sending(n):
+                sending = True
             if not backlogged and s.backlogged(n):
                 backlogged = True
             if acks_only and link != "none" and not (s.path.active and not s.link.owes_ack):
@@ -535,9 +529,8 @@ class ToxLoop(threading.Thread):
         untcp, sending, backlogged, acks_only, timer = self._survey(len(outbound))
         self._next_timer = timer
         watched = self._udp_fd is not None and untcp
-        tail = (now - self._last_burst < BUSY_AFTER_TRAFFIC_WATCHED if watched
-                else now - self._last_traffic < BUSY_AFTER_TRAFFIC)
-        busy = bool(sending) or tail
+        busy = sending or (now - self._last_burst < BUSY_AFTER_TRAFFIC_WATCHED if watched
+                           else now - self._last_traffic < BUSY_AFTER_TRAFFIC)
         # Busy: a steady 1 ms cadence, as measured best with toxcore's congestion control
         # for bulk (waking on every arriving packet changes how often it runs). While
         # nothing waits to be transmitted and this turn received at most one packet (a
@@ -567,10 +560,9 @@ class ToxLoop(threading.Thread):
         if timer - now < period:  # the transports' pacers or timers (an ACK's delay)
             period = max(timer - now, 0.0)
         self._pump_wanted = busy
-        self._pump_only = None if tail else sending
         if self.wake.wait(period, watched=not busy or early, skip=not busy):
             self.wake.clear()
-            self._pump_wanted, self._pump_only = True, None
+            self._pump_wanted = True
         elif early and time.monotonic() - now < period:
             self._early_tokens -= 1  # an arrival ended it
 
