@@ -695,3 +695,4 @@ def test_a_fragment_without_its_start_is_counted_as_a_bad_fragment() -> None:
     node.core.daemon_data(frag.next_frame(), T0)
     assert (node.core.stats["bad_fragments"], node.core.stats["peer_errors"]) == (1, 1)
     assert any("missing-start" in n for n in node.core.take_notices())
+
