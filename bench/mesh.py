@@ -32,6 +32,7 @@ from toxbridge.testing.streamsock import accept_stream, drain, open_stream, push
 from .channel import peak_rss_mb
 from .files import random_file, three_hops
 from .idle import cpu_percent
+from .meshidle import measure_idle_only
 from .messages import flood
 from .raw_tox import MB, measure_raw
 
@@ -264,6 +265,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--light", action="store_true",
                         help="the extra spokes run only the daemon (--raw): lighter, but the "
                         "hub's bridge_local then retries its opens to them every 5 s")
+    parser.add_argument("--idle-only", action="store_true",
+                        help="only the hub with --hub-peers idle peers (16), against a raw "
+                        "toxcore hub with as many raw friends (bench/meshidle.py)")
+    parser.add_argument("--profile", metavar="FILE",
+                        help="with --idle-only: py-spy records the hub (all threads, --idle) "
+                        "for one more window into FILE (raw format)")
     parser.add_argument("--stall-mb", type=float, help="the other stream's volume (50; --quick: 2)")
     parser.add_argument("--messages", type=int, help="messages through the hub (20000; --quick: 500)")
     parser.add_argument("--seconds", type=float, help="idle CPU window (30; --quick: 4)")
@@ -278,12 +285,19 @@ def main(argv: list[str] | None = None) -> int:
     cfg = {"mb": pick(args.mb, 200, 5), "hub_peers": pick(args.hub_peers, 16, 0),
            "stall_mb": pick(args.stall_mb, 50, 2), "messages": pick(args.messages, 20_000, 500),
            "seconds": pick(args.seconds, 30, 4), "settle": pick(args.settle, 10, 2),
-           "idle_pings": pick(None, 200, 50), "file_limit": args.limit, "light": args.light}
+           "idle_pings": pick(None, 200, 50), "file_limit": args.limit, "light": args.light,
+           "profile": args.profile}
     for name in ("mb", "stall_mb", "messages", "seconds", "file_limit"):
         if cfg[name] <= 0:
             parser.error(f"--{name.replace('file_', '').replace('_', '-')} must be positive")
     if cfg["settle"] < 0:
         parser.error("--settle must not be negative")
+    if args.profile and not args.idle_only:
+        parser.error("--profile goes with --idle-only")
+    if args.idle_only:
+        if args.quick or cfg["hub_peers"] < 2:
+            parser.error("--idle-only needs --hub-peers of 2 or more (and no --quick)")
+        return _idle_only(cfg)
     t0 = time.monotonic()
     boot = start_bootstrap()
     try:
@@ -297,6 +311,21 @@ def main(argv: list[str] | None = None) -> int:
     result["bulk1_over_raw"] = _ratio(mesh["bulk1_MBps"], raw["lossless_MBps"])
     result["bulk3_over_raw"] = _ratio(mesh["bulk3_MBps"], raw["lossless_MBps"])
     result["file_over_raw"] = _ratio(mesh["file_MBps"], raw["lossless_MBps"])
+    result["total_s"] = round(time.monotonic() - t0, 1)
+    json.dump(result, sys.stdout)
+    print()
+    return 0
+
+
+def _idle_only(cfg: dict) -> int:
+    t0 = time.monotonic()
+    boot = start_bootstrap()
+    try:
+        _say(f"idle only: a raw hub, then a hub node, each with {cfg['hub_peers']} peers")
+        result = {"bench": "mesh", "idle_only": True,
+                  **measure_idle_only(boot.info, cfg, wait_online)}
+    finally:
+        boot.stop()
     result["total_s"] = round(time.monotonic() - t0, 1)
     json.dump(result, sys.stdout)
     print()

@@ -159,7 +159,12 @@ class Peering:
             self.store.delete_peer(list(command.ids))
             self._outbox_count = max(0, self._outbox_count - len(command.ids))
         elif isinstance(command, wire.Ping):
-            pass
+            # Ours too, if it is half due: the session's two pings then travel together
+            # (the transport's acks and the Link's cover both, and a hub's tox thread
+            # wakes for one exchange per peer and interval instead of two).
+            if s.peer_up and now - s.last_tx >= self.limits.ping_interval / 2:
+                self._control_add(s, wire.encode_ping())
+                s.last_tx = now
         elif isinstance(command, wire.Xfer):
             if self.files is not None and s.peer_up:
                 self.files.peer_message(command.to_receiver, command.message, now, s.name)

@@ -695,3 +695,47 @@ def test_a_fragment_without_its_start_is_counted_as_a_bad_fragment() -> None:
     node.core.daemon_data(frag.next_frame(), T0)
     assert (node.core.stats["bad_fragments"], node.core.stats["peer_errors"]) == (1, 1)
     assert any("missing-start" in n for n in node.core.take_notices())
+
+
+def _pings(frames: list[bytes]) -> int:
+    return sum(1 for m in _reassemble(frames) if isinstance(wire.decode(m), wire.Ping))
+
+
+def test_a_ping_is_answered_by_ours_when_ours_is_half_due_and_the_answer_is_not_answered(
+        net: Net) -> None:
+    """The session's two pings travel together (a hub's idle wakes halve), while each side
+    still sends at least every ping_interval and a ping never bounces back and forth."""
+    interval = net.a.core.limits.ping_interval
+    net.now += interval
+    net.a.core.tick(net.now)  # a's is due: a pings
+    ping = net.a.core.take_frames(64)
+    assert _pings(ping) == 1
+    net.now += 0.01
+    for f in ping:
+        net.b.core.daemon_data(f, net.now)
+    answer = net.b.core.take_frames(64)
+    assert _pings(answer) == 1  # b's own was half due (and more): it goes now
+    for f in answer:
+        net.a.core.daemon_data(f, net.now)
+    assert _pings(net.a.core.take_frames(64)) == 0  # a pinged just now: no answer to it
+    net.now += interval / 4
+    net.b.core.tick(net.now)
+    assert _pings(net.b.core.take_frames(64)) == 0  # b's timer starts from its answer
+    net.now += interval
+    net.b.core.tick(net.now)
+    assert _pings(net.b.core.take_frames(64)) == 1  # ... and still fires by itself
+
+
+def test_a_ping_soon_after_ours_waits_for_our_timer(net: Net) -> None:
+    interval = net.a.core.limits.ping_interval
+    net.now += interval
+    net.a.core.tick(net.now)
+    net.b.core.tick(net.now)  # both due at once: both ping on their own
+    fa, fb = net.a.core.take_frames(64), net.b.core.take_frames(64)
+    assert _pings(fa) == _pings(fb) == 1
+    net.now += interval / 4  # each side's ping reaches the other well before half due
+    for f in fa:
+        net.b.core.daemon_data(f, net.now)
+    for f in fb:
+        net.a.core.daemon_data(f, net.now)
+    assert _pings(net.a.core.take_frames(64)) == _pings(net.b.core.take_frames(64)) == 0

@@ -57,6 +57,7 @@ BURST_PACKETS = 16
 EARLY_WAKE_MAX_PACKETS = 1
 EARLY_WAKES_PER_S = 1000.0  # ... this often on average (so at most twice the cadence),
 EARLY_WAKE_BURST = 2.0  # ... and this many in a row (a keystroke's ack, then its data)
+_INF = float("inf")
 SNAPSHOT_PERIOD = 0.5  # seconds between status snapshots (see toxbridge.control.snapshot)
 
 
@@ -155,7 +156,11 @@ class ToxLoop(threading.Thread):
         # by the trio side's flag. Else (an idle wake by a packet or toxcore's interval)
         # only a slot that is due (PeerSlot.due) makes it pump before iterating.
         self._pump_wanted = True
-        self._stirred = False  # a callback in this turn's iterate changed a slot's state
+        self._stirred: set[PeerSlot] = set()  # slots whose state a callback changed this turn
+        # The earliest transport timer of any slot, as the last wait saw it (nothing of the
+        # tox thread runs between): before it, only a slot whose table or hold says so can
+        # be due, so an idle turn asks each slot's transports only once, in _wait.
+        self._next_timer = 0.0
         # Status (toxbridge.control.snapshot): published by this thread, read by trio as a whole.
         self.snapshot: NodeSnapshot | None = None
         self._snapshot_wanted = threading.Event()
@@ -291,7 +296,7 @@ class ToxLoop(threading.Thread):
     def _on_friend_connection(self, friend: int, status: Connection) -> None:
         slot = self._by_friend.get(friend)
         if slot is not None:
-            self._stirred = True  # a connection up queued a HELLO: pump after iterate
+            self._stirred.add(slot)  # a connection up queued a HELLO: pump after iterate
             slot.on_connection(status)
 
     def _reset_connection(self, slot: PeerSlot) -> None:
@@ -434,26 +439,37 @@ class ToxLoop(threading.Thread):
                 next_tick = time.monotonic() + 1
                 self._log_tick()
             self._received_n = 0
-            self._stirred = False
+            self._stirred.clear()
+            whole = self._pump_wanted or bool(self._calls)
             if self._calls:
                 self._run_calls()
             self._bootstrap_again()
-            moved = False
-            if self._pump_wanted or any(s.due(turn_start) for s in self.slots.values()):
+            moved, due = False, []
+            if whole:
                 moved = self._pump_all()
+            else:  # an idle wake (a packet, a timer): only the slots that are due
+                due = self._due(turn_start)
+                if due:
+                    moved = self._pump_all(due)
             tox.iterate()
             now = time.monotonic()
-            received = False
-            for slot in list(self.slots.values()):
+            # Only the slots that heard something: a peer's packets, or a connection change.
+            heard = [s for s in list(self.slots.values()) if s.received or s in self._stirred]
+            for slot in heard:
                 slot.deliver()
                 if slot.received:
-                    received = True
                     slot.acked(now)
             # Again only if this turn brought or sent something: on an idle node the pumps
             # are most of our CPU, and what the trio side adds meanwhile sets the wake flag.
-            if moved or received or self._stirred:
+            # After an idle wake, only the slots that were due or heard: with many peers,
+            # one peer's packet had pumped every slot, twice (each peer's exchanges cost
+            # all peers' pumps: bench mesh --idle-only, docs/benchmarks.md).
+            if whole and (moved or heard):
                 moved |= self._pump_all()
-            for slot in self.slots.values():
+            elif heard or moved:
+                again = heard + [s for s in due if s not in heard] if moved else heard
+                moved |= self._pump_all(again)
+            for slot in heard:
                 slot.received = False
             now = time.monotonic()
             if now >= next_snapshot or self._snapshot_wanted.is_set():
@@ -476,11 +492,43 @@ class ToxLoop(threading.Thread):
                     trace.sample(now, list(self.slots.values()), len(outbound))
             self._wait(now, outbound)
 
-    def _wait(self, now: float, outbound: FrameQueue) -> None:
-        tox, slots = self.tox, self.slots.values()
+    def _due(self, now: float) -> list[PeerSlot]:
+        """The slots due now (``PeerSlot.due``). Before the earliest transport timer the
+        last wait saw, only a table the trio side touched or a hold on data can make one
+        due: the transports are not asked again."""
+        slots = self.slots.values()
+        if now < self._next_timer:
+            return [s for s in slots if (s.table.dirty or s.hold_data_until) and s.due(now)]
+        return [s for s in slots if s.due(now)]
+
+    def _survey(self, outbound_len: int) -> tuple[bool, bool, bool, bool, float]:
+        """One pass over the slots for _wait: (no slot on a TCP relay, some slot sending,
+        some slot backlogged, every slot only awaiting acks over our transport, the
+        earliest transport timer or inf)."""
         first = self.first
-        watched = self._udp_fd is not None and all(s.state.link != "TCP" for s in slots)
-        sending = any(s.sending(len(outbound) if s is first else 0) for s in slots)
+        sending = backlogged = False
+        untcp, acks_only, timer = True, True, _INF
+        for s in self.slots.values():
+            n = outbound_len if s is first else 0
+            link = s.state.link
+            if link == "TCP":
+                untcp = False
+            if not sending and s.sending(n):
+                sending = True
+            if not backlogged and s.backlogged(n):
+                backlogged = True
+            if acks_only and link != "none" and not (s.path.active and not s.link.owes_ack):
+                acks_only = False
+            t = s.path.timeout()
+            if t is not None and t < timer:
+                timer = t
+        return untcp, sending, backlogged, acks_only, timer
+
+    def _wait(self, now: float, outbound: FrameQueue) -> None:
+        tox = self.tox
+        untcp, sending, backlogged, acks_only, timer = self._survey(len(outbound))
+        self._next_timer = timer
+        watched = self._udp_fd is not None and untcp
         busy = sending or (now - self._last_burst < BUSY_AFTER_TRAFFIC_WATCHED if watched
                            else now - self._last_traffic < BUSY_AFTER_TRAFFIC)
         # Busy: a steady 1 ms cadence, as measured best with toxcore's congestion control
@@ -491,8 +539,7 @@ class ToxLoop(threading.Thread):
         # round trip was ~0.45 ms of it: docs/benchmarks.md). Bulk (a backlog, packets
         # every turn) keeps the cadence; a bucket keeps the loop below twice its rate.
         early = False
-        if busy and watched and self._received_n <= EARLY_WAKE_MAX_PACKETS and not any(
-                s.backlogged(len(outbound) if s is first else 0) for s in slots):
+        if busy and watched and self._received_n <= EARLY_WAKE_MAX_PACKETS and not backlogged:
             self._early_tokens = min(EARLY_WAKE_BURST, self._early_tokens
                                      + (now - self._early_at) * EARLY_WAKES_PER_S)
             self._early_at = now
@@ -504,18 +551,14 @@ class ToxLoop(threading.Thread):
             # when else to run. The 1 ms cadence is for toxcore's lossless rate control and
             # bulk; while a chat message waited for its acks it was a turn a millisecond
             # on each side, on the cores the message's own hops need.
-            if early and now - self._last_burst >= BUSY_AFTER_TRAFFIC_WATCHED and all(
-                    s.state.link == "none" or (s.path.active and not s.link.owes_ack)
-                    for s in slots):
+            if early and now - self._last_burst >= BUSY_AFTER_TRAFFIC_WATCHED and acks_only:
                 period = tox.iteration_interval()
         elif watched:
             period = tox.iteration_interval()
         else:  # packets from a TCP relay arrive on sockets we do not watch
             period = min(tox.iteration_interval(), self.config.idle_period)
-        for s in slots:  # the transports' pacers or timers (an ACK's delay), if sooner
-            due = s.path.timeout()
-            if due is not None and due - now < period:
-                period = max(due - now, 0.0)
+        if timer - now < period:  # the transports' pacers or timers (an ACK's delay)
+            period = max(timer - now, 0.0)
         self._pump_wanted = busy
         if self.wake.wait(period, watched=not busy or early, skip=not busy):
             self.wake.clear()
@@ -523,20 +566,22 @@ class ToxLoop(threading.Thread):
         elif early and time.monotonic() - now < period:
             self._early_tokens -= 1  # an arrival ended it
 
-    def _pump_all(self) -> bool:
-        """Every slot once, starting one further each turn: none waits behind the others
-        for good (each slot's pump is bounded: PUMP_ROUNDS)."""
-        slots = list(self.slots.values())
+    def _pump_all(self, only: list[PeerSlot] | None = None) -> bool:
+        """Every slot (or those in ``only``) once, starting one further each turn: none
+        waits behind the others for good (each slot's pump is bounded: PUMP_ROUNDS)."""
+        slots = list(self.slots.values()) if only is None else only
         if not slots:
             return False
-        first = slots[0]
-        self._turn = (self._turn + 1) % len(slots)
+        first = self.first
+        if only is None:
+            self._turn = (self._turn + 1) % len(slots)
+        start = self._turn % len(slots)
         moved = delivered = False
         # Whether frames were taken, not whether the queue got shorter: the trio side
         # refills it meanwhile, and a queue refilled to where it was (or emptied again from
         # empty) within one pump still made room that the app's reader may wait for.
         taken = self.outbound.taken
-        for slot in slots[self._turn:] + slots[:self._turn]:
+        for slot in slots[start:] + slots[:start]:
             channel = slot is first
             m, d = slot.pump(self.tox, self.outbound if channel else _NO_FRAMES,
                              self.inbound if channel else None, slot.received, BLOB_FRAMES)

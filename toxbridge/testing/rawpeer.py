@@ -76,8 +76,9 @@ class _Child:
         self.tox.bootstrap(node.host, node.port, node.public_key)
         if relay_port:
             self.tox.add_tcp_relay(node.host, relay_port, node.public_key)
-        self.expected_key: bytes | None = None
-        self.friend: int | None = None
+        self.expected: set[bytes] = set()  # keys whose friend request we take
+        self.friend: int | None = None  # the first friend: streams and pings go to it
+        self.others: set[int] = set()  # a hub's further friends: only connected, idle
         self.connected_at: float | None = None
         self.online = False
         self.drops = 0  # times the friend connection went down
@@ -100,10 +101,21 @@ class _Child:
         self.tox.on_friend_lossless_packet = self._on_packet
 
     def _on_request(self, key: bytes, message: bytes) -> None:
-        if key == self.expected_key and self.friend is None:
-            self.friend = self.tox.friend_add_norequest(key)
+        if key not in self.expected:
+            return
+        self.expected.discard(key)
+        number = self.tox.friend_add_norequest(key)
+        if self.friend is None:
+            self.friend = number
+        else:
+            self.others.add(number)
 
     def _on_connection(self, friend: int, status: Connection) -> None:
+        if friend != self.friend:  # a hub's other friend: say when it first comes up
+            if friend in self.others and status != Connection.NONE:
+                self.others.discard(friend)
+                self.conn.send(("connected", time.monotonic(), int(status)))
+            return
         if self.online and status == Connection.NONE:
             self.drops += 1
         self.online = status != Connection.NONE
@@ -162,7 +174,7 @@ class _Child:
         if name == "address":
             self.conn.send(("address", self.tox.address))
         elif name == "expect":
-            self.expected_key = args[0]
+            self.expected.add(args[0])
         elif name == "befriend":
             self.friend = self.tox.friend_add(args[0], b"toxbridge raw peer")
         elif name == "stream":
@@ -340,6 +352,16 @@ class RawPeer:
         t_a = a.wait("connected", timeout)[0]
         t_b = b.wait("connected", timeout)[0]
         return max(t_a, t_b)
+
+    @staticmethod
+    def befriend_hub(hub: RawPeer, spokes: list[RawPeer], timeout: float = 180.0) -> float:
+        """Make each spoke a friend of the hub (the spokes ask, all at once); return when
+        the hub has all of them connected (the monotonic time of the last)."""
+        for spoke in spokes:
+            hub.send(("expect", spoke.public_key))
+        for spoke in spokes:
+            spoke.send(("befriend", hub.address))
+        return max(hub.wait("connected", timeout)[0] for _ in spokes)
 
 
 if __name__ == "__main__":
