@@ -301,3 +301,6 @@ def test_a_sender_blocked_by_a_peer_that_reads_nothing_pings_rarely():
             a.receive_datagram(p, now)
     assert b.readable == window
     assert 10 <= pings <= 30  # backed off to one a second, never silent
+    # Blocked, nothing is to go but the timer's pings: the loop need not turn for a's pacer.
+    assert a.unsent_bytes == window and not a.can_transmit
+    assert a.statistics().bytes_in_flight == 0

@@ -138,6 +138,13 @@ class Endpoint:
         return self._base + len(self._buf) - self._next
 
     @property
+    def can_transmit(self) -> bool:
+        """A probe or data (new or to resend) may go now, the peer's limit permitting.
+        Data held back by the peer's limit alone does not count: the peer's window update
+        arrives as a packet, and the blocked ping is a timer (``timeout``)."""
+        return bool(self._probes) or self._has_data()
+
+    @property
     def readable(self) -> int:
         return len(self._ready)
 
