@@ -336,12 +336,19 @@ async def test_a_stalled_connection_does_not_slow_another(nodes):
         alone = await download()
         stalled = await connect(ports["endless"])  # never read
         await trio.sleep(2)  # it fills its window and buffers, then the link is quiet
-        beside = await download()
+        # Up to three tries: on 2 cores shared with the other xdist worker one download
+        # can lose half its rate to a neighbour (CI, Debian 13: 18.05 then 7.64 MB/s);
+        # a connection held up by the stalled one would lose it every time.
+        besides = []
+        while len(besides) < 3 and (not besides or besides[-1] < 0.5 * alone):
+            besides.append(await download())
         assert await stalled.receive_some(10) == b"e" * 10  # still alive, just not read
         stalled.socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         stalled.socket.close()
-    print(f"alone {alone / 1e6:.2f} MB/s, beside a stalled one {beside / 1e6:.2f} MB/s")
-    assert beside >= 0.5 * alone, (alone, beside)
+    beside = max(besides)
+    print(f"alone {alone / 1e6:.2f} MB/s, beside a stalled one "
+          f"{', '.join(f'{b / 1e6:.2f}' for b in besides)} MB/s")
+    assert beside >= 0.5 * alone, (alone, besides)
 
 
 async def test_status_shows_the_forwards_and_their_connections(nodes):
