@@ -108,7 +108,8 @@ async def three_hops(listener: DaemonProc, peer: DaemonProc, src: Path, md5: str
         if not result["file_done"]:
             return result
         t3 = time.monotonic()
-        path = await download(bob, ref.fileid, dest)
+        with trio.fail_after(time_limit or 1800):  # seen waiting with every byte on disk
+            path = await download(bob, ref.fileid, dest)
         t4 = time.monotonic()
         result["download_MBps"] = round(size / (t4 - t3) / MB, 2)
         digest = hashlib.md5()
