@@ -27,17 +27,10 @@ from bridge_local.client import open_client
 from toxbridge.testing import DaemonProc, start_bootstrap
 from toxbridge.testing.rawpeer import RawPeer
 
-from .channel import peak_rss_mb
+from .channel import cpu_seconds, peak_rss_mb
 from .raw_tox import percentile
 
 TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process, all its threads."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICKS  # utime, stime
 
 
 def cpu_percent(pids: list[int], seconds: float) -> list[float]:

@@ -32,6 +32,8 @@ from toxbridge.framing import DATA, EVENT, decode_event, encode_data
 from toxbridge.testing import App, DaemonProc, start_bootstrap
 from toxbridge.network import NodeInfo
 
+from .raw_tox import percentile
+
 __all__ = ["flaps", "load", "FLAP_SECONDS", "TOX_FRIEND_TIMEOUT"]
 
 MB = 1024 * 1024
@@ -53,14 +55,9 @@ async def _network(network: NodeInfo | None):
         node.stop()
 
 
-def _percentile(values: list[float], q: float) -> float:
-    if not values:
-        return 0.0
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
 def _random_file(path: Path, size: int) -> str:
+    # Random bytes, not files.random_file's repeated pattern: a block delivered at a wrong
+    # offset must change the md5.
     h = hashlib.md5()
     with open(path, "wb") as f:
         for left in range(size, 0, -MB):
@@ -552,9 +549,9 @@ async def load(network: NodeInfo | None, workdir: Path, *, clients: int = 50,
                     holders.cancel_scope.cancel()
     per_client = {m.name: {"received": m.received,
                            "sent": len(m.sent_at),
-                           "delivery_p50_ms": round(_percentile(m.delivery_ms, 0.5), 1),
-                           "delivery_p99_ms": round(_percentile(m.delivery_ms, 0.99), 1),
-                           "reply_p99_ms": round(_percentile(m.replies_ms, 0.99), 1)}
+                           "delivery_p50_ms": round(percentile(m.delivery_ms, 0.5), 1),
+                           "delivery_p99_ms": round(percentile(m.delivery_ms, 0.99), 1),
+                           "reply_p99_ms": round(percentile(m.replies_ms, 0.99), 1)}
                   for m in everyone}
     codes: dict[str, int] = {}
     for m in everyone:
@@ -579,11 +576,11 @@ async def load(network: NodeInfo | None, workdir: Path, *, clients: int = 50,
         "load_codes": codes,
         "load_min_received": min(m.received for m in everyone),
         "load_max_received": max(m.received for m in everyone),
-        "load_p50_ms": round(_percentile([x for m in everyone for x in m.delivery_ms], 0.5), 1),
+        "load_p50_ms": round(percentile([x for m in everyone for x in m.delivery_ms], 0.5), 1),
         "load_p99_ms": per_client[slowest]["delivery_p99_ms"],
         "load_slowest_client": slowest,
-        "load_reply_p99_ms": round(max(_percentile(m.replies_ms, 0.99) for m in everyone), 1),
-        **{f"load_p99_{k}_ms": round(_percentile(v, 0.99), 1) if v else None
+        "load_reply_p99_ms": round(max(percentile(m.replies_ms, 0.99) for m in everyone), 1),
+        **{f"load_p99_{k}_ms": round(percentile(v, 0.99), 1) if v else None
            for k, v in phases.items()},
         **{f"load_messages_{k}": len(v) for k, v in phases.items()},
         "load_msgs_per_s": round(received / delivered_s, 1) if delivered_s else 0.0,

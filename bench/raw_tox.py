@@ -23,6 +23,8 @@ MB = 1_000_000
 
 
 def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return 0.0
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
