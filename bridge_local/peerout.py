@@ -132,6 +132,13 @@ class PeerSender:
         return bool(self._frag or self._control or (self._xfer and not self.split)
                     or self._acks or self._may_pump(peer_up))
 
+    def acks_only(self, peer_up: bool) -> bool:
+        """Acks wait, and nothing else: a shell may hold them a moment for other frames
+        to ride with (:data:`bridge_local.peerlinks.ACK_HOLD`)."""
+        return bool(self._acks) and not (self._frag or self._control
+                                         or (self._xfer and not self.split)
+                                         or self._may_pump(peer_up))
+
     def take_bulk_frames(self, limit: int, files_up: bool) -> list[bytes]:
         """Up to ``limit`` frames of the bulk lane (split): transfer messages only."""
         frames: list[bytes] = []
