@@ -278,12 +278,15 @@ class Store:
 
     def existing_ids(self, ids: set[bytes]) -> set[bytes]:
         """Which of these message ids are in the history already (one query; rows waiting
-        for the flush are written first, so they count)."""
-        found: set[bytes] = set()
-        todo = list(ids)
+        for the flush count too). Nothing is flushed: on the receiving bridge a flush here
+        wrote the local outbox rows of the last read's messages just before their hand-over
+        deleted them again (~12 % of that bridge, issue 18)."""
+        found = {row[0] for row in self._new_messages if row[0] in ids}
+        todo = [i for i in ids if i not in found]
         for start in range(0, len(todo), _IN_MAX):
             chunk = todo[start:start + _IN_MAX]
-            rows = self._run(f"SELECT id FROM messages WHERE id IN ({_marks(len(chunk))})", chunk)
+            rows = self._run(f"SELECT id FROM messages WHERE id IN ({_marks(len(chunk))})",
+                             chunk, flush=False)
             found.update(bytes(r[0]) for r in rows)
         return found
 
