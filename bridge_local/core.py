@@ -347,19 +347,21 @@ class BridgeCore(Lanes, Peering):
         # random id dirtied a page of the index per message: commits grew with the history).
         # 8 random bytes per microsecond keep ids unique across both bridges.
         message_id = _ID_TIME.pack(int(message.time * 1e6) & _U64) + os.urandom(8)
-        self.store.add_new_message(message_id, message)
+        record = self.store.add_new_message(message_id, message)  # to_dict once, for all
         if side == "local":
             self.stats["sent_local"] += 1
-            online = self._deliver_local(message_id, message)
+            online = self._deliver_local(message_id, message, record)
         else:
             assert route is not None
             self.stats["sent_peer"] += 1
-            self._queue_peer(route, message_id, message)
+            self._queue_peer(route, message_id, message, record)
             online = route.peer_up and goal in route.users
         return send_reply(ResultCode.DELIVERED if online else ResultCode.TARGET_OFFLINE)
 
-    def _deliver_local(self, message_id: bytes, message: ChatMessage) -> bool:
-        """Queue for a local user; hand it over now if online. True if online."""
+    def _deliver_local(self, message_id: bytes, message: ChatMessage,
+                       record: dict[str, Any] | None = None) -> bool:
+        """Queue for a local user; hand it over now if online. True if online. ``record``:
+        ``message.to_dict()``, if built already."""
         seq = self.store.add_local(message_id, message.goaltoken)
         self._outbox_count += 1
         conns = self._by_token.get(message.goaltoken)
@@ -369,7 +371,7 @@ class BridgeCore(Lanes, Peering):
         if p.backlog:
             self._refill(p)
         else:
-            self._push(p, message_event(message), seq)
+            self._push(p, message_event(message, record), seq)
             p.upto = seq
         return True
 

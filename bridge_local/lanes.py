@@ -204,6 +204,13 @@ class Lanes:
             return frames
         return s.out.take_bulk_frames(limit, s.files_up)
 
+    def lane_acks_only(self, key: bytes, lane: int) -> bool:
+        """Only acks wait for our interactive lane to ``key`` (no other frame)."""
+        self._settle()
+        s = self._sessions.get(key)
+        return (s is not None and lane == CHAT and lane in s.lanes
+                and s.out.acks_only(s.peer_up))
+
     def lanes_with_frames(self) -> list[tuple[bytes, int]]:
         self._settle()
         out = []

@@ -217,23 +217,24 @@ class Peering:
                     self.stats["duplicates"] += 1
                 else:
                     seen.add(command.id)
-                    store.add_new_message(command.id, message)
+                    record = store.add_new_message(command.id, message)
                     self.stats["received_peer"] += 1
                     if self._is_local(message.goaltoken):
-                        self._deliver_local(command.id, message)
+                        self._deliver_local(command.id, message, record)
                         if message.fileid is not None and files is not None:
                             # after the 2003: its 5003 follows it (now if the file is here)
                             files.announce(message.fileid, message.goaltoken)
                             self._files_flush()
                     else:
-                        self._relay(s, command.id, message)
+                        self._relay(s, command.id, message, record)
                 s.out.ack(command.id)
         self._frames_need = store.writes
 
     def _is_local(self, token: str) -> bool:
         return token in self._by_token or self.store.user_side(token) == "local"
 
-    def _relay(self, came: Session, message_id: bytes, message: ChatMessage) -> None:
+    def _relay(self, came: Session, message_id: bytes, message: ChatMessage,
+               record: dict[str, Any] | None = None) -> None:
         """A hub: a message for a user behind another peer goes on, stored in that peer's
         outbox (before the ack to the one it came from); never back where it came from."""
         nxt = self._route(message.goaltoken, exclude=came)
@@ -242,11 +243,12 @@ class Peering:
                                  f"{_label(came).strip() or 'the peer bridge'}: dropped")
             return
         self.stats["relayed"] += 1
-        self._queue_peer(nxt, message_id, message)
+        self._queue_peer(nxt, message_id, message, record)
 
-    def _queue_peer(self, s: Session, message_id: bytes, message: ChatMessage) -> None:
-        pair, payload = f"{message.srctoken} {message.goaltoken}", wire.encode_msg(message_id,
-                                                                                   message)
+    def _queue_peer(self, s: Session, message_id: bytes, message: ChatMessage,
+                    record: dict[str, Any] | None = None) -> None:
+        pair = f"{message.srctoken} {message.goaltoken}"
+        payload = wire.encode_msg(message_id, message, record)
         seq = self.store.add_peer(message_id, pair, payload, s.name)
         self._outbox_count += 1
         s.out.outbox_grew(OutgoingEntry(seq, message_id, pair, payload))

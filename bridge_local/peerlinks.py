@@ -33,7 +33,19 @@ _KINDS = {CHAT: KIND_CHAT, BULK: KIND_BULK}
 _PRIORITY = {CHAT: "interactive", BULK: "bulk"}
 READ_SIZE = 64 * 1024
 FRAMES_PER_WRITE = 32
+# The interactive lane's writer takes frames up to this many bytes per turn, as much as a
+# client's reader takes in (one READ_SIZE read is ~600 chat lines): at 32 frames a turn,
+# a client pipelining messages filled the outbox at ~10,000 a second while its lane sent
+# ~1,000 a second, until the client stopped (bench messages: the first ~9 s of a 100,000
+# message flood across Tox; issue 18). The bulk lane keeps FRAMES_PER_WRITE.
+CHAT_WRITE_BYTES = 64 * 1024
 RETRY_MIN, RETRY_MAX = 0.5, 5.0  # seconds between opens of a lane the peer refused
+# Acks with nothing else to send wait up to this long for a frame to ride with (a delayed
+# ack, as TCP's). In a conversation the answer comes within it: an ack of its own cost a
+# crossing of both daemons and the peer bridge (a wake of each thread, a transport packet
+# and its ACK, a DELETE and commit) on the cores the answer needed. Acks leave only after
+# the commit all the same (take_lane_frames commits first); held ones are only later.
+ACK_HOLD = 0.005
 
 
 class _Closed(Exception):
@@ -181,7 +193,9 @@ class PeerLinks:
                 async def writer() -> None:
                     try:
                         while True:
-                            frames = core.take_lane_frames(key, lane, FRAMES_PER_WRITE)
+                            if core.lane_acks_only(key, lane):
+                                await self._hold_acks(key, lane)
+                            frames = self._take(key, lane)
                             if frames:
                                 await stream.send_all(b"".join(encode_data(f) for f in frames))
                                 self.after()
@@ -201,6 +215,30 @@ class PeerLinks:
             self.after()
         # A refusal comes as an at-once close; a stream that lived was a real one.
         return trio.current_time() - started > 2.0
+
+    def _take(self, key: bytes, lane: int) -> list[bytes]:
+        """The frames of one write: FRAMES_PER_WRITE, or on the interactive lane up to
+        CHAT_WRITE_BYTES (in the same order: the core's scheduler decides which)."""
+        core = self.core
+        frames = core.take_lane_frames(key, lane, FRAMES_PER_WRITE)
+        if lane != CHAT:
+            return frames
+        size = sum(map(len, frames))
+        while frames and size < CHAT_WRITE_BYTES:
+            more = core.take_lane_frames(key, lane, FRAMES_PER_WRITE)
+            if not more:
+                break
+            frames += more
+            size += sum(map(len, more))
+        return frames
+
+    async def _hold_acks(self, key: bytes, lane: int) -> None:
+        """Until other frames join the acks waiting for the lane, or ACK_HOLD is over."""
+        with trio.move_on_after(ACK_HOLD):
+            while self.core.lane_acks_only(key, lane):
+                event = trio.Event()
+                self._wakers.add(event)
+                await event.wait()
 
     # -- their streams (we read) -------------------------------------------------------
 

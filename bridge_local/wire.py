@@ -145,8 +145,11 @@ def encode_user_off(token: str) -> bytes:
     return pack_message({"t": "off", "token": token})
 
 
-def encode_msg(message_id: bytes, message: ChatMessage) -> bytes:
-    return pack_message({"t": "msg", "id": message_id, "m": message.to_dict()})
+def encode_msg(message_id: bytes, message: ChatMessage,
+               record: dict[str, Any] | None = None) -> bytes:
+    """``record``: ``message.to_dict()`` if the caller built it already."""
+    return pack_message({"t": "msg", "id": message_id,
+                         "m": message.to_dict() if record is None else record})
 
 
 def encode_ack(ids: list[bytes]) -> bytes:

@@ -473,3 +473,27 @@ def test_codes_do_not_clash() -> None:
     commands = {int(c) for c in CommandId}
     assert not results & errors and not errors & commands
     assert {301, 302} <= results & commands  # status events use their code as command
+
+
+_SEND_VALUES = st.one_of(st.none(), st.booleans(), st.integers(-3, 2**31 + 3), st.floats(),
+                         st.text(max_size=5), st.text(alphabet="ab\x00\u00e9", max_size=3),
+                         st.just("x" * 129), st.just("x" * 128), st.lists(st.integers(), max_size=2))
+
+
+@given(st.dictionaries(st.sampled_from(["token", "goaltoken", "type", "msg", "filename",
+                                        "filesize", "md5", "fileid", "other"]),
+                       _SEND_VALUES, max_size=9))
+def test_a_1002_on_the_fast_path_is_what_the_field_table_makes_of_it(fields) -> None:
+    from bridge_local.protocol.commands import SendMessage, _check_file_fields, _values
+
+    obj = {"command": 1002, **fields}
+    try:
+        values = _values(SendMessage.FIELDS, obj, 1002)
+        _check_file_fields(values, 1002)
+        expected = SendMessage(**values)
+    except CommandError as exc:
+        with pytest.raises(CommandError) as caught:
+            parse_command(obj)
+        assert caught.value.reply() == exc.reply()
+    else:
+        assert parse_command(obj) == expected

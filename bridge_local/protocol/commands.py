@@ -18,9 +18,11 @@ from .codes import (
     MAX_FILENAME_LENGTH,
     MAX_ID_LENGTH,
     MAX_MSG_LENGTH,
+    MAX_TOKEN_LENGTH,
     CommandError,
     CommandId,
     ErrorCode,
+    MessageType,
 )
 from .fields import (
     _FILE_FIELDS,
@@ -188,6 +190,8 @@ def parse_command(obj: Any) -> Command:
         raise CommandError(ErrorCode.MISSING_FIELD, "missing field 'command'")
     if not isinstance(number, int) or isinstance(number, bool):
         raise CommandError(ErrorCode.WRONG_TYPE, "field 'command' must be an integer")
+    if number == 1002 and (fast := _fast_send(obj)) is not None:
+        return fast
     if number in _COMMANDS:
         cls = _COMMANDS[number]
         values = _values(cls.FIELDS, obj, number)
@@ -202,6 +206,25 @@ def parse_command(obj: Any) -> Command:
             ErrorCode.UNKNOWN_COMMAND, f"command {number} is sent by the server, not to it", number
         )
     raise CommandError(ErrorCode.UNKNOWN_COMMAND, f"unknown command {number}", number)
+
+
+def _fast_send(obj: dict[str, Any]) -> SendMessage | None:
+    """The common ``1002`` (ASCII strings, a text message, no file fields) checked in one
+    go, with the result of the full checks; None when in any doubt (the field table then
+    decides, and names what is wrong). Every message a client sends passes here: the table
+    was ~6 % of a local flood (issue 18)."""
+    get = obj.get
+    token, goal, kind, msg = get("token"), get("goaltoken"), get("type"), get("msg")
+    if not (type(token) is str and type(goal) is str and type(msg) is str
+            and type(kind) is int and 0 <= kind <= _INT32 and kind != MessageType.FILE
+            and 0 < len(token) <= MAX_TOKEN_LENGTH and 0 < len(goal) <= MAX_TOKEN_LENGTH
+            and len(msg) <= MAX_MSG_LENGTH
+            and token.isascii() and goal.isascii() and msg.isascii()):
+        return None
+    if (get("filename") is not None or get("filesize") is not None or get("md5") is not None
+            or get("fileid") is not None):
+        return None
+    return SendMessage(token, goal, kind, msg)
 
 
 def decode_command(line: bytes | bytearray | str) -> Command:

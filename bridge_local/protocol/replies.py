@@ -171,9 +171,11 @@ def send_reply(code: ResultCode, reason: str | None = None) -> dict[str, Any]:
     return reply
 
 
-def message_event(message: ChatMessage) -> dict[str, Any]:
-    """``2003``: a message delivered to its target."""
-    return {"command": CommandId.MESSAGE.value, **message.to_dict()}
+def message_event(message: ChatMessage, record: dict[str, Any] | None = None) -> dict[str, Any]:
+    """``2003``: a message delivered to its target. ``record``: ``message.to_dict()``, if
+    the caller built it already (it is copied, not kept)."""
+    return {"command": CommandId.MESSAGE.value,
+            **(message.to_dict() if record is None else record)}
 
 
 def history_reply(messages: Iterable[ChatMessage]) -> dict[str, Any]:
