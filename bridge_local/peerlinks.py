@@ -33,6 +33,11 @@ _KINDS = {CHAT: KIND_CHAT, BULK: KIND_BULK}
 _PRIORITY = {CHAT: "interactive", BULK: "bulk"}
 READ_SIZE = 64 * 1024
 FRAMES_PER_WRITE = 32
+# A bulk lane's read or write is one step of the trio thread that the chat lanes (and the
+# daemon's side of every stream, in a whole node) wait behind: on a hub relaying a file,
+# 64 KiB of chunks a step was part of the chat line's wait at each of its two passes.
+BULK_READ_SIZE = 16 * 1024
+BULK_FRAMES_PER_WRITE = 16
 RETRY_MIN, RETRY_MAX = 0.5, 5.0  # seconds between opens of a lane the peer refused
 
 
@@ -180,8 +185,9 @@ class PeerLinks:
 
                 async def writer() -> None:
                     try:
+                        per_write = FRAMES_PER_WRITE if lane == CHAT else BULK_FRAMES_PER_WRITE
                         while True:
-                            frames = core.take_lane_frames(key, lane, FRAMES_PER_WRITE)
+                            frames = core.take_lane_frames(key, lane, per_write)
                             if frames:
                                 await stream.send_all(b"".join(encode_data(f) for f in frames))
                                 self.after()
@@ -233,6 +239,7 @@ class PeerLinks:
         core = self.core
         core.lane_accepted(key, lane, _now())
         decoder = FrameDecoder(allowed_kinds=(DATA,))
+        size = READ_SIZE if lane == CHAT else BULK_READ_SIZE
         try:
             with scope:
                 data = first
@@ -243,7 +250,7 @@ class PeerLinks:
                         for frame in decoder:
                             core.lane_data(key, lane, frame.payload, now)
                         self.after()
-                    data = await stream.receive_some(READ_SIZE)
+                    data = await stream.receive_some(size)
                     if not data:
                         break
         except (trio.BrokenResourceError, trio.ClosedResourceError, Exception) as exc:

@@ -581,12 +581,19 @@ class ToxLoop(threading.Thread):
         # refills it meanwhile, and a queue refilled to where it was (or emptied again from
         # empty) within one pump still made room that the app's reader may wait for.
         taken = self.outbound.taken
-        for slot in slots[start:] + slots[:start]:
-            channel = slot is first
-            m, d = slot.pump(self.tox, self.outbound if channel else _NO_FRAMES,
-                             self.inbound if channel else None, slot.received, BLOB_FRAMES)
+        order = slots[start:] + slots[:start]
+        # What arrived goes up to the apps for every slot before any slot sends: a hub's
+        # chat line from one peer waited behind the pumps of the peers it sends a file to
+        # (each up to PUMP_ROUNDS), and so did the trio side that relays it.
+        got = []
+        for slot in order:
+            m, d = slot.pump_in(self.inbound if slot is first else None, BLOB_FRAMES)
             moved |= m
             delivered |= d
+            got.append(d)
+        for slot, d in zip(order, got):
+            moved |= slot.pump_out(self.tox, self.outbound if slot is first else _NO_FRAMES,
+                                   slot.received, d)
         if delivered or self.outbound.taken != taken:
             self.notify(None)
         return moved
