@@ -582,9 +582,12 @@ class ToxLoop(threading.Thread):
         # empty) within one pump still made room that the app's reader may wait for.
         taken = self.outbound.taken
         order = slots[start:] + slots[:start]
-        # What arrived goes up to the apps for every slot before any slot sends: a hub's
-        # chat line from one peer waited behind the pumps of the peers it sends a file to
-        # (each up to PUMP_ROUNDS), and so did the trio side that relays it.
+        # What arrived goes up to the apps for every slot before any slot sends, and the
+        # slots with nothing backlogged (a chat line, acks: cheap) send before those that
+        # move bulk (the turn goes on among them): a hub's chat line waited behind the
+        # pumps of the peers it sends a file to (each up to PUMP_ROUNDS), on its way up
+        # to the trio side that relays it and on its way out to the next peer.
+        order.sort(key=lambda s: s.backlogged(len(self.outbound) if s is first else 0))
         got = []
         for slot in order:
             m, d = slot.pump_in(self.inbound if slot is first else None, BLOB_FRAMES)
