@@ -45,9 +45,11 @@ def random_file(path: Path, size: int) -> str:
 
 async def three_hops(listener: DaemonProc, peer: DaemonProc, src: Path, md5: str,
                      dest: Path, time_limit: float | None = None,
-                     idle_pings: int = IDLE_PINGS) -> dict:
+                     idle_pings: int = IDLE_PINGS, marks: dict | None = None) -> dict:
     """alice on ``listener``'s app port sends ``src`` to bob on ``peer``'s (any two whole
-    nodes: through a hub too), timing chat round trips idle and while the file moves."""
+    nodes: through a hub too), timing chat round trips idle and while the file moves.
+    ``marks``: each round trip's (start, end) in monotonic ns goes into its ``idle`` or
+    ``busy`` list (a hop trace matches them)."""
     size = src.stat().st_size
     result: dict = {}
     async with open_client(listener.app_port, name="alice") as alice, \
@@ -59,10 +61,12 @@ async def three_hops(listener: DaemonProc, peer: DaemonProc, src: Path, md5: str
         available: set[str] = set()  # fileids bob was told (5003) are complete
 
         async def ping(into: list[float]) -> None:
-            t = time.perf_counter()
+            t, start = time.perf_counter(), time.monotonic_ns()
             await alice.send(bob.token, "ping")
             await alice.wait_event(command=2003, msg="pong")
             into.append(time.perf_counter() - t)
+            if marks is not None:
+                marks["idle" if into is idle else "busy"].append((start, time.monotonic_ns()))
 
         async def bob_side() -> None:  # bob's only reader: answers pings, sees the 5003
             while True:

@@ -33,6 +33,7 @@ from .channel import peak_rss_mb
 from .files import random_file, three_hops
 from .idle import cpu_percent
 from .meshidle import measure_idle_only
+from .meshhops import analyse as analyse_hops, traced_env
 from .messages import flood
 from .raw_tox import MB, measure_raw
 
@@ -175,9 +176,15 @@ async def _traffic(hub: DaemonProc, spokes: list[DaemonProc], root: Path, cfg: d
     _say(f"chat idle, then during a {cfg['mb']} MB file spoke -> hub -> spoke")
     src = root / "file.bin"
     md5 = await trio.to_thread.run_sync(random_file, src, int(cfg["mb"] * MB))
+    marks: dict = {"idle": [], "busy": []}
     hops = await three_hops(s1, s2, src, md5, root / "got", cfg["file_limit"],
-                            idle_pings=cfg["idle_pings"])
+                            idle_pings=cfg["idle_pings"], marks=marks)
     src.unlink()
+    if cfg["hops"]:
+        roles = {s1.process.pid: "s1", s2.process.pid: "s2", hub.process.pid: "hub"}
+        trace = Path(cfg["hops"])
+        result["hops_idle"] = analyse_hops(trace, roles, marks["idle"])
+        result["hops_busy"] = analyse_hops(trace, roles, marks["busy"])
     result.update({
         "file_path": "spoke-hub-spoke", "file_done": hops["file_done"],
         "file_MB": hops["file_MB"], "file_MBps": hops["file_MBps"],
@@ -187,6 +194,8 @@ async def _traffic(hub: DaemonProc, spokes: list[DaemonProc], root: Path, cfg: d
         "chat_busy_p50_ms": hops["chat_rtt_p50_ms"], "chat_busy_p99_ms": hops["chat_rtt_p99_ms"],
         "chat_busy_round_trips": hops["chat_round_trips"],
         "chat_busy_over_idle": hops["chat_rtt_ratio"]})
+    if cfg["chat_only"]:
+        return result
     with trio.fail_after(PHASE_S):
         _say(f"bulk: {cfg['mb']} MB from one spoke, then {cfg['mb'] / SPOKES:.1f} MB from each of {SPOKES}")
         one = await _bulk(hub, spokes[:1], int(cfg["mb"] * MB))
@@ -220,10 +229,13 @@ def measure_mesh(network: NodeInfo, cfg: dict) -> dict:
                                                   verbose=False, raw=not whole))
 
         _say(f"a hub and {SPOKES} spokes (whole nodes)")
-        hub = node(["--listen"], "hub", True)
-        spokes = [node(["--peer", hub.tox_id], f"s{i}", True) for i in range(1, SPOKES + 1)]
+        with traced_env(Path(cfg["hops"])) if cfg["hops"] else ExitStack():
+            hub = node(["--listen"], "hub", True)
+            spokes = [node(["--peer", hub.tox_id], f"s{i}", True) for i in range(1, SPOKES + 1)]
         result["online_s"] = round(wait_online(hub, SPOKES), 2)
         result.update(trio.run(_traffic, hub, spokes, root, cfg))
+        if cfg["chat_only"]:
+            return result
         result["hub_rss_MB"] = round(peak_rss_mb(hub.process.pid), 1)
         result["spoke_rss_MB"] = [round(peak_rss_mb(s.process.pid), 1) for s in spokes]
         _say(f"idle CPU: settle {cfg['settle']} s, measure {cfg['seconds']} s")
@@ -271,6 +283,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", metavar="FILE",
                         help="with --idle-only: py-spy records the hub (all threads, --idle) "
                         "for one more window into FILE (raw format)")
+    parser.add_argument("--chat-only", action="store_true",
+                        help="only part 1: the chat round trip idle and during the file")
+    parser.add_argument("--hops", metavar="DIR",
+                        help="trace each chat line hop by hop into DIR (bench/meshhops.py; "
+                        "the nodes get bench/hopsite on their PYTHONPATH): hops_idle, hops_busy")
     parser.add_argument("--stall-mb", type=float, help="the other stream's volume (50; --quick: 2)")
     parser.add_argument("--messages", type=int, help="messages through the hub (20000; --quick: 500)")
     parser.add_argument("--seconds", type=float, help="idle CPU window (30; --quick: 4)")
@@ -286,12 +303,14 @@ def main(argv: list[str] | None = None) -> int:
            "stall_mb": pick(args.stall_mb, 50, 2), "messages": pick(args.messages, 20_000, 500),
            "seconds": pick(args.seconds, 30, 4), "settle": pick(args.settle, 10, 2),
            "idle_pings": pick(None, 200, 50), "file_limit": args.limit, "light": args.light,
-           "profile": args.profile}
+           "profile": args.profile, "chat_only": args.chat_only, "hops": args.hops}
     for name in ("mb", "stall_mb", "messages", "seconds", "file_limit"):
         if cfg[name] <= 0:
             parser.error(f"--{name.replace('file_', '').replace('_', '-')} must be positive")
     if cfg["settle"] < 0:
         parser.error("--settle must not be negative")
+    if args.hops:
+        Path(args.hops).mkdir(parents=True, exist_ok=True)
     if args.profile and not args.idle_only:
         parser.error("--profile goes with --idle-only")
     if args.idle_only:
@@ -308,8 +327,9 @@ def main(argv: list[str] | None = None) -> int:
         boot.stop()
     result = {"bench": "mesh", "mb": cfg["mb"], "quick": quick, "raw_MBps": raw["lossless_MBps"],
               "raw_peak_MBps": raw["lossless_peak_MBps"], **mesh}
-    result["bulk1_over_raw"] = _ratio(mesh["bulk1_MBps"], raw["lossless_MBps"])
-    result["bulk3_over_raw"] = _ratio(mesh["bulk3_MBps"], raw["lossless_MBps"])
+    if not cfg["chat_only"]:
+        result["bulk1_over_raw"] = _ratio(mesh["bulk1_MBps"], raw["lossless_MBps"])
+        result["bulk3_over_raw"] = _ratio(mesh["bulk3_MBps"], raw["lossless_MBps"])
     result["file_over_raw"] = _ratio(mesh["file_MBps"], raw["lossless_MBps"])
     result["total_s"] = round(time.monotonic() - t0, 1)
     json.dump(result, sys.stdout)

@@ -37,8 +37,13 @@ FRAMES_PER_WRITE = 32
 # client's reader takes in (one READ_SIZE read is ~600 chat lines): at 32 frames a turn,
 # a client pipelining messages filled the outbox at ~10,000 a second while its lane sent
 # ~1,000 a second, until the client stopped (bench messages: the first ~9 s of a 100,000
-# message flood across Tox; issue 18). The bulk lane keeps FRAMES_PER_WRITE.
+# message flood across Tox; issue 18). The bulk lane takes BULK_FRAMES_PER_WRITE.
 CHAT_WRITE_BYTES = 64 * 1024
+# A bulk lane's read or write is one step of the trio thread that the chat lanes (and the
+# daemon's side of every stream, in a whole node) wait behind: on a hub relaying a file,
+# 64 KiB of chunks a step was part of the chat line's wait at each of its two passes.
+BULK_READ_SIZE = 16 * 1024
+BULK_FRAMES_PER_WRITE = 16
 RETRY_MIN, RETRY_MAX = 0.5, 5.0  # seconds between opens of a lane the peer refused
 # Acks with nothing else to send wait up to this long for a frame to ride with (a delayed
 # ack, as TCP's). In a conversation the answer comes within it: an ack of its own cost a
@@ -217,12 +222,12 @@ class PeerLinks:
         return trio.current_time() - started > 2.0
 
     def _take(self, key: bytes, lane: int) -> list[bytes]:
-        """The frames of one write: FRAMES_PER_WRITE, or on the interactive lane up to
+        """The frames of one write: BULK_FRAMES_PER_WRITE, or on the interactive lane up to
         CHAT_WRITE_BYTES (in the same order: the core's scheduler decides which)."""
         core = self.core
-        frames = core.take_lane_frames(key, lane, FRAMES_PER_WRITE)
         if lane != CHAT:
-            return frames
+            return core.take_lane_frames(key, lane, BULK_FRAMES_PER_WRITE)
+        frames = core.take_lane_frames(key, lane, FRAMES_PER_WRITE)
         size = sum(map(len, frames))
         while frames and size < CHAT_WRITE_BYTES:
             more = core.take_lane_frames(key, lane, FRAMES_PER_WRITE)
@@ -271,6 +276,7 @@ class PeerLinks:
         core = self.core
         core.lane_accepted(key, lane, _now())
         decoder = FrameDecoder(allowed_kinds=(DATA,))
+        size = READ_SIZE if lane == CHAT else BULK_READ_SIZE
         try:
             with scope:
                 data = first
@@ -281,7 +287,7 @@ class PeerLinks:
                         for frame in decoder:
                             core.lane_data(key, lane, frame.payload, now)
                         self.after()
-                    data = await stream.receive_some(READ_SIZE)
+                    data = await stream.receive_some(size)
                     if not data:
                         break
         except (trio.BrokenResourceError, trio.ClosedResourceError, Exception) as exc:

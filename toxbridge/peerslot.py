@@ -196,12 +196,23 @@ class PeerSlot:
         """Frames app->mux->link and link->mux->app, and packets link->toxcore. The v1
         channel's queues only for the first peer (others: ``inbound`` None). Returns
         (anything moved, frames went to the app)."""
+        moved, delivered = self.pump_in(inbound, max_frames)
+        return self.pump_out(tox, outbound, received, delivered) or moved, delivered
+
+    def pump_in(self, inbound, max_frames: int) -> tuple[bool, bool]:
+        """Link -> mux at once (the mux's credit holds the peer back, per stream), and the
+        channel's whole frames -> app while the inbound queue has room. Returns (anything
+        moved, frames went to the app)."""
         io = self.io
-        # Link -> mux at once (the mux's credit holds the peer back, per stream), and the
-        # channel's whole frames -> app while the inbound queue has room.
         moved = io.take_link_frames()
         delivered = inbound is not None and io.deliver(inbound, max_frames)
-        moved |= delivered
+        return moved or delivered, delivered
+
+    def pump_out(self, tox: Tox, outbound, received: bool, delivered: bool) -> bool:
+        """App -> mux -> Link -> toxcore, PUMP_ROUNDS at most. Returns whether anything
+        moved."""
+        io = self.io
+        moved = False
         online = self.state.link != "none"
         # Acks wait until a loop turn brings no data (or ACK_EVERY bytes are due): every
         # packet, acks too, spends toxcore's rate budget.
@@ -216,7 +227,7 @@ class PeerSlot:
             if not (filled and sent):
                 break
         self.queued = io.queued
-        return moved, delivered
+        return moved
 
     def _send_packets(self, tox: Tox, flush: bool) -> int:
         """Link -> toxcore (lossless until SENDQ, or into the transport: self.path), until

@@ -581,12 +581,22 @@ class ToxLoop(threading.Thread):
         # refills it meanwhile, and a queue refilled to where it was (or emptied again from
         # empty) within one pump still made room that the app's reader may wait for.
         taken = self.outbound.taken
-        for slot in slots[start:] + slots[:start]:
-            channel = slot is first
-            m, d = slot.pump(self.tox, self.outbound if channel else _NO_FRAMES,
-                             self.inbound if channel else None, slot.received, BLOB_FRAMES)
+        order = slots[start:] + slots[:start]
+        # What arrived goes up to the apps for every slot before any slot sends, and the
+        # slots with nothing backlogged (a chat line, acks: cheap) send before those that
+        # move bulk (the turn goes on among them): a hub's chat line waited behind the
+        # pumps of the peers it sends a file to (each up to PUMP_ROUNDS), on its way up
+        # to the trio side that relays it and on its way out to the next peer.
+        order.sort(key=lambda s: s.backlogged(len(self.outbound) if s is first else 0))
+        got = []
+        for slot in order:
+            m, d = slot.pump_in(self.inbound if slot is first else None, BLOB_FRAMES)
             moved |= m
             delivered |= d
+            got.append(d)
+        for slot, d in zip(order, got):
+            moved |= slot.pump_out(self.tox, self.outbound if slot is first else _NO_FRAMES,
+                                   slot.received, d)
         if delivered or self.outbound.taken != taken:
             self.notify(None)
         return moved
