@@ -33,10 +33,21 @@ from toxbridge.testing import BridgeLocalProc, DaemonProc, start_bootstrap
 from .raw_tox import measure_raw, percentile
 
 
+async def wait_known(port: int, token: str, tag: str, timeout: float = 60) -> None:
+    """Until the bridge on ``port`` lists the user ``token``. A user of another bridge is
+    known only once its announcement arrived (through a hub: two hops); a message sent
+    before that is refused (202) and its 2003 never comes."""
+    async with open_client(port, name=f"probe-{tag}") as probe:
+        with trio.fail_after(timeout):
+            while not any(u.get("token") == token for u in await probe.users()):
+                await trio.sleep(0.1)
+
+
 async def flood(src_port: int, dst_port: int, count: int, tag: str) -> tuple[float, float]:
     """``count`` small messages from one client to another, pipelined; returns the average
     msgs/s and the best one-second rate."""
     async with open_client(dst_port, name=f"sink-{tag}") as sink:
+        await wait_known(src_port, sink.token, tag)
         stream = await trio.open_tcp_stream("127.0.0.1", src_port)
         try:
             await stream.send_all(json.dumps({"command": 1000, "name": f"src-{tag}"}).encode()
@@ -57,11 +68,16 @@ async def flood(src_port: int, dst_port: int, count: int, tag: str) -> tuple[flo
                 for i in range(0, count, 200):
                     await stream.send_all(b"".join(lines[i:i + 200]))
 
-            async def drain_replies() -> None:
+            async def drain_replies() -> None:  # events (301 ...) come on this stream too
                 seen = 0
                 while seen < count:
                     decoder.receive_data(await stream.receive_some(65536))
-                    while decoder.next_line() is not None:
+                    while (line := decoder.next_line()) is not None:
+                        reply = json.loads(line)
+                        if reply.get("command") != 2002:
+                            continue
+                        if reply.get("code") != 201:  # not delivered: no 2003 will come
+                            raise RuntimeError(f"message {seen} not delivered: {reply}")
                         seen += 1
 
             arrived = []

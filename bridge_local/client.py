@@ -55,6 +55,7 @@ class Client:
         self._lock = trio.Lock()
         self._write_lock = trio.Lock()
         self._tasks: dict[tuple[type, Any], trio.MemorySendChannel[dict[str, Any]]] = {}
+        self._owed = 0  # replies to requests cancelled after they were sent: not theirs
 
     async def _reader(self) -> None:
         decoder = LineDecoder(DEFAULT_MAX_LINE_LENGTH * 8)
@@ -112,15 +113,25 @@ class Client:
     async def next_reply(self) -> dict[str, Any]:
         """The next reply (not an event), error replies included. Raises EOFError."""
         try:
+            while self._owed:  # a cancelled request's reply: the bridge answers in order
+                await self._replies.receive()
+                self._owed -= 1
             return await self._replies.receive()
         except trio.EndOfChannel:
             raise EOFError("the bridge closed the connection") from None
 
     async def request(self, obj: dict[str, Any]) -> dict[str, Any]:
-        """Send one request and return its reply; raises BridgeError for a 9000."""
+        """Send one request and return its reply; raises BridgeError for a 9000.
+
+        Cancel-safe: if cancelled once the request is sent, its reply (still to come) is
+        dropped, so the next request gets its own and not that one."""
         async with self._lock:
             await self.send_obj(obj)
-            reply = await self.next_reply()
+            try:
+                reply = await self.next_reply()
+            except trio.Cancelled:
+                self._owed += 1
+                raise
         if reply.get("command") == 9000:
             raise BridgeError(reply)
         return reply
