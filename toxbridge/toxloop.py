@@ -138,8 +138,9 @@ class ToxLoop(threading.Thread):
         self._received_n = 0  # packets from peers during this loop turn
         self._relayed = False  # ... and whether one came from or went to a relayed peer
         self._turn = 0  # which slot goes first this turn (fairness)
-        # Waits since the last -vv tick line: idle, busy, ended by the trio side's flag.
-        self._waits = [0, 0, 0]
+        # Waits since the last -vv tick line: busy, idle ended by toxcore's interval, by a
+        # transport timer, by an arriving datagram, and waits ended by the trio side's flag.
+        self._waits = [0] * 5
         # Whether the next turn's first pump can have work: the last wait was busy or ended
         # by the trio side's flag. Else (an idle wake by a packet or toxcore's interval)
         # only a slot that is due (PeerSlot.due) makes it pump before iterating.
@@ -507,15 +508,18 @@ class ToxLoop(threading.Thread):
     def _wait(self, now: float, outbound: FrameQueue) -> None:
         survey = self._survey(len(outbound))
         self._next_timer = survey.timer
-        w = self._cadence.decide(now, survey, self._received_n, self.tox.iteration_interval())
+        interval = self.tox.iteration_interval()
+        w = self._cadence.decide(now, survey, self._received_n, interval)
         self._pump_wanted = w.busy
-        self._waits[w.busy] += 1
         if self.wake.wait(w.period, watched=w.watched, skip=w.skip):
             self.wake.clear()
             self._pump_wanted = True
-            self._waits[2] += 1
-        elif w.early and time.monotonic() - now < w.period:
-            self._cadence.woke_early()  # an arrival ended it
+            self._waits[4] += 1
+        else:
+            short = time.monotonic() - now < w.period
+            if w.early and short:
+                self._cadence.woke_early()  # an arrival ended it
+            self._waits[0 if w.busy else 3 if short else 2 if w.period < interval else 1] += 1
 
     def _pump_all(self, only: list[PeerSlot] | None = None) -> bool:
         """Every slot (or those in ``only``) once, starting one further each turn: none
@@ -549,12 +553,11 @@ class ToxLoop(threading.Thread):
         last): what toxcore accepted and refused, what arrived, the Link's bytes in flight
         (bench/catchup.py reads it); and the loop's waits since the last: idle, busy (and
         each slot's reason to be: ``PeerSlot.sending_why``), ended by the trio side."""
-        idle, busy, flagged = self._waits
-        self._waits = [0, 0, 0]
+        counts, self._waits = self._waits, [0] * 5
         why = {s.hex[:8]: w for s in self.slots.values()
                if (w := s.sending_why(len(self.outbound) if s is self.first else 0)) != "-"}
-        log.debug("loop waits idle=%d busy=%d flagged=%d burst_ago=%.1f sending=%s", idle, busy,
-                  flagged, time.monotonic() - self._cadence.last_burst,
+        log.debug("loop waits busy=%d idle=%d timer=%d arrival=%d flagged=%d burst_ago=%.1f "
+                  "sending=%s", *counts, time.monotonic() - self._cadence.last_burst,
                   " ".join(f"{k}:{v}" for k, v in why.items()) or "-")
         for slot in self.slots.values():
             link, s = slot.link, slot.link.statistics()
