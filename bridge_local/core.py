@@ -94,7 +94,12 @@ class Limits:
     inflight: int = 32  # chat messages in the fragmenter at once
     waiting: int = 256  # outbox entries held back behind their pair's previous message
     control_max: int = 4096  # control commands queued for the peer; over: resync by hello
-    ping_interval: float = 5.0
+    # A heartbeat after this long without sending: it proves the peer *bridge* (its
+    # session) alive; the Link under it already loses nothing while both daemons live,
+    # and a dead friend connection is toxcore's to report (28-32 s). 8 s leaves 2.5 pings
+    # within peer_timeout (5 s had left 4; its exchange was an idle node's largest cost of
+    # our own: docs/benchmarks.md, bench idle).
+    ping_interval: float = 8.0
     peer_timeout: float = 20.0  # a peer bridge silent this long (link up) is gone
     hello_retry: float = 5.0
     partial_timeout: float = 60.0  # abandoned partial messages from the peer

@@ -62,6 +62,7 @@ LAYER_OF = {  # longest prefix wins; the two root packages are "root", bridge_lo
     "toxbridge.config": "config",
     "toxbridge.toxloop": "toxthread",
     "toxbridge.wakeup": "toxthread",
+    "toxbridge.cadence": "toxthread",  # how long the tox thread waits, and on what (pure)
     "toxbridge.peerio": "toxthread",  # one peer's mux between its Link and the app queues
     "toxbridge.peerslot": "toxthread",  # one peer of the tox thread: friend, Link, path, mux, meters
     "toxbridge.peertables": "toxthread",  # each peer's local streams, by key, name or "peer"

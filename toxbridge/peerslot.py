@@ -269,6 +269,15 @@ class PeerSlot:
             outbound_len or link.unacked_bytes or link.owes_ack or self.path.busy
             or self.io.busy)
 
+    def sending_why(self, outbound_len: int) -> str:
+        """Which of ``sending``'s reasons hold (the -vv tick line): o(utbound frames),
+        u(nacked Link bytes), a(n ack owed), p(ath: the transport busy), m(ux busy)."""
+        if self.state.link == "none":
+            return "-"
+        link = self.link
+        flags = (outbound_len, link.unacked_bytes, link.owes_ack, self.path.busy, self.io.busy)
+        return "".join(c for c, f in zip("ouapm", flags) if f) or "-"
+
     def backlogged(self, outbound_len: int) -> bool:
         """Bytes wait to be transmitted (not merely to be acknowledged): bulk sending."""
         return self.state.link != "none" and bool(

@@ -27,6 +27,7 @@ from collections import deque
 from typing import Callable
 
 from .bootstrap import RetrySchedule, add_nodes, describe_refusals
+from .cadence import Cadence, Survey
 from .config import Config, request_allowed, request_message
 from .control.snapshot import NodeSnapshot
 from .errors import ConfigError, PeerError
@@ -43,20 +44,6 @@ __all__ = ["FrameQueue", "ToxLoop", "PeerState", "Pending"]
 log = logging.getLogger(__name__)
 
 BLOB_FRAMES = 64  # frames per item of the inbound queue
-BUSY_AFTER_TRAFFIC = 1.0  # seconds of fast looping after the last packet either way
-# ... when toxcore's UDP socket is watched: arrivals wake the loop by themselves, so only
-# a short tail (a burst's gaps) and our own unfinished sending keep it fast ...
-BUSY_AFTER_TRAFFIC_WATCHED = 0.1
-# ... and only after a burst: this many packets from peers within that tail. A lone
-# exchange (bridge_local's ping every 5 s, its acks: 2-5 packets) waits watched instead,
-# woken by the next arrival; its 1 ms tail had been ~40 turns of iterate and pumps,
-# most of an idle node's CPU (docs/benchmarks.md, bench idle).
-BURST_PACKETS = 16
-# A busy turn that received at most this many packets, with nothing waiting to be
-# transmitted, may end its wait at the next arrival (interactive traffic; see _wait) ...
-EARLY_WAKE_MAX_PACKETS = 1
-EARLY_WAKES_PER_S = 1000.0  # ... this often on average (so at most twice the cadence),
-EARLY_WAKE_BURST = 2.0  # ... and this many in a row (a keystroke's ack, then its data)
 _INF = float("inf")
 SNAPSHOT_PERIOD = 0.5  # seconds between status snapshots (see toxbridge.control.snapshot)
 
@@ -146,12 +133,14 @@ class ToxLoop(threading.Thread):
         log.debug("toxcore's UDP socket: %s", "not found: a timer paces the idle loop"
                   if self._udp_fd is None else f"fd {self._udp_fd}, watched"
                   + ("" if skips else " (every datagram wakes the loop: no SO_PEEK_OFF)"))
-        self._last_traffic = 0.0  # the last packet either way (the tail over a relay)
-        self._last_burst = 0.0  # the last BURST_PACKETS within a tail (the tail over UDP)
-        self._burst_n, self._burst_from = 0, 0.0  # packets counted since _burst_from
+        self._cadence = Cadence(socket_watched=self._udp_fd is not None,
+                                busy_period=config.busy_period, idle_period=config.idle_period)
         self._received_n = 0  # packets from peers during this loop turn
-        self._early_tokens, self._early_at = EARLY_WAKE_BURST, 0.0  # early wakes (_wait)
+        self._relayed = False  # ... and whether one came from or went to a relayed peer
         self._turn = 0  # which slot goes first this turn (fairness)
+        # Waits since the last -vv tick line: busy, idle ended by toxcore's interval, by a
+        # transport timer, by an arriving datagram, and waits ended by the trio side's flag.
+        self._waits = [0] * 5
         # Whether the next turn's first pump can have work: the last wait was busy or ended
         # by the trio side's flag. Else (an idle wake by a packet or toxcore's interval)
         # only a slot that is due (PeerSlot.due) makes it pump before iterating.
@@ -324,19 +313,19 @@ class ToxLoop(threading.Thread):
         slot = self._by_friend.get(friend)
         if slot is None:
             return
-        self._last_traffic = time.monotonic()
         slot.received = True
         self._received_n += 1
-        slot.on_packet(data, self._last_traffic)
+        self._relayed |= slot.state.link == "TCP"
+        slot.on_packet(data, time.monotonic())
 
     def _on_lossy(self, friend: int, data: bytes) -> None:
         slot = self._by_friend.get(friend)
         if slot is None:
             return
-        self._last_traffic = time.monotonic()
         slot.received = True
         self._received_n += 1
-        slot.on_lossy(data, self._last_traffic)
+        self._relayed |= slot.state.link == "TCP"
+        slot.on_lossy(data, time.monotonic())
 
     def peer_event(self) -> dict:
         """The first peer's 301/302 (a node without peers yet: 302 without a key)."""
@@ -439,6 +428,7 @@ class ToxLoop(threading.Thread):
                 next_tick = time.monotonic() + 1
                 self._log_tick()
             self._received_n = 0
+            self._relayed = False
             self._stirred.clear()
             whole = self._pump_wanted or bool(self._calls)
             if self._calls:
@@ -478,14 +468,7 @@ class ToxLoop(threading.Thread):
                 next_snapshot = now + SNAPSHOT_PERIOD
             for slot in [s for s in self.slots.values() if s.stuck(now)]:
                 self._reset_connection(slot)
-            if moved:
-                self._last_traffic = now
-            if self._received_n:
-                if now - self._burst_from > BUSY_AFTER_TRAFFIC_WATCHED:
-                    self._burst_n, self._burst_from = 0, now
-                self._burst_n += self._received_n
-                if self._burst_n >= BURST_PACKETS:
-                    self._last_burst = now
+            self._cadence.traffic(now, self._received_n, self._relayed, moved)
             if trace is not None:
                 trace.turn(now - turn_start)
                 if trace.due(now):
@@ -501,18 +484,16 @@ class ToxLoop(threading.Thread):
             return [s for s in slots if (s.table.dirty or s.hold_data_until) and s.due(now)]
         return [s for s in slots if s.due(now)]
 
-    def _survey(self, outbound_len: int) -> tuple[bool, bool, bool, bool, float]:
-        """One pass over the slots for _wait: (no slot on a TCP relay, some slot sending,
-        some slot backlogged, every slot only awaiting acks over our transport, the
-        earliest transport timer or inf)."""
+    def _survey(self, outbound_len: int) -> Survey:
+        """One pass over the slots for _wait (``toxbridge.cadence.Survey``)."""
         first = self.first
-        sending = backlogged = False
-        untcp, acks_only, timer = True, True, _INF
+        sending = backlogged = relay = False
+        acks_only, timer = True, _INF
         for s in self.slots.values():
             n = outbound_len if s is first else 0
             link = s.state.link
             if link == "TCP":
-                untcp = False
+                relay = True
             if not sending and s.sending(n):
                 sending = True
             if not backlogged and s.backlogged(n):
@@ -522,49 +503,23 @@ class ToxLoop(threading.Thread):
             t = s.path.timeout()
             if t is not None and t < timer:
                 timer = t
-        return untcp, sending, backlogged, acks_only, timer
+        return Survey(relay, sending, backlogged, acks_only, timer)
 
     def _wait(self, now: float, outbound: FrameQueue) -> None:
-        tox = self.tox
-        untcp, sending, backlogged, acks_only, timer = self._survey(len(outbound))
-        self._next_timer = timer
-        watched = self._udp_fd is not None and untcp
-        busy = sending or (now - self._last_burst < BUSY_AFTER_TRAFFIC_WATCHED if watched
-                           else now - self._last_traffic < BUSY_AFTER_TRAFFIC)
-        # Busy: a steady 1 ms cadence, as measured best with toxcore's congestion control
-        # for bulk (waking on every arriving packet changes how often it runs). While
-        # nothing waits to be transmitted and this turn received at most one packet (a
-        # keystroke in flight, its ack), an arrival also ends the wait, so that the
-        # answer does not first wait up to a period (each end's share of a keystroke's
-        # round trip was ~0.45 ms of it: docs/benchmarks.md). Bulk (a backlog, packets
-        # every turn) keeps the cadence; a bucket keeps the loop below twice its rate.
-        early = False
-        if busy and watched and self._received_n <= EARLY_WAKE_MAX_PACKETS and not backlogged:
-            self._early_tokens = min(EARLY_WAKE_BURST, self._early_tokens
-                                     + (now - self._early_at) * EARLY_WAKES_PER_S)
-            self._early_at = now
-            early = self._early_tokens >= 1
-        if busy:
-            period = self.config.busy_period
-            # Only waiting for acks over our transport (nothing to transmit, no ack owed,
-            # no burst): an arrival ends the wait, and the transports' timers (below) say
-            # when else to run. The 1 ms cadence is for toxcore's lossless rate control and
-            # bulk; while a chat message waited for its acks it was a turn a millisecond
-            # on each side, on the cores the message's own hops need.
-            if early and now - self._last_burst >= BUSY_AFTER_TRAFFIC_WATCHED and acks_only:
-                period = tox.iteration_interval()
-        elif watched:
-            period = tox.iteration_interval()
-        else:  # packets from a TCP relay arrive on sockets we do not watch
-            period = min(tox.iteration_interval(), self.config.idle_period)
-        if timer - now < period:  # the transports' pacers or timers (an ACK's delay)
-            period = max(timer - now, 0.0)
-        self._pump_wanted = busy
-        if self.wake.wait(period, watched=not busy or early, skip=not busy):
+        survey = self._survey(len(outbound))
+        self._next_timer = survey.timer
+        interval = self.tox.iteration_interval()
+        w = self._cadence.decide(now, survey, self._received_n, interval)
+        self._pump_wanted = w.busy
+        if self.wake.wait(w.period, watched=w.watched, skip=w.skip):
             self.wake.clear()
             self._pump_wanted = True
-        elif early and time.monotonic() - now < period:
-            self._early_tokens -= 1  # an arrival ended it
+            self._waits[4] += 1
+        else:
+            short = time.monotonic() - now < w.period
+            if w.early and short:
+                self._cadence.woke_early()  # an arrival ended it
+            self._waits[0 if w.busy else 3 if short else 2 if w.period < interval else 1] += 1
 
     def _pump_all(self, only: list[PeerSlot] | None = None) -> bool:
         """Every slot (or those in ``only``) once, starting one further each turn: none
@@ -593,10 +548,13 @@ class ToxLoop(threading.Thread):
             m, d = slot.pump_in(self.inbound if slot is first else None, BLOB_FRAMES)
             moved |= m
             delivered |= d
-            got.append(d)
-        for slot, d in zip(order, got):
-            moved |= slot.pump_out(self.tox, self.outbound if slot is first else _NO_FRAMES,
-                                   slot.received, d)
+            got.append((m, d))
+        for slot, (m_in, d) in zip(order, got):
+            m = slot.pump_out(self.tox, self.outbound if slot is first else _NO_FRAMES,
+                              slot.received, d)
+            moved |= m
+            if (m or m_in) and slot.state.link == "TCP":
+                self._relayed = True  # the relay tail (toxbridge.cadence)
         if delivered or self.outbound.taken != taken:
             self.notify(None)
         return moved
@@ -604,7 +562,14 @@ class ToxLoop(threading.Thread):
     def _log_tick(self) -> None:
         """One debug line a second per peer with a friend connection (or news since the
         last): what toxcore accepted and refused, what arrived, the Link's bytes in flight
-        (bench/catchup.py reads it)."""
+        (bench/catchup.py reads it); and the loop's waits since the last: idle, busy (and
+        each slot's reason to be: ``PeerSlot.sending_why``), ended by the trio side."""
+        counts, self._waits = self._waits, [0] * 5
+        why = {s.hex[:8]: w for s in self.slots.values()
+               if (w := s.sending_why(len(self.outbound) if s is self.first else 0)) != "-"}
+        log.debug("loop waits busy=%d idle=%d timer=%d arrival=%d flagged=%d burst_ago=%.1f "
+                  "sending=%s", *counts, time.monotonic() - self._cadence.last_burst,
+                  " ".join(f"{k}:{v}" for k, v in why.items()) or "-")
         for slot in self.slots.values():
             link, s = slot.link, slot.link.statistics()
             now = (slot.n_accepted, slot.n_refused, slot.n_received, s.bytes_received,
