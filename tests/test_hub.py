@@ -9,8 +9,9 @@ through the hub, each arriving once; offline delivery through the hub (store and
 forward); a 50 MB file spoke to spoke through the hub with md5 equal; one spoke killed -9
 and restarted while the other two keep chatting and a file between them keeps moving: its
 users are back after the restart, and what was sent to them meanwhile arrives once. While
-the first test runs, 200 strangers ask the hub for friendship: none is accepted, and the
-hub's peers are the three spokes alone."""
+the last test runs, 200 strangers ask the hub for friendship: none is accepted, and the
+hub's peers are the three spokes alone. The module has a network of its own, and the
+flood comes last on it (conftest.tox_network says why)."""
 
 from __future__ import annotations
 
@@ -34,17 +35,17 @@ SECRET = "s3cret"  # DaemonProc's: the strangers say it wrong
 
 
 @pytest.fixture(scope="module")
-def mesh(tox_network, tmp_path_factory):
+def mesh(module_network, tmp_path_factory):
     """{"hub", "s1", "s2", "s3"}: DaemonProcs; s3 a whole node (its app port: s3.app_port),
     started again in place by :func:`start_s3`."""
     d = tmp_path_factory.mktemp("hub")
-    nodes: dict = {"dir": d, "net": tox_network}
+    nodes: dict = {"dir": d, "net": module_network}
     with ExitStack() as procs:
         hub = nodes["hub"] = procs.enter_context(
-            DaemonProc(["--listen"], d / "hub.tox", tox_network, verbose=False))
+            DaemonProc(["--listen"], d / "hub.tox", module_network, verbose=False))
         for name in ("s1", "s2"):
             nodes[name] = procs.enter_context(
-                DaemonProc(["--peer", hub.tox_id], d / f"{name}.tox", tox_network, verbose=False))
+                DaemonProc(["--peer", hub.tox_id], d / f"{name}.tox", module_network, verbose=False))
         nodes["s3"] = start_s3(nodes)
         try:
             yield nodes
@@ -99,86 +100,6 @@ class Inbox:
             return any(all(e.get(k) == v for k, v in match.items()) for _, e in self.events)
         await self.wait(found, timeout)
         return next(e for _, e in self.events if all(e.get(k) == v for k, v in match.items()))
-
-
-async def test_two_spokes_chat_queue_and_send_a_file_through_a_hub_while_strangers_knock(
-        mesh, tmp_path, nursery):
-    hub = mesh["hub"]
-    spokes = {mesh[n].tox_id[:64] for n in ("s1", "s2", "s3")}
-    started = trio.current_time()
-    async with flood_of_strangers(mesh["net"], [hub.tox_id],
-                                  requests(SECRET, allow_list=False)) as flood:
-        bh = await start_bridge(nursery, hub.port, tmp_path / "bh")
-        b1 = await start_bridge(nursery, mesh["s1"].port, tmp_path / "b1")
-        b2 = await start_bridge(nursery, mesh["s2"].port, tmp_path / "b2")
-        await two_spokes(mesh, tmp_path, bh, b1, b2)
-        checked = trio.current_time()
-        per_key = await wait_refused(flood, [hub], STRANGERS // 2, 120)
-        waited = trio.current_time() - checked
-    assert flood.accepted == []
-    print(f"{len(per_key)} of {STRANGERS} strangers refused by the hub "
-          f"({sum(per_key.values())} log lines); the test's checks took {checked - started:.1f} s "
-          f"with the flood, then {waited:.1f} s more until half of them were refused; "
-          f"{flood.rounds} rounds of iterating them")
-    # The hub accepted the spokes alone, and they alone are its peers and its bridge's.
-    assert sorted(accepted_keys(hub)) == sorted(spokes)
-    peers = await trio.to_thread.run_sync(status_peers, mesh["dir"] / "hub.tox")
-    assert sorted(p["public_key"] for p in peers) == sorted(spokes), peers
-    assert {k.hex().upper() for k in bh.core.peer_keys()} <= spokes
-    for b in (bh, b1, b2):
-        with trio.fail_after(10):
-            await b.stop()
-
-
-async def two_spokes(mesh, tmp_path, bh, b1, b2) -> None:
-    hub, s2 = mesh["hub"], mesh["s2"]
-    async with open_client(b1.app_port, name="alice") as alice, \
-            open_client(bh.app_port, name="hal") as hal:
-        async with open_client(b2.app_port, name="bob") as bob:
-            seen = await wait_users(alice, {"alice", "bob", "hal"})
-            # Each user once, on its own bridge; tokens unique.
-            assert seen["bob"]["bridge"] == s2.tox_id[:64]
-            assert seen["hal"]["bridge"] == hub.tox_id[:64]
-            assert seen["alice"]["side"] == "local" and seen["bob"]["side"] == "peer"
-            assert len({u["token"] for u in seen.values()}) == len(seen)
-            await wait_users(bob, {"alice", "hal"})
-            assert hal.token  # logged in
-
-            # Both ways through the hub, each once.
-            for i in range(20):
-                assert (await alice.send(bob.token, f"a{i}"))["code"] == 201
-                assert (await bob.send(alice.token, f"b{i}"))["code"] == 201
-            with trio.fail_after(60):
-                got_b = [(await bob.wait_event(command=2003))["msg"] for _ in range(20)]
-                got_a = [(await alice.wait_event(command=2003))["msg"] for _ in range(20)]
-            assert got_b == [f"a{i}" for i in range(20)]
-            assert got_a == [f"b{i}" for i in range(20)]
-            with trio.move_on_after(2):
-                extra = await bob.wait_event(command=2003)
-                pytest.fail(f"a message arrived twice: {extra}")
-            assert bh.core.stats["relayed"] >= 40
-
-            # Offline through the hub: stored at the hub until bob is back.
-            bob_token = bob.token
-        await wait_gone(alice, "bob", 30)
-        for i in range(5):
-            assert (await alice.send(bob_token, f"q{i}"))["code"] == 204
-        async with open_client(b2.app_port, name="bob") as bob:
-            with trio.fail_after(60):
-                got = [(await bob.wait_event(command=2003))["msg"] for _ in range(5)]
-            assert got == [f"q{i}" for i in range(5)]
-
-            # A file spoke to spoke: uploaded to b1, through the hub, downloaded from b2.
-            src = tmp_path / "big.bin"
-            md5 = random_file(src, 50 * MB)
-            with trio.fail_after(300):
-                ref, reply = await send_file(alice, bob.token, src)
-                assert reply["code"] == 201
-                message = await bob.wait_event(command=2003)
-                assert message["fileid"] == ref.fileid
-                await bob.wait_event(command=5003, fileid=ref.fileid)
-                path = await download(bob, ref.fileid, tmp_path / "got")
-            assert md5_of(path) == md5
 
 
 async def test_three_spokes_one_killed_and_restarted_while_the_others_chat_and_move_a_file(
@@ -309,3 +230,83 @@ async def three_spokes(mesh, tmp_path, tasks: trio.Nursery, bh, b1, b2) -> None:
                   f"{len(inbox['u2'].messages('cu1-', killed, restarted))} u1->u2, "
                   f"{len(inbox['u1'].messages('cu2-', killed, restarted))} u2->u1; sent {sent}; "
                   f"the file complete at b2 {file_done - killed:.1f} s after the kill")
+
+
+async def test_two_spokes_chat_queue_and_send_a_file_through_a_hub_while_strangers_knock(
+        mesh, tmp_path, nursery):
+    hub = mesh["hub"]
+    spokes = {mesh[n].tox_id[:64] for n in ("s1", "s2", "s3")}
+    started = trio.current_time()
+    async with flood_of_strangers(mesh["net"], [hub.tox_id],
+                                  requests(SECRET, allow_list=False)) as flood:
+        bh = await start_bridge(nursery, hub.port, tmp_path / "bh")
+        b1 = await start_bridge(nursery, mesh["s1"].port, tmp_path / "b1")
+        b2 = await start_bridge(nursery, mesh["s2"].port, tmp_path / "b2")
+        await two_spokes(mesh, tmp_path, bh, b1, b2)
+        checked = trio.current_time()
+        per_key = await wait_refused(flood, [hub], STRANGERS // 2, 120)
+        waited = trio.current_time() - checked
+    assert flood.accepted == []
+    print(f"{len(per_key)} of {STRANGERS} strangers refused by the hub "
+          f"({sum(per_key.values())} log lines); the test's checks took {checked - started:.1f} s "
+          f"with the flood, then {waited:.1f} s more until half of them were refused; "
+          f"{flood.rounds} rounds of iterating them")
+    # The hub accepted the spokes alone, and they alone are its peers and its bridge's.
+    assert sorted(accepted_keys(hub)) == sorted(spokes)
+    peers = await trio.to_thread.run_sync(status_peers, mesh["dir"] / "hub.tox")
+    assert sorted(p["public_key"] for p in peers) == sorted(spokes), peers
+    assert {k.hex().upper() for k in bh.core.peer_keys()} <= spokes
+    for b in (bh, b1, b2):
+        with trio.fail_after(10):
+            await b.stop()
+
+
+async def two_spokes(mesh, tmp_path, bh, b1, b2) -> None:
+    hub, s2 = mesh["hub"], mesh["s2"]
+    async with open_client(b1.app_port, name="alice") as alice, \
+            open_client(bh.app_port, name="hal") as hal:
+        async with open_client(b2.app_port, name="bob") as bob:
+            seen = await wait_users(alice, {"alice", "bob", "hal"})
+            # Each user once, on its own bridge; tokens unique.
+            assert seen["bob"]["bridge"] == s2.tox_id[:64]
+            assert seen["hal"]["bridge"] == hub.tox_id[:64]
+            assert seen["alice"]["side"] == "local" and seen["bob"]["side"] == "peer"
+            assert len({u["token"] for u in seen.values()}) == len(seen)
+            await wait_users(bob, {"alice", "hal"})
+            assert hal.token  # logged in
+
+            # Both ways through the hub, each once.
+            for i in range(20):
+                assert (await alice.send(bob.token, f"a{i}"))["code"] == 201
+                assert (await bob.send(alice.token, f"b{i}"))["code"] == 201
+            with trio.fail_after(60):
+                got_b = [(await bob.wait_event(command=2003))["msg"] for _ in range(20)]
+                got_a = [(await alice.wait_event(command=2003))["msg"] for _ in range(20)]
+            assert got_b == [f"a{i}" for i in range(20)]
+            assert got_a == [f"b{i}" for i in range(20)]
+            with trio.move_on_after(2):
+                extra = await bob.wait_event(command=2003)
+                pytest.fail(f"a message arrived twice: {extra}")
+            assert bh.core.stats["relayed"] >= 40
+
+            # Offline through the hub: stored at the hub until bob is back.
+            bob_token = bob.token
+        await wait_gone(alice, "bob", 30)
+        for i in range(5):
+            assert (await alice.send(bob_token, f"q{i}"))["code"] == 204
+        async with open_client(b2.app_port, name="bob") as bob:
+            with trio.fail_after(60):
+                got = [(await bob.wait_event(command=2003))["msg"] for _ in range(5)]
+            assert got == [f"q{i}" for i in range(5)]
+
+            # A file spoke to spoke: uploaded to b1, through the hub, downloaded from b2.
+            src = tmp_path / "big.bin"
+            md5 = random_file(src, 50 * MB)
+            with trio.fail_after(300):
+                ref, reply = await send_file(alice, bob.token, src)
+                assert reply["code"] == 201
+                message = await bob.wait_event(command=2003)
+                assert message["fileid"] == ref.fileid
+                await bob.wait_event(command=5003, fileid=ref.fileid)
+                path = await download(bob, ref.fileid, tmp_path / "got")
+            assert md5_of(path) == md5

@@ -63,7 +63,9 @@ async def test_20MB_cross_exact_inside_the_transport_on_lossy_packets(tox_networ
     assert r["lossy_sent_ack"] >= sent // 100 and s["lossy_received_ack"] >= r["lossy_sent_ack"] // 2
     # ... and the Link's DATA did not go lossless: its bytes are all inside those packets
     assert (sender["bytes_sent"] - before["bytes_sent"]) <= 1.1 * 20_000_000
-    assert s["stale_dropped"] == 0 and s["epochs"] == 2  # one transport each way
+    # One transport each way per friend connection: a connection toxcore dropped and
+    # brought back under a loaded machine's stalls starts a new pair, nothing else does.
+    assert s["stale_dropped"] == 0 and s["epochs"] == 2 * (1 + sender["reconnects"])
 
 
 async def test_a_peer_of_the_old_protocol_gets_a_clear_version_error_not_a_hang(tox_network,

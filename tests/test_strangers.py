@@ -39,7 +39,9 @@ def friend_keys(profile: Path) -> list[bytes]:
         return [t.friend_public_key(f) for f in t.friend_list()]
 
 
-async def test_a_flood_of_strangers_is_refused_while_the_real_peer_keeps_working(tox_network, tmp_path):
+async def test_a_flood_of_strangers_is_refused_while_the_real_peer_keeps_working(own_network,
+                                                                                  tmp_path):
+    tox_network = own_network  # a flood is for a network no later test uses (conftest)
     peer_key = new_profile(tmp_path / "p.tox")
     listen_args = ["--listen", "--allow", peer_key.hex()]
     with DaemonProc(listen_args, tmp_path / "l.tox", tox_network, secret=SECRET) as listener, \

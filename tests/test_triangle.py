@@ -19,7 +19,7 @@ import trio
 
 from bridge_local.client import open_client
 from bridge_local.files import download, send_file
-from toxbridge.testing import DaemonProc, start_bootstrap
+from toxbridge.testing import DaemonProc
 
 from .mesh import collect, md5_of, no_more_messages, peers_cli, random_file, start_bridge, \
     status_peers, wait_users
@@ -60,18 +60,6 @@ async def exchange(pairs, senders: dict, receivers: dict, tag: str) -> None:
             assert mine == [f"{tag}{src}>{dst}:{i}" for i in range(N)], (src, dst, got)
         extra = await no_more_messages(receivers[dst], 1.0)
         assert extra is None, f"a message arrived twice: {extra}"
-
-
-@pytest.fixture
-def own_network():
-    """A private network of this test's own. The session's shared one may hold an earlier
-    flood's 200 dead strangers (test_hub's, test_strangers'): after one, the triangle's
-    sessions did not come up within 90 s in 4 runs of 6 (alone: every run passed)."""
-    node = start_bootstrap()
-    try:
-        yield node.info
-    finally:
-        node.stop()
 
 
 async def test_a_triangle_delivers_once_over_the_direct_peer_and_two_hops_after_a_cut(

@@ -108,7 +108,7 @@ class NodeSnapshot:
     uptime_s: float
     tox_id: str
     mode: str
-    dht: str  # toxcore's own connection to the network: "UDP", "TCP" or "none"
+    dht: str  # toxcore's own connection to the network: "UDP", "TCP" or "NONE"
     peers: tuple[PeerSnapshot, ...]
 
     def to_dict(self) -> dict[str, Any]:
