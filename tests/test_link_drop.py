@@ -83,7 +83,8 @@ async def freeze_peer_mid_stream(network, tmp_path, stop_seconds: float) -> tupl
         await a.aclose()
         await b.aclose()
         # What the daemons said about the friend connection, for a failing assertion.
-        keys = ("friend connection", "link is now", "stuck", "restarted", "channel open")
+        keys = ("friend connection", "link is now", "stuck", "acknowledged nothing", "restarted",
+                "channel open")
         a.notes = [f"listener: {x}" for x in listener.log if any(k in x for k in keys)]
         b.notes = [f"peer: {x}" for x in peer.log if any(k in x for k in keys)]
         return a, b
@@ -113,3 +114,14 @@ async def test_the_stream_catches_up_after_a_stall_shorter_than_the_friend_timeo
     for app in (a, b):
         assert [e["code"] for e in app.events if e.get("code") in (301, 302)] == [], \
             "\n".join([str(app.events), *a.notes, *b.notes])
+
+
+async def test_a_stall_toxcore_does_not_notice_gets_a_fresh_connection(tox_network, tmp_path):
+    # Frozen for 24 s: past toxbridge/stall.py's 20 s without an ack, before toxcore's own
+    # friend timeout (28-32 s). The listener starts a fresh connection (as it would for a
+    # path that passes toxcore's keep-alives and nothing of ours) and the stream goes on.
+    a, b = await freeze_peer_mid_stream(tox_network, tmp_path, 24)
+    notes = "\n".join([str(a.events), *a.notes, *b.notes])
+    assert any(e.get("event") == "reset" and e.get("reason") == "no_progress"
+               for e in a.events), notes
+    assert [e["code"] for e in a.events if e.get("code") in (301, 302)][:2] == [302, 301], notes

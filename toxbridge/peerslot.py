@@ -22,6 +22,7 @@ from .link import ChannelOpen, Link, LinkState, PeerHello, VersionMismatch
 from .linkpath import LinkPath
 from .localstreams import StreamTable
 from .peerio import LINK_FRAME, PeerIO
+from .stall import StallWatch
 from .tox import Connection, Tox
 
 __all__ = ["PeerSlot", "PeerState", "PUMP_ROUNDS"]
@@ -67,6 +68,7 @@ class PeerSlot:
         self.state = PeerState(key)
         self._emit = emit
         self.crawl = CrawlWatch()  # toxcore's rate stuck at its floor? (see crawl.py)
+        self.stall = StallWatch()  # nothing acknowledged while toxcore says up? (stall.py)
         self.hold_data_until = 0.0  # see on_connection
         self.rates = RateMeter()
         # Packets toxcore accepted / refused (SENDQ) and received: for the -vv tick line.
@@ -131,6 +133,7 @@ class PeerSlot:
 
     def link_lost(self) -> None:
         self.crawl.reset()
+        self.stall.reset()
         if self.state.link == "none":
             return
         log.info("%s: friend connection down", self.label)
@@ -283,9 +286,20 @@ class PeerSlot:
         return self.state.link != "none" and bool(
             outbound_len or self.link.unsent_bytes or self.path.unsent_bytes or self.io.busy)
 
-    def stuck(self, now: float) -> bool:
-        """toxcore's rate is stuck at its floor (crawl.py): time for a fresh connection."""
-        return self.state.online and not self.path.active and self.crawl.stuck(now)
+    def stuck(self, now: float) -> str | None:
+        """Why this connection needs a fresh one, or None (every loop turn): nothing of
+        ours acknowledged for a while (stall.py), or toxcore's rate stuck at its floor
+        (crawl.py)."""
+        if not self.state.online:
+            self.stall.reset()
+            return None
+        link = self.link
+        self.stall.observe(now, link.unacked_bytes > link.unsent_bytes, link.acked_total)
+        if self.stall.stuck(now):
+            return "no_progress"
+        if not self.path.active and self.crawl.stuck(now):
+            return "toxcore_rate_floor"
+        return None
 
     # -- status ---------------------------------------------------------------------------
 

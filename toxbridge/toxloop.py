@@ -288,14 +288,21 @@ class ToxLoop(threading.Thread):
             self._stirred.add(slot)  # a connection up queued a HELLO: pump after iterate
             slot.on_connection(status)
 
-    def _reset_connection(self, slot: PeerSlot) -> None:
-        """A fresh friend connection: toxcore's queue and rate state go with the old one;
+    def _reset_connection(self, slot: PeerSlot, reason: str) -> None:
+        """A fresh friend connection: toxcore's queues and rate state go with the old one;
         the Link resumes from what the peer received (the apps see 302, then 301)."""
-        log.warning("%s: toxcore's send rate is stuck at its floor (%.0f s under %.0f "
-                    "packets/s while it refused more); starting a fresh connection",
-                    slot.label, slot.crawl.seconds, slot.crawl.rate)
-        slot.emit({"event": "reset", "reason": "toxcore_rate_floor", "peer": slot.hex,
-                   "message": "toxcore's send rate stuck at 4 packets/s: reconnecting"})
+        if reason == "no_progress":
+            log.warning("%s: the peer acknowledged nothing for %.0f s with data in flight, "
+                        "while toxcore kept the connection up; starting a fresh connection",
+                        slot.label, slot.stall.waited)
+            message = (f"nothing acknowledged for {slot.stall.seconds:.0f} s while toxcore "
+                       "said the connection was up: reconnecting")
+        else:
+            log.warning("%s: toxcore's send rate is stuck at its floor (%.0f s under %.0f "
+                        "packets/s while it refused more); starting a fresh connection",
+                        slot.label, slot.crawl.seconds, slot.crawl.rate)
+            message = "toxcore's send rate stuck at 4 packets/s: reconnecting"
+        slot.emit({"event": "reset", "reason": reason, "peer": slot.hex, "message": message})
         self.tox.friend_delete(slot.friend)
         self._by_friend.pop(slot.friend, None)
         slot.link_lost()
@@ -466,8 +473,8 @@ class ToxLoop(threading.Thread):
                 self._snapshot_wanted.clear()
                 self._publish(now)
                 next_snapshot = now + SNAPSHOT_PERIOD
-            for slot in [s for s in self.slots.values() if s.stuck(now)]:
-                self._reset_connection(slot)
+            for slot, why in [(s, w) for s in self.slots.values() if (w := s.stuck(now))]:
+                self._reset_connection(slot, why)
             self._cadence.traffic(now, self._received_n, self._relayed, moved)
             if trace is not None:
                 trace.turn(now - turn_start)
