@@ -1,7 +1,7 @@
 """The tree's imports, read with ``ast``: no cycle anywhere, and nothing below imports from above.
 
 The layers, bottom up: the binding (``toxbridge.tox``), the sans-IO channel pieces (link,
-framing, fragments, the crawl watch, node options), the config, the tox thread, the daemon,
+framing, fragments, the crawl and stall watches, node options), the config, the tox thread, the daemon,
 and the node and CLI on top; bridge_local sits on the channel (it may use its errors, frames
 and fragments, never the daemon); ``toxbridge.testing`` may use everything and nothing in
 the product uses it, but for the CLI's ``demo`` subcommand, which runs the testing tools'
@@ -53,6 +53,7 @@ LAYER_OF = {  # longest prefix wins; the two root packages are "root", bridge_lo
     "toxbridge.chanstream": "channel",  # the v1 channel's frames inside a mux stream (pure)
     "toxbridge.fragment": "channel",
     "toxbridge.crawl": "channel",
+    "toxbridge.stall": "channel",
     "toxbridge.network": "channel",
     "toxbridge.forward": "channel",  # port forwarding's specs, rules, header and answer (pure)
     "toxbridge.control": "channel",  # the package's __init__: a docstring
