@@ -287,7 +287,7 @@ class PeerSlot:
             outbound_len or self.link.unsent_bytes or self.path.unsent_bytes or self.io.busy)
 
     def stuck(self, now: float) -> str | None:
-        """Why this connection needs a fresh one, or None (every loop turn): nothing of
+        """Why this connection needs a fresh one, or None (asked every WATCH_PERIOD): nothing of
         ours acknowledged for a while (stall.py), or toxcore's rate stuck at its floor
         (crawl.py)."""
         if not self.state.online:

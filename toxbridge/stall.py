@@ -22,7 +22,7 @@ __all__ = ["StallWatch"]
 
 
 class StallWatch:
-    """Call :meth:`observe` every loop turn; ask :meth:`stuck`."""
+    """Call :meth:`observe` often (the tox loop: every 0.25 s); ask :meth:`stuck`."""
 
     def __init__(self, seconds: float = 20.0, gap: float = 2.0) -> None:
         self.seconds = seconds

@@ -46,6 +46,9 @@ log = logging.getLogger(__name__)
 BLOB_FRAMES = 64  # frames per item of the inbound queue
 _INF = float("inf")
 SNAPSHOT_PERIOD = 0.5  # seconds between status snapshots (see toxbridge.control.snapshot)
+# Seconds between the looks at each slot's stall and crawl watches: they judge over 12-20 s,
+# so every loop turn (up to ~1,000 a second per slot) would be work for nothing.
+WATCH_PERIOD = 0.25
 
 
 class FrameQueue:
@@ -428,7 +431,7 @@ class ToxLoop(threading.Thread):
 
     def _loop(self, trace: PathTrace | None) -> None:
         tox, outbound = self.tox, self.outbound
-        next_snapshot = next_tick = 0.0
+        next_snapshot = next_tick = next_watch = 0.0
         while not self._stopping.is_set():
             turn_start = time.monotonic()
             if log.isEnabledFor(logging.DEBUG) and time.monotonic() >= next_tick:
@@ -473,8 +476,10 @@ class ToxLoop(threading.Thread):
                 self._snapshot_wanted.clear()
                 self._publish(now)
                 next_snapshot = now + SNAPSHOT_PERIOD
-            for slot, why in [(s, w) for s in self.slots.values() if (w := s.stuck(now))]:
-                self._reset_connection(slot, why)
+            if now >= next_watch:
+                next_watch = now + WATCH_PERIOD
+                for slot, why in [(s, w) for s in self.slots.values() if (w := s.stuck(now))]:
+                    self._reset_connection(slot, why)
             self._cadence.traffic(now, self._received_n, self._relayed, moved)
             if trace is not None:
                 trace.turn(now - turn_start)
