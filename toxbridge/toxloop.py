@@ -512,7 +512,7 @@ class ToxLoop(threading.Thread):
                 backlogged = True
             if acks_only and link != "none" and not (s.path.active and not s.link.owes_ack):
                 acks_only = False
-            t = s.path.timeout()
+            t = s.timer()
             if t is not None and t < timer:
                 timer = t
         return Survey(relay, sending, backlogged, acks_only, timer)
