@@ -11,7 +11,8 @@ import pytest
 
 from toxbridge.errors import RemoteProtocolError
 from toxbridge.link import Link, LinkState
-from toxbridge.linkpath import LinkPath
+from toxbridge.linkpath import RELAY_IN_FLIGHT, LinkPath, share_relay
+from toxbridge.transport import MAX_PAYLOAD
 
 SID_A, SID_B = bytes(range(1, 17)), bytes(range(101, 117))
 
@@ -155,3 +156,95 @@ def test_a_restarted_peer_whose_first_epoch_equals_its_predecessors_gets_a_fresh
     fresh: list[bytes] = []
     run(200, fresh)
     assert got_a[50:] == [b"new %d" % i for i in range(50)]
+
+
+class SlowWire(Wire):
+    """A Wire whose lossy packets arrive ``delay`` s after they were sent (a path with a
+    round trip, so that the transport's window opens up beyond its first one)."""
+
+    def __init__(self, delay: float) -> None:
+        super().__init__()
+        self.delay, self.now = delay, 0.0
+        self.transit: list[deque[tuple[float, bytes]]] = [deque(), deque()]
+
+    def side(self, i: int) -> _SlowSide:
+        return _SlowSide(self, 1 - i)
+
+    def arrive(self, now: float) -> None:
+        self.now = now
+        for to in (0, 1):
+            q = self.transit[to]
+            while q and q[0][0] <= now:
+                self.lossy[to].append(q.popleft()[1])
+
+
+class _SlowSide(_Side):
+    def try_send_lossy_packet(self, friend: int, packet: bytes) -> bool:
+        self.wire.transit[self.to].append((self.wire.now + self.wire.delay, packet))
+        return True
+
+
+@pytest.mark.parametrize("links", [("UDP",), ("TCP",), ("TCP", "UDP")])
+def test_over_a_tcp_relay_the_transport_keeps_at_most_the_relay_window_in_flight(links) -> None:
+    # toxbridge.linkpath.RELAY_IN_FLIGHT says why: a burst can wedge a relay for good.
+    # ("TCP", "UDP"): toxcore moves the friend to direct UDP halfway; the ceiling goes.
+    wire = SlowWire(delay=0.02)
+    a, b = Link(SID_A, transport=True), Link(SID_B, transport=True)
+    paths = [LinkPath(a), LinkPath(b)]
+    frames = [bytes([i % 256]) * 1000 for i in range(4000)]  # 4 MB
+    for link in (a, b):
+        link.connection_made()
+    paths[0].relayed = links[0] == "TCP"  # before the first transport exists: it gets it
+    got: list[bytes] = []
+    now, queued, most = 0.0, 0, {link: 0 for link in links}
+    for _ in range(20_000):
+        if len(got) == len(frames):
+            break
+        link = links[0] if len(got) < len(frames) // 2 else links[-1]
+        paths[0].relayed = link == "TCP"
+        while queued < len(frames) and a.can_send_frame(len(frames[queued])):
+            a.send_frame(frames[queued])
+            queued += 1
+        now += 0.001
+        wire.arrive(now)
+        step(wire, paths, got, now)
+        if paths[0].active:
+            most[link] = max(most[link], paths[0].statistics().send_in_flight)
+    assert got == frames
+    if "TCP" in most:  # the window check comes before each packet: one more may go
+        assert RELAY_IN_FLIGHT <= most["TCP"] < RELAY_IN_FLIGHT + MAX_PAYLOAD + 64
+    if "UDP" in most:
+        assert most["UDP"] > 2 * RELAY_IN_FLIGHT  # the model's window alone, on this path
+
+
+def test_relayed_paths_with_data_to_move_split_the_relay_window() -> None:
+    # A hub's spokes may all sit behind the one relay connection it has: their ceilings
+    # together stay within RELAY_IN_FLIGHT (toxbridge.linkpath.share_relay).
+    hub = [Link(SID_A, transport=True) for _ in range(3)]
+    spokes = [Link(SID_B, transport=True) for _ in range(3)]
+    pairs = [[LinkPath(h), LinkPath(s)] for h, s in zip(hub, spokes)]
+    wires = [SlowWire(delay=0.02) for _ in pairs]
+    for link in hub + spokes:
+        link.connection_made()
+    for paths in pairs:
+        paths[0].relayed = True
+    direct = LinkPath(Link(SID_A, transport=True))  # a friend on UDP takes no share
+    frames = [bytes([i % 256]) * 1000 for i in range(1500)]
+    got: list[list[bytes]] = [[] for _ in pairs]
+    queued = [0] * len(pairs)
+    now, most = 0.0, 0
+    for _ in range(20_000):
+        if all(len(g) == len(frames) for g in got):
+            break
+        share_relay([p[0] for p in pairs] + [direct])
+        for i, (paths, w) in enumerate(zip(pairs, wires)):
+            while queued[i] < len(frames) and hub[i].can_send_frame(len(frames[queued[i]])):
+                hub[i].send_frame(frames[queued[i]])
+                queued[i] += 1
+            w.arrive(now + 0.001)
+            step(w, paths, got[i], now + 0.001)
+        now += 0.001
+        most = max(most, sum(p[0].statistics().send_in_flight for p in pairs))
+    assert got == [frames] * len(pairs)
+    assert RELAY_IN_FLIGHT // 2 < most < RELAY_IN_FLIGHT + len(pairs) * (MAX_PAYLOAD + 64)
+    assert direct.share == RELAY_IN_FLIGHT and not direct.relayed

@@ -26,6 +26,7 @@ Not pure (it calls the ``Tox``), but it never logs: the tox thread reports what 
 from __future__ import annotations
 
 import struct
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from .errors import RemoteProtocolError
@@ -33,13 +34,29 @@ from .link import MAX_PACKET_SIZE, Link, LinkState, PacketType
 from .tox import Tox
 from .transport import ACK_ID, DATA_ID, MAX_PAYLOAD, Endpoint
 
-__all__ = ["LinkPath", "LinkPathStatistics", "MAX_UNSENT"]
+__all__ = ["LinkPath", "LinkPathStatistics", "MAX_UNSENT", "RELAY_IN_FLIGHT", "share_relay"]
 
 _LEN = struct.Struct(">H")
 _HELLO = int(PacketType.HELLO)
 # Link packets waiting in our transport for the pacer: the Link's own ACKs queue behind
 # them, so keep it short (~2.5 ms at 25 MB/s); the Link keeps the rest.
 MAX_UNSENT = 64 * 1024
+# The most of our transport's bytes in flight while toxcore carries them over a TCP relay.
+# A relay (toxcore's TCP server, tox-bootstrapd) reads a client's socket only when a whole
+# packet is in it. A burst larger than the relay's receive buffer (131,072 bytes on Linux
+# until autotuning grows it) can leave that buffer's memory full with less than a packet
+# unread: the relay waits for the rest, the kernel advertises a zero window, and that
+# direction carries nothing for good (seen in test_nat with 1.1 MB sent in the first
+# second: Recv-Q 702 bytes, 124,736 of 131,072 bytes of memory, until toxcore dropped that
+# relay connection 28 s later; with 96 KiB in flight: 784 bytes, 126,739). At 48 KiB the
+# relay's buffer keeps room for the rest of a packet. The cost: at most 48 KiB per round
+# trip over a relay (docs/wire.md §4.5 has the runs).
+RELAY_IN_FLIGHT = 48 * 1024
+# toxcore does not say which relay carries which friend, so all relayed friends are taken
+# to share one connection (a hub's spokes behind one relay would otherwise put one ceiling
+# each into it): those with data to move split RELAY_IN_FLIGHT (share_relay), never below
+# two packets each.
+MIN_RELAY_SHARE = 2 * MAX_PAYLOAD
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +88,8 @@ class LinkPath:
         self._sent = {DATA_ID: 0, ACK_ID: 0}
         self._received = {DATA_ID: 0, ACK_ID: 0}
         self._refused = self._stale = self._epochs = 0
+        self._relayed = False
+        self._share = RELAY_IN_FLIGHT
         self.error: str | None = None  # the peer broke the transport: raised once, then deaf
 
     # -- state ------------------------------------------------------------------------
@@ -79,6 +98,31 @@ class LinkPath:
     def active(self) -> bool:
         """The transport carries the Link's packets on this connection."""
         return self.link.transport_agreed
+
+    @property
+    def relayed(self) -> bool:
+        """toxcore carries this friend over a TCP relay: our transport keeps at most
+        ``share`` in flight (RELAY_IN_FLIGHT unless share_relay splits it)."""
+        return self._relayed
+
+    @relayed.setter
+    def relayed(self, value: bool) -> None:
+        self._relayed = value
+        self._apply_ceiling()
+
+    @property
+    def share(self) -> int:
+        return self._share
+
+    @share.setter
+    def share(self, value: int) -> None:
+        if value != self._share:
+            self._share = value
+            self._apply_ceiling()
+
+    def _apply_ceiling(self) -> None:
+        if self._send_ep is not None:
+            self._send_ep.cc.path_ceiling = self._share if self._relayed else float("inf")
 
     def _sync(self) -> None:
         """Start or drop transports to match the Link's epochs (HELLOs, reconnects)."""
@@ -91,6 +135,7 @@ class LinkPath:
             return
         if self._send_ep is None or self._send_epoch != link.transport_epoch:
             self._send_ep, self._send_epoch = self._new_endpoint(), link.transport_epoch
+            self._apply_ceiling()
         # A restarted peer daemon numbers its epochs from the start again: its first
         # transport may have the epoch of its predecessor's, but it is a new one.
         if (self._recv_ep is None or self._recv_epoch != link.peer_transport_epoch
@@ -233,3 +278,15 @@ class LinkPath:
             lossy_refused=self._refused, stale_dropped=self._stale, epochs=self._epochs,
             send_in_flight=s.bytes_in_flight if s else 0, send_cwnd=s.cwnd if s else 0,
             send_srtt_s=s.srtt_s if s else None, send_lost=s.packets_lost if s else 0)
+
+
+def share_relay(paths: Iterable[LinkPath]) -> None:
+    """Split RELAY_IN_FLIGHT among the relayed paths with data to move (the others get the
+    same share, ready for when they have some)."""
+    relayed = [p for p in paths if p._relayed]
+    if not relayed:
+        return
+    busy = sum(1 for p in relayed if p.busy) or 1
+    share = max(RELAY_IN_FLIGHT // busy, MIN_RELAY_SHARE)
+    for p in relayed:
+        p.share = share

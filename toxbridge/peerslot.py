@@ -112,6 +112,7 @@ class PeerSlot:
             return
         was = state.link
         state.link = status.name
+        self.path.relayed = status == Connection.TCP
         if status == Connection.UDP:
             self.hold_data_until = 0.0
         if was == "none":

@@ -31,6 +31,7 @@ from .cadence import Cadence, Survey
 from .config import Config, request_allowed, request_message
 from .control.snapshot import NodeSnapshot
 from .errors import ConfigError, PeerError
+from .linkpath import share_relay
 from .network import loopback_options
 from .pathtrace import PathTrace
 from .peerslot import PeerSlot, PeerState
@@ -549,6 +550,7 @@ class ToxLoop(threading.Thread):
         # empty) within one pump still made room that the app's reader may wait for.
         taken = self.outbound.taken
         order = slots[start:] + slots[:start]
+        share_relay(s.path for s in self.slots.values())  # before any slot sends
         # What arrived goes up to the apps for every slot before any slot sends, and the
         # slots with nothing backlogged (a chat line, acks: cheap) send before those that
         # move bulk (the turn goes on among them): a hub's chat line waited behind the

@@ -99,6 +99,9 @@ class BbrController:
         self._blackout = False  # persistent loss: only probes until an ack comes back
         self.bytes_lost = 0
         self.inflight_hi = float("inf")  # the loss-driven ceiling (inf: none yet)
+        # a ceiling the path sets, beside the model (inf: none; the shell sets it: a TCP
+        # relay's, toxbridge.linkpath.RELAY_IN_FLIGHT)
+        self.path_ceiling = float("inf")
         self._hi_step = AI_PACKETS  # packets the ceiling climbs at the end of this round
         self._queue_was_full = False  # the round that just ended lost as a full queue does
         self.ceiling_cuts = 0  # rounds taken for a full queue (a trace reads it)
@@ -294,11 +297,13 @@ class BbrController:
     def window(self) -> int:
         """The bytes that may be in flight now."""
         if self._blackout:
-            return self.min_cwnd
-        if self.state == PROBE_RTT:
-            return min(self.cwnd, self.min_cwnd)
-        hi = self.inflight_hi
-        return self.cwnd if hi > self.cwnd else max(int(hi), self.min_cwnd)
+            w = self.min_cwnd
+        elif self.state == PROBE_RTT:
+            w = min(self.cwnd, self.min_cwnd)
+        else:
+            hi = self.inflight_hi
+            w = self.cwnd if hi > self.cwnd else max(int(hi), self.min_cwnd)
+        return w if w <= self.path_ceiling else int(self.path_ceiling)
 
     def statistics(self) -> dict:
         return {"state": self.state, "max_bw_Bps": self.max_bw,
