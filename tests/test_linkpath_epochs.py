@@ -11,7 +11,7 @@ import pytest
 
 from toxbridge.errors import RemoteProtocolError
 from toxbridge.link import Link, LinkState
-from toxbridge.linkpath import RELAY_IN_FLIGHT, LinkPath, share_relay
+from toxbridge.linkpath import RELAY_QUEUE, LinkPath, share_relay
 from toxbridge.transport import MAX_PAYLOAD
 
 SID_A, SID_B = bytes(range(1, 17)), bytes(range(101, 117))
@@ -159,16 +159,22 @@ def test_a_restarted_peer_whose_first_epoch_equals_its_predecessors_gets_a_fresh
 
 
 class SlowWire(Wire):
-    """A Wire whose lossy packets arrive ``delay`` s after they were sent (a path with a
-    round trip, so that the transport's window opens up beyond its first one)."""
+    """A Wire whose lossy packets arrive ``delay`` s after they were sent and, towards side
+    1, leave a bottleneck of ``rate`` bytes/s first: a path with a round trip and a queue
+    (``queued``: the bytes waiting in it), so that a window can outgrow the path."""
 
-    def __init__(self, delay: float) -> None:
+    def __init__(self, delay: float, rate: float = 2e6) -> None:
         super().__init__()
-        self.delay, self.now = delay, 0.0
+        self.delay, self.rate, self.now = delay, rate, 0.0
+        self.free_at = 0.0  # when the bottleneck has sent all it holds
         self.transit: list[deque[tuple[float, bytes]]] = [deque(), deque()]
 
     def side(self, i: int) -> _SlowSide:
         return _SlowSide(self, 1 - i)
+
+    @property
+    def queued(self) -> float:
+        return max(0.0, self.free_at - self.now) * self.rate
 
     def arrive(self, now: float) -> None:
         self.now = now
@@ -180,15 +186,21 @@ class SlowWire(Wire):
 
 class _SlowSide(_Side):
     def try_send_lossy_packet(self, friend: int, packet: bytes) -> bool:
-        self.wire.transit[self.to].append((self.wire.now + self.wire.delay, packet))
+        wire = self.wire
+        due = wire.now + wire.delay
+        if self.to == 1:
+            wire.free_at = max(wire.free_at, wire.now) + len(packet) / wire.rate
+            due = wire.free_at + wire.delay
+        wire.transit[self.to].append((due, packet))
         return True
 
 
 @pytest.mark.parametrize("links", [("UDP",), ("TCP",), ("TCP", "UDP")])
-def test_over_a_tcp_relay_the_transport_keeps_at_most_the_relay_window_in_flight(links) -> None:
-    # toxbridge.linkpath.RELAY_IN_FLIGHT says why: a burst can wedge a relay for good.
+def test_over_a_tcp_relay_the_transport_queues_at_most_the_relay_queue(links) -> None:
+    # toxbridge.linkpath.RELAY_QUEUE says why: a queue at a relay can wedge it for good.
     # ("TCP", "UDP"): toxcore moves the friend to direct UDP halfway; the ceiling goes.
-    wire = SlowWire(delay=0.02)
+    # The wire: 8 MB/s, 40 ms round trip (320 kB on the way, not queued).
+    wire = SlowWire(delay=0.02, rate=8e6)
     a, b = Link(SID_A, transport=True), Link(SID_B, transport=True)
     paths = [LinkPath(a), LinkPath(b)]
     frames = [bytes([i % 256]) * 1000 for i in range(4000)]  # 4 MB
@@ -196,7 +208,7 @@ def test_over_a_tcp_relay_the_transport_keeps_at_most_the_relay_window_in_flight
         link.connection_made()
     paths[0].relayed = links[0] == "TCP"  # before the first transport exists: it gets it
     got: list[bytes] = []
-    now, queued, most = 0.0, 0, {link: 0 for link in links}
+    now, queued, most = 0.0, 0, {link: 0.0 for link in links}
     for _ in range(20_000):
         if len(got) == len(frames):
             break
@@ -208,22 +220,23 @@ def test_over_a_tcp_relay_the_transport_keeps_at_most_the_relay_window_in_flight
         now += 0.001
         wire.arrive(now)
         step(wire, paths, got, now)
-        if paths[0].active:
-            most[link] = max(most[link], paths[0].statistics().send_in_flight)
+        most[link] = max(most[link], wire.queued)
     assert got == frames
-    if "TCP" in most:  # the window check comes before each packet: one more may go
-        assert RELAY_IN_FLIGHT <= most["TCP"] < RELAY_IN_FLIGHT + MAX_PAYLOAD + 64
+    took = now
+    if "TCP" in most:  # one turn's packets may go past the limit
+        assert RELAY_QUEUE // 4 < most["TCP"] < RELAY_QUEUE + 10 * (MAX_PAYLOAD + 64)
     if "UDP" in most:
-        assert most["UDP"] > 2 * RELAY_IN_FLIGHT  # the model's window alone, on this path
+        assert most["UDP"] > 3 * RELAY_QUEUE  # the model's startup alone, on this path
+    assert took < 4e6 / 8e6 * 1.6  # the path stays full: 4 MB at 8 MB/s, startup included
 
 
 def test_relayed_paths_with_data_to_move_split_the_relay_window() -> None:
     # A hub's spokes may all sit behind the one relay connection it has: their ceilings
-    # together stay within RELAY_IN_FLIGHT (toxbridge.linkpath.share_relay).
+    # together queue at most RELAY_QUEUE (toxbridge.linkpath.share_relay)
     hub = [Link(SID_A, transport=True) for _ in range(3)]
     spokes = [Link(SID_B, transport=True) for _ in range(3)]
     pairs = [[LinkPath(h), LinkPath(s)] for h, s in zip(hub, spokes)]
-    wires = [SlowWire(delay=0.02) for _ in pairs]
+    wires = [SlowWire(delay=0.02, rate=8e6) for _ in pairs]
     for link in hub + spokes:
         link.connection_made()
     for paths in pairs:
@@ -244,7 +257,7 @@ def test_relayed_paths_with_data_to_move_split_the_relay_window() -> None:
             w.arrive(now + 0.001)
             step(w, paths, got[i], now + 0.001)
         now += 0.001
-        most = max(most, sum(p[0].statistics().send_in_flight for p in pairs))
+        most = max(most, sum(w.queued for w in wires))
     assert got == [frames] * len(pairs)
-    assert RELAY_IN_FLIGHT // 2 < most < RELAY_IN_FLIGHT + len(pairs) * (MAX_PAYLOAD + 64)
-    assert direct.share == RELAY_IN_FLIGHT and not direct.relayed
+    assert RELAY_QUEUE // 4 < most < RELAY_QUEUE + len(pairs) * 4 * (MAX_PAYLOAD + 64)
+    assert direct.share == RELAY_QUEUE and not direct.relayed

@@ -53,7 +53,7 @@ TRANSFER_TIMEOUT = 60
 # excused: a stall fails here like any other timeout.
 # Found by this test (2026-12-02): over the TCP relay, a burst at the channel's start
 # wedged one direction in 3 of 8 runs (tox-bootstrapd's socket full, less than a packet
-# unread: docs/wire.md §4.5); the transport now keeps at most 48 KiB in flight there.
+# unread: docs/wire.md §4.5); the transport now keeps at most 48 KiB queued there.
 
 
 def link_of(app: App) -> str | None:
@@ -140,7 +140,7 @@ async def run_shape(shape: str, expected_link: str, tmp_path) -> None:
 
 
 FILE_BYTES = 20_000_000
-FILE_TIMEOUT = 240  # over the relay at ~0.65 MB/s (48 KiB per round trip), 20 MB take ~30 s
+FILE_TIMEOUT = 240  # over the relay (48 KiB queued at most, docs/wire.md §4.5), 20 MB take ~25 s
 
 
 @pytest.mark.parametrize("shape", [

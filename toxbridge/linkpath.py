@@ -34,27 +34,28 @@ from .link import MAX_PACKET_SIZE, Link, LinkState, PacketType
 from .tox import Tox
 from .transport import ACK_ID, DATA_ID, MAX_PAYLOAD, Endpoint
 
-__all__ = ["LinkPath", "LinkPathStatistics", "MAX_UNSENT", "RELAY_IN_FLIGHT", "share_relay"]
+__all__ = ["LinkPath", "LinkPathStatistics", "MAX_UNSENT", "RELAY_QUEUE", "share_relay"]
 
 _LEN = struct.Struct(">H")
 _HELLO = int(PacketType.HELLO)
 # Link packets waiting in our transport for the pacer: the Link's own ACKs queue behind
 # them, so keep it short (~2.5 ms at 25 MB/s); the Link keeps the rest.
 MAX_UNSENT = 64 * 1024
-# The most of our transport's bytes in flight while toxcore carries them over a TCP relay.
-# A relay (toxcore's TCP server, tox-bootstrapd) reads a client's socket only when a whole
-# packet is in it. A burst larger than the relay's receive buffer (131,072 bytes on Linux
-# until autotuning grows it) can leave that buffer's memory full with less than a packet
-# unread: the relay waits for the rest, the kernel advertises a zero window, and that
-# direction carries nothing for good (seen in test_nat with 1.1 MB sent in the first
-# second: Recv-Q 702 bytes, 124,736 of 131,072 bytes of memory, until toxcore dropped that
-# relay connection 28 s later; with 96 KiB in flight: 784 bytes, 126,739). At 48 KiB the
-# relay's buffer keeps room for the rest of a packet. The cost: at most 48 KiB per round
-# trip over a relay (docs/wire.md §4.5 has the runs).
-RELAY_IN_FLIGHT = 48 * 1024
+# The most of our transport's bytes queued on the way (in flight beyond the model's
+# bandwidth-delay product) while toxcore carries them over a TCP relay. A relay (toxcore's
+# TCP server, tox-bootstrapd) reads a client's socket only when a whole packet is in it.
+# A queue larger than the relay socket's receive buffer (131,072 bytes on Linux until
+# autotuning grows it) can leave that buffer's memory full with less than a packet unread:
+# the relay waits for the rest, the kernel advertises a zero window, and that direction
+# carries nothing for good (seen in test_nat with 1.1 MB sent in the first second: Recv-Q
+# 702 bytes, 124,736 of 131,072 bytes of memory, until toxcore dropped that relay
+# connection 28 s later; with at most 96 KiB in flight: 784 bytes, 126,739). At 48 KiB
+# the buffer keeps room for the rest of a packet. The bytes on the wire of a long path
+# are not queued anywhere: the model's product of rate and least round trip adds them.
+RELAY_QUEUE = 48 * 1024
 # toxcore does not say which relay carries which friend, so all relayed friends are taken
 # to share one connection (a hub's spokes behind one relay would otherwise put one ceiling
-# each into it): those with data to move split RELAY_IN_FLIGHT (share_relay), never below
+# each into it): those with data to move split RELAY_QUEUE (share_relay), never below
 # two packets each.
 MIN_RELAY_SHARE = 2 * MAX_PAYLOAD
 
@@ -89,7 +90,7 @@ class LinkPath:
         self._received = {DATA_ID: 0, ACK_ID: 0}
         self._refused = self._stale = self._epochs = 0
         self._relayed = False
-        self._share = RELAY_IN_FLIGHT
+        self._share = RELAY_QUEUE
         self.error: str | None = None  # the peer broke the transport: raised once, then deaf
 
     # -- state ------------------------------------------------------------------------
@@ -102,7 +103,7 @@ class LinkPath:
     @property
     def relayed(self) -> bool:
         """toxcore carries this friend over a TCP relay: our transport keeps at most
-        ``share`` in flight (RELAY_IN_FLIGHT unless share_relay splits it)."""
+        ``share`` queued (RELAY_QUEUE unless share_relay splits it)."""
         return self._relayed
 
     @relayed.setter
@@ -122,7 +123,7 @@ class LinkPath:
 
     def _apply_ceiling(self) -> None:
         if self._send_ep is not None:
-            self._send_ep.cc.path_ceiling = self._share if self._relayed else float("inf")
+            self._send_ep.cc.path_queue = self._share if self._relayed else float("inf")
 
     def _sync(self) -> None:
         """Start or drop transports to match the Link's epochs (HELLOs, reconnects)."""
@@ -281,12 +282,12 @@ class LinkPath:
 
 
 def share_relay(paths: Iterable[LinkPath]) -> None:
-    """Split RELAY_IN_FLIGHT among the relayed paths with data to move (the others get the
+    """Split RELAY_QUEUE among the relayed paths with data to move (the others get the
     same share, ready for when they have some)."""
     relayed = [p for p in paths if p._relayed]
     if not relayed:
         return
     busy = sum(1 for p in relayed if p.busy) or 1
-    share = max(RELAY_IN_FLIGHT // busy, MIN_RELAY_SHARE)
+    share = max(RELAY_QUEUE // busy, MIN_RELAY_SHARE)
     for p in relayed:
         p.share = share

@@ -56,6 +56,7 @@ AI_PACKETS = 1  # the ceiling's first step up after a cut; each round without on
 ACK_EPOCH_RESET = 1.0  # s: an epoch never runs longer
 
 STARTUP, DRAIN, PROBE_BW, PROBE_RTT = "startup", "drain", "probe_bw", "probe_rtt"
+_INF = float("inf")
 
 
 class BbrController:
@@ -99,9 +100,10 @@ class BbrController:
         self._blackout = False  # persistent loss: only probes until an ack comes back
         self.bytes_lost = 0
         self.inflight_hi = float("inf")  # the loss-driven ceiling (inf: none yet)
-        # a ceiling the path sets, beside the model (inf: none; the shell sets it: a TCP
-        # relay's, toxbridge.linkpath.RELAY_IN_FLIGHT)
-        self.path_ceiling = float("inf")
+        # the most the path may hold beyond the model's bandwidth-delay product, a ceiling
+        # beside the model's own (inf: none; the shell sets it: a TCP relay's queue,
+        # toxbridge.linkpath.RELAY_QUEUE)
+        self.path_queue = float("inf")
         self._hi_step = AI_PACKETS  # packets the ceiling climbs at the end of this round
         self._queue_was_full = False  # the round that just ended lost as a full queue does
         self.ceiling_cuts = 0  # rounds taken for a full queue (a trace reads it)
@@ -303,7 +305,10 @@ class BbrController:
         else:
             hi = self.inflight_hi
             w = self.cwnd if hi > self.cwnd else max(int(hi), self.min_cwnd)
-        return w if w <= self.path_ceiling else int(self.path_ceiling)
+        limit = self.path_queue
+        if limit != _INF and self.max_bw and self.min_rtt != _INF:
+            limit += self.max_bw * self.min_rtt  # the bytes on the wire queue nowhere
+        return w if w <= limit else int(limit)
 
     def statistics(self) -> dict:
         return {"state": self.state, "max_bw_Bps": self.max_bw,
