@@ -252,7 +252,8 @@ async def test_two_spokes_chat_queue_and_send_a_file_through_a_hub_while_strange
           f"with the flood, then {waited:.1f} s more until half of them were refused; "
           f"{flood.rounds} rounds of iterating them")
     # The hub accepted the spokes alone, and they alone are its peers and its bridge's.
-    assert sorted(accepted_keys(hub)) == sorted(spokes)
+    assert sorted(accepted_keys(hub)) == sorted(spokes), [  # seen once: a spoke's line missing
+        line for line in hub.log if any(k in line for k in spokes) or "friend" in line]
     peers = await trio.to_thread.run_sync(status_peers, mesh["dir"] / "hub.tox")
     assert sorted(p["public_key"] for p in peers) == sorted(spokes), peers
     assert {k.hex().upper() for k in bh.core.peer_keys()} <= spokes

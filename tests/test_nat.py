@@ -130,6 +130,9 @@ async def run_shape(shape: str, expected_link: str, tmp_path) -> None:
                     assert "UDP" not in links_seen(a) + links_seen(b)
                 for d in (listener, peer):  # the status in the daemon's log agrees
                     assert log_link(d) == expected_link, d.log[-20:]
+                    # and no direction went silent (the stall watchdog would have renewed
+                    # the connection within the time limit: a relay wedged by a burst)
+                    assert not [line for line in d.log if "acknowledged nothing" in line]
             except BaseException:
                 for name, d in (("listener", listener), ("peer", peer)):  # shown on failure
                     print(f"--- {name} log (last 60 lines)", *d.log[-60:], sep="\n")
