@@ -284,7 +284,7 @@ class LinkPath:
 def share_relay(paths: Iterable[LinkPath]) -> None:
     """Split RELAY_QUEUE among the relayed paths with data to move (the others get the
     same share, ready for when they have some)."""
-    relayed = [p for p in paths if p._relayed]
+    relayed = [p for p in paths if p.relayed]
     if not relayed:
         return
     busy = sum(1 for p in relayed if p.busy) or 1

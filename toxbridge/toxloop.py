@@ -141,6 +141,7 @@ class ToxLoop(threading.Thread):
                                 busy_period=config.busy_period, idle_period=config.idle_period)
         self._received_n = 0  # packets from peers during this loop turn
         self._relayed = False  # ... and whether one came from or went to a relayed peer
+        self._any_relayed = False  # a peer is on a TCP relay: its paths share RELAY_QUEUE
         self._turn = 0  # which slot goes first this turn (fairness)
         # Waits since the last -vv tick line: busy, idle ended by toxcore's interval, by a
         # transport timer, by an arriving datagram, and waits ended by the trio side's flag.
@@ -231,6 +232,7 @@ class ToxLoop(threading.Thread):
         self._by_friend.pop(slot.friend, None)
         self.tables.remove(slot.key)
         slot.table.close(code, message)
+        self._any_relayed = any(s.path.relayed for s in self.slots.values())
         if was_first and self.first is not None:
             self.notify(self.first.peer_event())  # the v1 channel moves to the next peer
 
@@ -291,6 +293,7 @@ class ToxLoop(threading.Thread):
         if slot is not None:
             self._stirred.add(slot)  # a connection up queued a HELLO: pump after iterate
             slot.on_connection(status)
+            self._any_relayed = any(s.path.relayed for s in self.slots.values())
 
     def _reset_connection(self, slot: PeerSlot, reason: str) -> None:
         """A fresh friend connection: toxcore's queues and rate state go with the old one;
@@ -550,7 +553,8 @@ class ToxLoop(threading.Thread):
         # empty) within one pump still made room that the app's reader may wait for.
         taken = self.outbound.taken
         order = slots[start:] + slots[:start]
-        share_relay(s.path for s in self.slots.values())  # before any slot sends
+        if self._any_relayed:  # before any slot sends
+            share_relay(s.path for s in self.slots.values())
         # What arrived goes up to the apps for every slot before any slot sends, and the
         # slots with nothing backlogged (a chat line, acks: cheap) send before those that
         # move bulk (the turn goes on among them): a hub's chat line waited behind the

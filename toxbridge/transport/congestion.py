@@ -305,9 +305,14 @@ class BbrController:
         else:
             hi = self.inflight_hi
             w = self.cwnd if hi > self.cwnd else max(int(hi), self.min_cwnd)
+        if self.path_queue == _INF:
+            return w
+        # The bytes on the wire queue nowhere. Not bdp(): before the model knows the path
+        # it gives the initial window, and relayed peers' first rounds together would then
+        # queue more than their share (test_linkpath_epochs, three spokes: 72 kB).
         limit = self.path_queue
-        if limit != _INF and self.max_bw and self.min_rtt != _INF:
-            limit += self.max_bw * self.min_rtt  # the bytes on the wire queue nowhere
+        if self.max_bw and self.min_rtt != _INF:
+            limit += self.max_bw * self.min_rtt
         return w if w <= limit else int(limit)
 
     def statistics(self) -> dict:
