@@ -186,6 +186,10 @@ class _Child:
             self.ack_stream = len(args) > 1 and args[1]
             self.ack_sent = 0
             self.ack_due = False
+            # Said back so a caller can start the peer's stream only after this: a stream
+            # that arrived first was counted, then reset here, and never acknowledged (the
+            # sender stopped at its window: the 10000-packet test's timeouts with 0 packets).
+            self.conn.send(("receiving",))
         elif name == "ping":
             count, self.ping_size = args
             self.rtts = []
