@@ -50,7 +50,7 @@ def measure_raw(network: NodeInfo, mb: float = 200, pings: int = 1000, use_relay
         result = {"connect_s": round(connected - t0, 2),
                   "connect_after_start_s": round(connected - started, 2)}
 
-        b.send(("receive", packets))
+        b.call(("receive", packets), "receiving")  # ready before the stream starts
         start = time.monotonic()
         a.send(("stream", packets, PACKET))
         try:
