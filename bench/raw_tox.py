@@ -50,7 +50,7 @@ def measure_raw(network: NodeInfo, mb: float = 200, pings: int = 1000, use_relay
         result = {"connect_s": round(connected - t0, 2),
                   "connect_after_start_s": round(connected - started, 2)}
 
-        b.call(("receive", packets), "receiving")  # ready before the stream starts
+        b.receive(packets)
         start = time.monotonic()
         a.send(("stream", packets, PACKET))
         try:

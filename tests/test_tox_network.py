@@ -23,8 +23,8 @@ def test_two_processes_exchange_10000_lossless_packets_both_ways_in_order(tox_ne
         RawPeer.befriend(a, b)
         # Windowed (at most STREAM_WINDOW packets unacknowledged): unbounded, a receiver
         # starved of CPU for ~0.6 s left toxcore crawling at 4 packets/s (rawpeer.py).
-        a.call(("receive", n, True), "receiving")  # both ready before either stream starts
-        b.call(("receive", n, True), "receiving")
+        a.receive(n, ack=True)  # both ready before either stream starts
+        b.receive(n, ack=True)
         a.send(("stream", n, 1373, STREAM_WINDOW))  # both directions at once
         b.send(("stream", n, 1373, STREAM_WINDOW))
         for peer in (a, b):
@@ -41,7 +41,7 @@ def test_windowed_stream_recovers_at_once_after_its_receiver_stalls(tox_network)
     n = 10_000
     with RawPeer(tox_network) as a, RawPeer(tox_network) as b:
         RawPeer.befriend(a, b)
-        b.call(("receive", n, True), "receiving")
+        b.receive(n, ack=True)
         a.send(("stream", n, 1373, STREAM_WINDOW))
         time.sleep(3)  # into the slow start: ~1,000 packets/s
         os.kill(b.process.pid, signal.SIGSTOP)

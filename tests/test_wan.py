@@ -47,7 +47,7 @@ def test_a_25_ms_line_gives_a_50_ms_tox_round_trip_and_10_percent_loss_drops_a_t
             # Both ways, more than can get through: packets keep coming (toxcore crawls at
             # 10 % loss: ~150 packets/s here). Count for 8 s.
             for peer in (a, b):
-                peer.send(("receive", 0))
+                peer.receive(0)
             for peer in (a, b):
                 peer.send(("stream", 100_000, 1373))
             time.sleep(8)

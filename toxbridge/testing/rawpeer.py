@@ -326,6 +326,11 @@ class RawPeer:
         self.send(cmd)
         return self.wait(reply, timeout)
 
+    def receive(self, count: int, ack: bool = False) -> None:
+        """Expect a stream of ``count`` packets (``ack``: acknowledge it, as a windowed
+        stream needs); returns once the child is ready, so the peer's stream may start."""
+        self.call(("receive", count, ack), "receiving")
+
     def close(self) -> None:
         if self.process.poll() is None:
             try:
