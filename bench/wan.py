@@ -313,6 +313,11 @@ def _row(row: dict, mb: float, limit: float, legs: tuple[str, ...] = LEGS,
         "raw_rtt_p50_ms": raw.get("rtt_p50_ms"),
         "channel_done": chan.get("done"), "channel_MB": chan.get("MB"),
         "file_done": files.get("file_done"), "file_MB": files.get("file_MB"),
+        # the chat line between the two nodes' users, idle and while the file moves
+        "chat_idle_p50_ms": files.get("chat_rtt_idle_p50_ms"),
+        "chat_busy_p50_ms": files.get("chat_rtt_p50_ms"),
+        "chat_busy_p99_ms": files.get("chat_rtt_p99_ms"),
+        "chat_busy_over_idle": files.get("chat_rtt_ratio"),
         "line": {k: line.get(k) for k in ("offered", "lost", "queue_full", "kernel_dropped", "max_held")},
     }
     for key in ("daemon_cpu", "line", "trace"):  # the channel's stream: what held it back
