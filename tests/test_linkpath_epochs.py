@@ -11,8 +11,9 @@ import pytest
 
 from toxbridge.errors import RemoteProtocolError
 from toxbridge.link import Link, LinkState
-from toxbridge.linkpath import RELAY_QUEUE, LinkPath, share_relay
-from toxbridge.transport import MAX_PAYLOAD
+from toxbridge.linkpath import MAX_UNSENT, MIN_UNSENT, RELAY_QUEUE, LinkPath, share_relay, unsent_limit
+from toxbridge.transport import MAX_PAYLOAD, Endpoint
+from toxbridge.transport.pacer import Pacer
 
 SID_A, SID_B = bytes(range(1, 17)), bytes(range(101, 117))
 
@@ -261,3 +262,52 @@ def test_relayed_paths_with_data_to_move_split_the_relay_window() -> None:
     assert got == [frames] * len(pairs)
     assert RELAY_QUEUE // 4 < most < RELAY_QUEUE + len(pairs) * 4 * (MAX_PAYLOAD + 64)
     assert direct.share == RELAY_QUEUE and not direct.relayed
+
+
+@pytest.mark.parametrize("rate, tokens_used, expected", [
+    (6.25e6, 0, 2 * 12_500),  # a full bucket (2 ms of the rate) and 2 ms more
+    (6.25e6, 12_500, 12_500),  # this turn's allowance spent: the 2 ms ahead alone
+    (1e6, 0, MIN_UNSENT),  # a slow path: four packets, not 4.7 kB
+    (50e6, 0, MAX_UNSENT),  # a fast one: never more than 64 KiB
+])
+def test_the_unsent_bound_is_this_turns_allowance_and_2_ms_of_the_rate(rate, tokens_used,
+                                                                     expected) -> None:
+    ep = Endpoint(max_payload=MAX_PAYLOAD - 1)
+    ep.pacer = Pacer(rate)  # its bucket starts full: 2 ms of the rate, at least 2 packets
+    ep.pacer.allowance(1.0)
+    if tokens_used:
+        ep.pacer.on_sent(tokens_used, 1.0)
+    assert unsent_limit(ep, 1.0) == pytest.approx(expected)
+    # A long turn (8 ms) earns the pacer that much at once: the bound covers it.
+    if rate == 6.25e6 and not tokens_used:
+        assert unsent_limit(ep, 1.008) == pytest.approx(0.008 * rate + 12_500)
+
+
+def test_on_a_paced_path_the_bytes_below_the_scheduler_stand_for_milliseconds_not_64_KiB() -> None:
+    # 3 MB/s, 40 ms round trip: the pacer holds the flow at the path's rate. What waits
+    # unsent in our transport (where a chat frame would wait behind it) stays a few ms of
+    # that rate, where a 64 KiB bound held 22 ms; the path stays as full as before.
+    wire = SlowWire(delay=0.02, rate=3e6)
+    a, b = Link(SID_A, transport=True), Link(SID_B, transport=True)
+    paths = [LinkPath(a), LinkPath(b)]
+    frames = [bytes([i % 256]) * 1000 for i in range(4500)]  # 4.5 MB
+    for link in (a, b):
+        link.connection_made()
+    got: list[bytes] = []
+    now, queued, standing = 0.0, 0, []
+    for _ in range(20_000):
+        if len(got) == len(frames):
+            break
+        while queued < len(frames) and a.can_send_frame(len(frames[queued])):
+            a.send_frame(frames[queued])
+            queued += 1
+        now += 0.001
+        wire.arrive(now)
+        step(wire, paths, got, now)
+        trace = paths[0].trace()  # past startup (it paces at 2.9 x), while the app has more
+        if trace and trace["state"] == "probe_bw" and queued < len(frames):
+            standing.append(trace["unsent"])
+    assert got == frames
+    assert standing and max(standing) <= 3e6 * 0.0045  # this turn's 1 ms, 2 ms burst, 2 ms ahead
+    assert sorted(standing)[len(standing) // 2] >= MIN_UNSENT  # the pacer never runs dry
+    assert now < 4.5e6 / 3e6 * 1.3  # startup included

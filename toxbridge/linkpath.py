@@ -34,12 +34,19 @@ from .link import MAX_PACKET_SIZE, Link, LinkState, PacketType
 from .tox import Tox
 from .transport import ACK_ID, DATA_ID, MAX_PAYLOAD, Endpoint
 
-__all__ = ["LinkPath", "LinkPathStatistics", "MAX_UNSENT", "RELAY_QUEUE", "share_relay"]
+__all__ = ["LinkPath", "LinkPathStatistics", "MAX_UNSENT", "MIN_UNSENT", "RELAY_QUEUE", "share_relay",
+           "unsent_limit"]
 
 _LEN = struct.Struct(">H")
 _HELLO = int(PacketType.HELLO)
-# Link packets waiting in our transport for the pacer: the Link's own ACKs queue behind
-# them, so keep it short (~2.5 ms at 25 MB/s); the Link keeps the rest.
+# Link packets waiting in our transport: what the pacer lets go this turn, plus UNSENT_AHEAD_S
+# of its rate for the next turn, within [MIN_UNSENT, MAX_UNSENT]. They sit below the mux's
+# priority scheduler, so a chat frame and the Link's own ACKs wait behind all of them: a
+# bound in bytes alone (64 KiB) is 10 ms at 6.25 MB/s and 65 ms over a 1 MB/s relay (issue
+# 14: with the pacer holding the file at 5 MB/s the chat line waited 4.9 x idle, 2.4 x
+# with 16 KiB). The Link and the mux keep the rest, where interactive frames go first.
+UNSENT_AHEAD_S = 0.002
+MIN_UNSENT = 4 * MAX_PAYLOAD
 MAX_UNSENT = 64 * 1024
 # The most of our transport's bytes queued on the way (in flight beyond the model's
 # bandwidth-delay product) while toxcore carries them over a TCP relay. A relay (toxcore's
@@ -223,10 +230,11 @@ class LinkPath:
         self._sync()
         link, ep = self.link, self._send_ep
         accepted, refused = 0, False
+        limit = unsent_limit(ep, now) if ep is not None else 0
         packet = link.next_packet(flush=flush, data=data)
         while packet is not None:
             if ep is not None and packet[1] != _HELLO:
-                if ep.unsent_bytes >= MAX_UNSENT or ep.send_room < len(packet) + 2:
+                if ep.unsent_bytes >= limit or ep.send_room < len(packet) + 2:
                     link.requeue(packet)  # the transport paces it out; more next turn
                     break
                 ep.send(_LEN.pack(len(packet)) + packet)
@@ -279,6 +287,15 @@ class LinkPath:
             lossy_refused=self._refused, stale_dropped=self._stale, epochs=self._epochs,
             send_in_flight=s.bytes_in_flight if s else 0, send_cwnd=s.cwnd if s else 0,
             send_srtt_s=s.srtt_s if s else None, send_lost=s.packets_lost if s else 0)
+
+
+def unsent_limit(ep: Endpoint, now: float) -> float:
+    """How many bytes ``ep`` may hold unsent at ``now``: its pacer's allowance for this
+    turn (which covers a long turn, up to the pacer's MAX_TURN_S) and UNSENT_AHEAD_S of its
+    rate, within [MIN_UNSENT, MAX_UNSENT]."""
+    pacer = ep.pacer
+    ahead = pacer.allowance(now) + pacer.rate * UNSENT_AHEAD_S
+    return min(MAX_UNSENT, max(MIN_UNSENT, ahead))
 
 
 def share_relay(paths: Iterable[LinkPath]) -> None:

@@ -55,6 +55,11 @@ class Pacer:
         self._refill(now)
         self._tokens -= size
 
+    def allowance(self, now: float) -> float:
+        """Bytes that may go now, before the bucket is in debt (0 while it is)."""
+        self._refill(now)
+        return self._tokens if self._tokens > 0 else 0.0
+
     def ready_at(self) -> float:
         """When the bucket is out of debt, given no more sends (``-inf``: already)."""
         if self._tokens > 0 or self._last is None:
