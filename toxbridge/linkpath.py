@@ -44,11 +44,11 @@ _HELLO = int(PacketType.HELLO)
 # the next turn (the loop's last turn, at least UNSENT_AHEAD_S, at most the pacer's
 # MAX_TURN_S), within [MIN_UNSENT, MAX_UNSENT]. Less than a turn's worth can leave the
 # pacer nothing to send before the next pump (a GIL-bound sender's turns are ~14 ms on
-# loopback). These bytes sit below the mux's priority scheduler, so a chat frame and the
-# Link's own ACKs wait behind all of them: a bound in bytes alone (64 KiB) is 10 ms at
-# 6.25 MB/s and 65 ms over a 1 MB/s relay (issue 14: with the pacer holding the file at
-# 5 MB/s the chat line waited 4.9 x idle, 2.4 x with 16 KiB). The Link and the mux keep
-# the rest, where interactive frames go first.
+# loopback). They sit below the mux's
+# priority scheduler, so a chat frame and the Link's own ACKs wait behind all of them: a
+# bound in bytes alone (64 KiB) is 10 ms at 6.25 MB/s and 65 ms over a 1 MB/s relay (issue
+# 14: with the pacer holding the file at 5 MB/s the chat line waited 4.9 x idle, 2.4 x
+# with 16 KiB). The Link and the mux keep the rest, where interactive frames go first.
 UNSENT_AHEAD_S = 0.002
 MIN_UNSENT = 4 * MAX_PAYLOAD
 MAX_UNSENT = 64 * 1024
