@@ -33,18 +33,14 @@ from .errors import RemoteProtocolError
 from .link import MAX_PACKET_SIZE, Link, LinkState, PacketType
 from .tox import Tox
 from .transport import ACK_ID, DATA_ID, MAX_PAYLOAD, Endpoint
-from .transport.pacer import MAX_TURN_S
 
 __all__ = ["LinkPath", "LinkPathStatistics", "MAX_UNSENT", "MIN_UNSENT", "RELAY_QUEUE", "share_relay",
            "unsent_limit"]
 
 _LEN = struct.Struct(">H")
 _HELLO = int(PacketType.HELLO)
-# Link packets waiting in our transport: what the pacer lets go this turn, plus its rate for
-# the next turn (the loop's last turn, at least UNSENT_AHEAD_S, at most the pacer's
-# MAX_TURN_S), within [MIN_UNSENT, MAX_UNSENT]. Less than a turn's worth can leave the
-# pacer nothing to send before the next pump (a GIL-bound sender's turns are ~14 ms on
-# loopback). They sit below the mux's
+# Link packets waiting in our transport: what the pacer lets go this turn, plus UNSENT_AHEAD_S
+# of its rate for the next turn, within [MIN_UNSENT, MAX_UNSENT]. They sit below the mux's
 # priority scheduler, so a chat frame and the Link's own ACKs wait behind all of them: a
 # bound in bytes alone (64 KiB) is 10 ms at 6.25 MB/s and 65 ms over a 1 MB/s relay (issue
 # 14: with the pacer holding the file at 5 MB/s the chat line waited 4.9 x idle, 2.4 x
@@ -228,14 +224,13 @@ class LinkPath:
     # -- sending ----------------------------------------------------------------------
 
     def send(self, tox: Tox, friend: int, now: float, *, flush: bool,
-             data: bool, turn_s: float = 0.0) -> tuple[int, bool]:
+             data: bool) -> tuple[int, bool]:
         """Move the Link's packets out, then what the transports have for the wire.
-        ``turn_s``: the loop's last turn (how long until it sends again, likely).
         Returns (lossless packets toxcore took, whether it refused one: SENDQ)."""
         self._sync()
         link, ep = self.link, self._send_ep
         accepted, refused = 0, False
-        limit = unsent_limit(ep, now, turn_s) if ep is not None else 0
+        limit = unsent_limit(ep, now) if ep is not None else 0
         packet = link.next_packet(flush=flush, data=data)
         while packet is not None:
             if ep is not None and packet[1] != _HELLO:
@@ -294,14 +289,12 @@ class LinkPath:
             send_srtt_s=s.srtt_s if s else None, send_lost=s.packets_lost if s else 0)
 
 
-def unsent_limit(ep: Endpoint, now: float, turn_s: float = 0.0) -> float:
+def unsent_limit(ep: Endpoint, now: float) -> float:
     """How many bytes ``ep`` may hold unsent at ``now``: its pacer's allowance for this
-    turn (which covers a long turn, up to the pacer's MAX_TURN_S) and its rate over the
-    next turn (``turn_s``, within [UNSENT_AHEAD_S, MAX_TURN_S]), within [MIN_UNSENT,
-    MAX_UNSENT]."""
+    turn (which covers a long turn, up to the pacer's MAX_TURN_S) and UNSENT_AHEAD_S of its
+    rate, within [MIN_UNSENT, MAX_UNSENT]."""
     pacer = ep.pacer
-    ahead_s = min(max(turn_s, UNSENT_AHEAD_S), MAX_TURN_S)
-    ahead = pacer.allowance(now) + pacer.rate * ahead_s
+    ahead = pacer.allowance(now) + pacer.rate * UNSENT_AHEAD_S
     return min(MAX_UNSENT, max(MIN_UNSENT, ahead))
 
 

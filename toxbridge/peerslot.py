@@ -70,7 +70,6 @@ class PeerSlot:
         self.crawl = CrawlWatch()  # toxcore's rate stuck at its floor? (see crawl.py)
         self.stall = StallWatch()  # nothing acknowledged while toxcore says up? (stall.py)
         self.hold_data_until = 0.0  # see on_connection
-        self._pumped_at: float | None = None  # the last pump_out: its interval is the turn
         self.rates = RateMeter()
         # Packets toxcore accepted / refused (SENDQ) and received: for the -vv tick line.
         self.n_accepted = self.n_refused = self.n_received = 0
@@ -219,11 +218,6 @@ class PeerSlot:
         io = self.io
         moved = False
         online = self.state.link != "none"
-        # The loop's turn (since the last pump): what our transport holds unsent must last
-        # until the next pump refills it (linkpath.unsent_limit).
-        now = time.monotonic()
-        turn = 0.0 if self._pumped_at is None else now - self._pumped_at
-        self._pumped_at = now
         # Acks wait until a loop turn brings no data (or ACK_EVERY bytes are due): every
         # packet, acks too, spends toxcore's rate budget.
         flush = not (delivered or received)
@@ -232,14 +226,14 @@ class PeerSlot:
         for _ in range(PUMP_ROUNDS):
             filled = io.fill(outbound)
             moved |= filled
-            sent = self._send_packets(tox, flush, turn) if online else 0
+            sent = self._send_packets(tox, flush) if online else 0
             moved |= sent > 0
             if not (filled and sent):
                 break
         self.queued = io.queued
         return moved
 
-    def _send_packets(self, tox: Tox, flush: bool, turn: float = 0.0) -> int:
+    def _send_packets(self, tox: Tox, flush: bool) -> int:
         """Link -> toxcore (lossless until SENDQ, or into the transport: self.path), until
         nothing is due. Returns the packets accepted (or bytes the transport took: > 0)."""
         link = self.link
@@ -248,7 +242,7 @@ class PeerSlot:
             self.hold_data_until = 0.0  # over: no longer a reason to pump (due)
         unsent = link.unsent_bytes
         accepted, refused = self.path.send(tox, self.friend, time.monotonic(),
-                                           flush=flush, data=data, turn_s=turn)
+                                           flush=flush, data=data)
         now = time.monotonic()
         if refused:
             self.crawl.refused(now)
