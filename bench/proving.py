@@ -141,6 +141,10 @@ class _Side:
     chat: _Receiver = field(default_factory=_Receiver)
     frames_sent: int = 0
     chat_sent: int = 0
+    # Senders that have not yet stopped: the drain must not judge while one is inside a
+    # send whose bytes already left (trio's send_all ends in a shielded checkpoint), or it
+    # counts that batch as sent after it stopped reading (test_flaps once: 10 "pending").
+    senders: int = 0
     codes: dict[int, int] = field(default_factory=dict)  # 2002 codes of this side's sends
 
     def codes_between(self, t0: float, t1: float) -> list[int]:
@@ -150,12 +154,14 @@ class _Side:
 async def _raw_sender(app: App, side: _Side, n: int, stop: trio.Event, pace: float) -> None:
     """Frames 0, 1, ... in batches of 10 every ``pace`` s until ``stop`` (at most 100,000)."""
     i = 0
+    side.senders += 1
     while not stop.is_set() and i < 100_000:
         batch = b"".join(encode_data(_frame(k, n)) for k in range(i, i + 10))
         await app.stream.send_all(batch)
         i += 10
         side.frames_sent = i
         await trio.sleep(pace)
+    side.senders -= 1
 
 
 async def _raw_receiver(app: App, side: _Side, n: int) -> None:
@@ -175,12 +181,14 @@ async def _raw_receiver(app: App, side: _Side, n: int) -> None:
 async def _chat_sender(client: Client, goal: str, side: _Side, tag: str, stop: trio.Event,
                        pace: float) -> None:
     i = 0
+    side.senders += 1
     while not stop.is_set() and i < 10_000:
         reply = await client.send(goal, f"{tag}:{i}")
         i += 1
         side.chat_sent = i
         side.codes[reply.get("code")] = side.codes.get(reply.get("code"), 0) + 1
         await trio.sleep(pace)
+    side.senders -= 1
 
 
 async def _chat_receiver(client: Client, side: _Side, tag: str) -> None:
@@ -246,7 +254,7 @@ async def flaps(network: NodeInfo | None, workdir: Path, *, seconds=FLAP_SECONDS
     (``reconnect_s``), and until the frames sent before SIGCONT had all arrived, both ways
     (``caught_up_s``)."""
     workdir.mkdir(parents=True, exist_ok=True)
-    raw_a, raw_b, chat_a, chat_b = _Side(), _Side(), _Side(), _Side()
+    raw_a, raw_b, chat_a, chat_b = sides = _Side(), _Side(), _Side(), _Side()
     cuts: list[dict[str, Any]] = []
     files: list[dict[str, Any]] = []
     started = time.monotonic()
@@ -302,8 +310,9 @@ async def flaps(network: NodeInfo | None, workdir: Path, *, seconds=FLAP_SECONDS
                                                    result, settle))
                         stop.set()
                         # Drain: everything sent gets ``drain`` s to arrive; then stop reading.
-                        await _until(lambda: all(s.frames.last + 1 >= s.frames_sent
-                                                 for s in (raw_a, raw_b))
+                        await _until(lambda: all(s.senders == 0 for s in sides)
+                                     and all(s.frames.last + 1 >= s.frames_sent
+                                             for s in (raw_a, raw_b))
                                      and all(s.chat.last + 1 >= s.chat_sent
                                              for s in (chat_a, chat_b))
                                      and all("md5_ok" in f for f in files), drain)
