@@ -196,17 +196,22 @@ class _SlowSide(_Side):
         return True
 
 
+def open_pair() -> tuple[Link, list[LinkPath]]:
+    """A's Link and the paths of A and B, connected (each Link offers the transport)."""
+    a, b = Link(SID_A, transport=True), Link(SID_B, transport=True)
+    for link in (a, b):
+        link.connection_made()
+    return a, [LinkPath(a), LinkPath(b)]
+
+
 @pytest.mark.parametrize("links", [("UDP",), ("TCP",), ("TCP", "UDP")])
 def test_over_a_tcp_relay_the_transport_queues_at_most_the_relay_queue(links) -> None:
     # toxbridge.linkpath.RELAY_QUEUE says why: a queue at a relay can wedge it for good.
     # ("TCP", "UDP"): toxcore moves the friend to direct UDP halfway; the ceiling goes.
     # The wire: 8 MB/s, 40 ms round trip (320 kB on the way, not queued).
     wire = SlowWire(delay=0.02, rate=8e6)
-    a, b = Link(SID_A, transport=True), Link(SID_B, transport=True)
-    paths = [LinkPath(a), LinkPath(b)]
+    a, paths = open_pair()
     frames = [bytes([i % 256]) * 1000 for i in range(4000)]  # 4 MB
-    for link in (a, b):
-        link.connection_made()
     paths[0].relayed = links[0] == "TCP"  # before the first transport exists: it gets it
     got: list[bytes] = []
     now, queued, most = 0.0, 0, {link: 0.0 for link in links}
@@ -288,11 +293,8 @@ def test_on_a_paced_path_the_bytes_below_the_scheduler_stand_for_milliseconds_no
     # unsent in our transport (where a chat frame would wait behind it) stays a few ms of
     # that rate, where a 64 KiB bound held 22 ms; the path stays as full as before.
     wire = SlowWire(delay=0.02, rate=3e6)
-    a, b = Link(SID_A, transport=True), Link(SID_B, transport=True)
-    paths = [LinkPath(a), LinkPath(b)]
+    a, paths = open_pair()
     frames = [bytes([i % 256]) * 1000 for i in range(4500)]  # 4.5 MB
-    for link in (a, b):
-        link.connection_made()
     got: list[bytes] = []
     now, queued, standing = 0.0, 0, []
     for _ in range(20_000):
