@@ -11,7 +11,8 @@ import pytest
 
 from toxbridge.errors import RemoteProtocolError
 from toxbridge.link import Link, LinkState
-from toxbridge.linkpath import MAX_UNSENT, MIN_UNSENT, RELAY_QUEUE, LinkPath, share_relay, unsent_limit
+from toxbridge.linkpath import (MAX_UNSENT, MIN_UNSENT, RELAY_QUEUE, RELAY_WINDOW, LinkPath, share_relay,
+                               unsent_limit)
 from toxbridge.transport import MAX_PAYLOAD, Endpoint
 from toxbridge.transport.pacer import Pacer
 
@@ -204,17 +205,24 @@ def open_pair() -> tuple[Link, list[LinkPath]]:
     return a, [LinkPath(a), LinkPath(b)]
 
 
-@pytest.mark.parametrize("links", [("UDP",), ("TCP",), ("TCP", "UDP")])
-def test_over_a_tcp_relay_the_transport_queues_at_most_the_relay_queue(links) -> None:
-    # toxbridge.linkpath.RELAY_QUEUE says why: a queue at a relay can wedge it for good.
-    # ("TCP", "UDP"): toxcore moves the friend to direct UDP halfway; the ceiling goes.
-    # The wire: 8 MB/s, 40 ms round trip (320 kB on the way, not queued).
-    wire = SlowWire(delay=0.02, rate=8e6)
+@pytest.mark.parametrize("links, delay", [
+    (("UDP",), 0.02),
+    (("TCP",), 0.02),
+    (("TCP", "UDP"), 0.02),  # toxcore moves the friend to direct UDP halfway; the ceilings go
+    (("TCP",), 0.001),
+])
+def test_over_a_tcp_relay_the_transport_queues_at_most_the_relay_queue_and_window(links, delay) -> None:
+    # toxbridge.linkpath.RELAY_QUEUE and RELAY_WINDOW say why: a relay's socket can wedge.
+    # The wire: 8 MB/s and a round trip of 2 x delay: 40 ms holds 320 kB (more than the
+    # relay window: that caps the rate), 2 ms holds 16 kB (the queue bound holds first).
+    wire = SlowWire(delay=delay, rate=8e6)
     a, paths = open_pair()
     frames = [bytes([i % 256]) * 1000 for i in range(4000)]  # 4 MB
     paths[0].relayed = links[0] == "TCP"  # before the first transport exists: it gets it
     got: list[bytes] = []
-    now, queued, most = 0.0, 0, {link: 0.0 for link in links}
+    now, queued = 0.0, 0
+    most = {link: 0.0 for link in links}
+    flight = {link: 0 for link in links}
     for _ in range(20_000):
         if len(got) == len(frames):
             break
@@ -227,13 +235,22 @@ def test_over_a_tcp_relay_the_transport_queues_at_most_the_relay_queue(links) ->
         wire.arrive(now)
         step(wire, paths, got, now)
         most[link] = max(most[link], wire.queued)
+        flight[link] = max(flight[link], paths[0].statistics().send_in_flight)
     assert got == frames
     took = now
-    if "TCP" in most:  # one turn's packets may go past the limit
-        assert RELAY_QUEUE // 4 < most["TCP"] < RELAY_QUEUE + 10 * (MAX_PAYLOAD + 64)
+    packet = MAX_PAYLOAD + 64
+    if "TCP" in most:  # one turn's packets may go past a limit
+        assert most["TCP"] < RELAY_QUEUE + 10 * packet
+        assert flight["TCP"] <= RELAY_WINDOW + packet
+        if delay == 0.001:
+            assert most["TCP"] > RELAY_QUEUE // 4  # the queue bound is the one that holds
+        else:
+            assert flight["TCP"] > RELAY_WINDOW - 2 * packet  # the window bound holds
     if "UDP" in most:
         assert most["UDP"] > 3 * RELAY_QUEUE  # the model's startup alone, on this path
-    assert took < 4e6 / 8e6 * 1.6  # the path stays full: 4 MB at 8 MB/s, startup included
+    relay_rate = min(8e6, RELAY_WINDOW / (2 * delay))
+    expected = sum(2e6 / (relay_rate if link == "TCP" else 8e6) for link in (links[0], links[-1]))
+    assert took < expected * 1.6  # the path stays as full as the ceilings let it, startup included
 
 
 def test_relayed_paths_with_data_to_move_split_the_relay_window() -> None:

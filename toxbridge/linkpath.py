@@ -34,8 +34,8 @@ from .link import MAX_PACKET_SIZE, Link, LinkState, PacketType
 from .tox import Tox
 from .transport import ACK_ID, DATA_ID, MAX_PAYLOAD, Endpoint
 
-__all__ = ["LinkPath", "LinkPathStatistics", "MAX_UNSENT", "MIN_UNSENT", "RELAY_QUEUE", "share_relay",
-           "unsent_limit"]
+__all__ = ["LinkPath", "LinkPathStatistics", "MAX_UNSENT", "MIN_UNSENT", "RELAY_QUEUE", "RELAY_WINDOW",
+           "share_relay", "unsent_limit"]
 
 _LEN = struct.Struct(">H")
 _HELLO = int(PacketType.HELLO)
@@ -63,6 +63,15 @@ MAX_UNSENT = 64 * 1024
 # the buffer keeps room for the rest of a packet. The bytes on the wire of a long path
 # are not queued anywhere: the model's product of rate and least round trip adds them.
 RELAY_QUEUE = 48 * 1024
+# ... and at most this in flight at all over a relay. The product above is the model's
+# max rate x least round trip, and through a relay both run high: tox-bootstrapd sleeps
+# 30 ms a turn, so its acks come in bursts that read as 2-7 MB/s where 0.5-1.6 move, and
+# its hold is in the round trip, though those bytes sit in its socket, not on a wire.
+# test_nat's TCP shapes (2026-12-03, both on this tree and before the unsent bound) wedged
+# in 3 of 5 runs, with 141-300 kB of the Link's stream unacknowledged; in traced runs
+# that passed, the transport had up to 95-129 kB in flight. The relay's buffer is bytes,
+# not time: whatever is in flight lands in it when the relay stops reading for a moment.
+RELAY_WINDOW = 80 * 1024
 # toxcore does not say which relay carries which friend, so all relayed friends are taken
 # to share one connection (a hub's spokes behind one relay would otherwise put one ceiling
 # each into it): those with data to move split RELAY_QUEUE (share_relay), never below
@@ -118,6 +127,8 @@ class LinkPath:
 
     @relayed.setter
     def relayed(self, value: bool) -> None:
+        if self._relayed and not value and self._send_ep is not None:
+            self._send_ep.cc.path_changed()  # off the relay: its ceilings no longer hold the rate
         self._relayed = value
         self._apply_ceiling()
 
@@ -133,7 +144,9 @@ class LinkPath:
 
     def _apply_ceiling(self) -> None:
         if self._send_ep is not None:
-            self._send_ep.cc.path_queue = self._share if self._relayed else float("inf")
+            cc = self._send_ep.cc
+            cc.path_queue = self._share if self._relayed else float("inf")
+            cc.path_window = self._share * RELAY_WINDOW // RELAY_QUEUE if self._relayed else float("inf")
 
     def _sync(self) -> None:
         """Start or drop transports to match the Link's epochs (HELLOs, reconnects)."""

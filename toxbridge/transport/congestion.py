@@ -102,8 +102,11 @@ class BbrController:
         self.inflight_hi = float("inf")  # the loss-driven ceiling (inf: none yet)
         # the most the path may hold beyond the model's bandwidth-delay product, a ceiling
         # beside the model's own (inf: none; the shell sets it: a TCP relay's queue,
-        # toxbridge.linkpath.RELAY_QUEUE)
+        # toxbridge.linkpath.RELAY_QUEUE) ...
         self.path_queue = float("inf")
+        # ... and the most it may hold in flight at all, whatever the model thinks is on the
+        # wire (inf: none; a TCP relay's socket: toxbridge.linkpath.RELAY_WINDOW)
+        self.path_window = float("inf")
         self._hi_step = AI_PACKETS  # packets the ceiling climbs at the end of this round
         self._queue_was_full = False  # the round that just ended lost as a full queue does
         self.ceiling_cuts = 0  # rounds taken for a full queue (a trace reads it)
@@ -188,6 +191,17 @@ class BbrController:
             self._extra_this_round = extra
             if extra > self.extra_acked:
                 self.extra_acked = extra
+
+    def path_changed(self) -> None:
+        """The flow moved to another path (toxcore: from a TCP relay to direct UDP): what
+        the model learned says little there, so it probes again from its last rate.
+        Startup's growth checks start over; the estimates stay until new samples age them
+        out. Under the relay window the rate had stopped growing at the ceiling, and probe_bw's
+        1.25 x per cycle took seconds to find a direct path's rate."""
+        if self.state != PROBE_RTT:
+            self.state, self.pacing_gain, self.cwnd_gain = STARTUP, HIGH_GAIN, HIGH_GAIN
+        self.filled_pipe = False
+        self._full_bw, self._full_bw_count = 0.0, 0
 
     def on_lost(self, now: float, lost_bytes: int, bytes_in_flight: int) -> None:
         self.bytes_lost += lost_bytes  # random loss moves no estimate: that is the point
@@ -313,6 +327,8 @@ class BbrController:
         limit = self.path_queue
         if self.max_bw and self.min_rtt != _INF:
             limit += self.max_bw * self.min_rtt
+        if limit > self.path_window:
+            limit = self.path_window
         return w if w <= limit else int(limit)
 
     def statistics(self) -> dict:
