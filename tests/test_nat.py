@@ -54,7 +54,7 @@ TRANSFER_TIMEOUT = 60
 # Found by this test (2026-12-02): over the TCP relay, a burst at the channel's start
 # wedged one direction in 3 of 8 runs (tox-bootstrapd's socket full, less than a packet
 # unread: docs/wire.md §4.5); the transport now keeps at most 48 KiB queued there.
-# Found by this test (2026-12-03): the same wedge in 3 of 5 runs, the model's rate x least
+# Found by this test (2026-12-03): the same wedge in 3 of 7 runs, the model's rate x least
 # round trip (counted as the wire, not as a queue) inflated by the relay's 30 ms turns;
 # the transport now keeps at most 80 KiB in flight over a relay at all (0 of 12 since).
 

@@ -68,7 +68,7 @@ RELAY_QUEUE = 48 * 1024
 # 30 ms a turn, so its acks come in bursts that read as 2-7 MB/s where 0.5-1.6 move, and
 # its hold is in the round trip, though those bytes sit in its socket, not on a wire.
 # test_nat's TCP shapes (2026-12-03, both on this tree and before the unsent bound) wedged
-# in 3 of 5 runs, with 141-300 kB of the Link's stream unacknowledged; in traced runs
+# in 3 of 7 runs, with 141-300 kB of the Link's stream unacknowledged; in traced runs
 # that passed, the transport had up to 95-129 kB in flight. The relay's buffer is bytes,
 # not time: whatever is in flight lands in it when the relay stops reading for a moment.
 RELAY_WINDOW = 80 * 1024
