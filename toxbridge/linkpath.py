@@ -34,8 +34,8 @@ from .link import MAX_PACKET_SIZE, Link, LinkState, PacketType
 from .tox import Tox
 from .transport import ACK_ID, DATA_ID, MAX_PAYLOAD, Endpoint
 
-__all__ = ["LinkPath", "LinkPathStatistics", "MAX_UNSENT", "MIN_UNSENT", "RELAY_QUEUE", "RELAY_WINDOW",
-           "share_relay", "unsent_limit"]
+__all__ = ["LinkPath", "LinkPathStatistics", "MAX_UNSENT", "MIN_UNSENT", "RELAY_HOLD_S", "RELAY_QUEUE",
+           "RELAY_WINDOW", "share_relay", "unsent_limit"]
 
 _LEN = struct.Struct(">H")
 _HELLO = int(PacketType.HELLO)
@@ -63,15 +63,20 @@ MAX_UNSENT = 64 * 1024
 # the buffer keeps room for the rest of a packet. The bytes on the wire of a long path
 # are not queued anywhere: the model's product of rate and least round trip adds them.
 RELAY_QUEUE = 48 * 1024
-# ... and at most this in flight at all over a relay. The product above is the model's
-# max rate x least round trip, and through a relay both run high: tox-bootstrapd sleeps
-# 30 ms a turn, so its acks come in bursts that read as 2-7 MB/s where 0.5-1.6 move, and
-# its hold is in the round trip, though those bytes sit in its socket, not on a wire.
-# test_nat's TCP shapes (2026-12-03, both on this tree and before the unsent bound) wedged
-# in 3 of 7 runs, with 141-300 kB of the Link's stream unacknowledged; in traced runs
-# that passed, the transport had up to 95-129 kB in flight. The relay's buffer is bytes,
-# not time: whatever is in flight lands in it when the relay stops reading for a moment.
+# ... and in flight at all over a relay, at most RELAY_WINDOW plus the model's rate x what
+# the least round trip shows beyond the relay's own hold (RELAY_HOLD_S: tox-bootstrapd
+# sleeps 30 ms a turn). The product above trusts the model's max rate x least round trip
+# as the wire, and through a relay both run high: the relay's acks come in 30 ms bursts
+# that read as 1.2-2.3 MB/s where 0.5-1.6 move (traced), and its hold is in the round
+# trip, though those bytes sit in its socket, not on a wire. test_nat's TCP shapes
+# (2026-12-03, on this tree and before the unsent bound alike) wedged in 3 of 7 runs with
+# 141-300 kB of the Link's stream unacknowledged; in traced runs that passed, the
+# transport had 95-129 kB in flight. On loopback the round trip is nearly all hold, so the
+# window is ~80-93 kB; on a long path the wire's part comes back. Under the cap the rate
+# is the cap's own, so the window settles near RELAY_WINDOW x least round trip / hold: a
+# relay connection carries at most ~RELAY_WINDOW / hold (2.7 MB/s).
 RELAY_WINDOW = 80 * 1024
+RELAY_HOLD_S = 0.030
 # toxcore does not say which relay carries which friend, so all relayed friends are taken
 # to share one connection (a hub's spokes behind one relay would otherwise put one ceiling
 # each into it): those with data to move split RELAY_QUEUE (share_relay), never below
@@ -147,6 +152,7 @@ class LinkPath:
             cc = self._send_ep.cc
             cc.path_queue = self._share if self._relayed else float("inf")
             cc.path_window = self._share * RELAY_WINDOW // RELAY_QUEUE if self._relayed else float("inf")
+            cc.path_hold = RELAY_HOLD_S if self._relayed else 0.0
 
     def _sync(self) -> None:
         """Start or drop transports to match the Link's epochs (HELLOs, reconnects)."""

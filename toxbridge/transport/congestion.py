@@ -104,9 +104,12 @@ class BbrController:
         # beside the model's own (inf: none; the shell sets it: a TCP relay's queue,
         # toxbridge.linkpath.RELAY_QUEUE) ...
         self.path_queue = float("inf")
-        # ... and the most it may hold in flight at all, whatever the model thinks is on the
-        # wire (inf: none; a TCP relay's socket: toxbridge.linkpath.RELAY_WINDOW)
+        # ... and the most it may hold in flight, beyond the rate x the least round trip
+        # less the path's own hold (s): the time a relay keeps bytes in its socket between
+        # reads is no wire (inf, 0: none; a TCP relay: toxbridge.linkpath.RELAY_WINDOW,
+        # RELAY_HOLD_S)
         self.path_window = float("inf")
+        self.path_hold = 0.0
         self._hi_step = AI_PACKETS  # packets the ceiling climbs at the end of this round
         self._queue_was_full = False  # the round that just ended lost as a full queue does
         self.ceiling_cuts = 0  # rounds taken for a full queue (a trace reads it)
@@ -324,11 +327,13 @@ class BbrController:
         # The bytes on the wire queue nowhere. Not bdp(): before the model knows the path
         # it gives the initial window, and relayed peers' first rounds together would then
         # queue more than their share (test_linkpath_epochs, three spokes: 72 kB).
-        limit = self.path_queue
+        limit, cap = self.path_queue, self.path_window
         if self.max_bw and self.min_rtt != _INF:
             limit += self.max_bw * self.min_rtt
-        if limit > self.path_window:
-            limit = self.path_window
+            if self.min_rtt > self.path_hold:
+                cap += self.max_bw * (self.min_rtt - self.path_hold)
+        if limit > cap:
+            limit = cap
         return w if w <= limit else int(limit)
 
     def statistics(self) -> dict:
