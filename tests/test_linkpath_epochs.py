@@ -11,8 +11,7 @@ import pytest
 
 from toxbridge.errors import RemoteProtocolError
 from toxbridge.link import Link, LinkState
-from toxbridge.linkpath import (MAX_UNSENT, MIN_UNSENT, RELAY_HOLD_S, RELAY_QUEUE, RELAY_WINDOW, LinkPath,
-                               share_relay, unsent_limit)
+from toxbridge.linkpath import MAX_UNSENT, MIN_UNSENT, RELAY_FLIGHT, LinkPath, share_relay, unsent_limit
 from toxbridge.transport import MAX_PAYLOAD, Endpoint
 from toxbridge.transport.pacer import Pacer
 
@@ -57,6 +56,8 @@ def step(wire: Wire, paths: list[LinkPath], got: list[bytes], now: float,
         while wire.lossy[i]:
             path.receive_lossy(wire.lossy[i].popleft(), now)
         path.deliver()
+        if i == 0 and getattr(wire, "sender", None) is path and path.statistics().send_in_flight == 0:
+            wire.new_flight = True
         (got if i == 0 or got_b is None else got_b).extend(iter(path.link.next_frame, None))
         path.send(wire.side(i), 0, now, flush=True, data=True)
 
@@ -170,6 +171,11 @@ class SlowWire(Wire):
         self.delay, self.rate, self.now = delay, rate, 0.0
         self.free_at = 0.0  # when the bottleneck has sent all it holds
         self.transit: list[deque[tuple[float, bytes]]] = [deque(), deque()]
+        self.sender: LinkPath | None = None  # side 0's path, if set: its flights are counted
+        self.new_flight = True  # side 0 had nothing in flight when it last got to send
+        self.flight = 0  # DATA bytes towards side 1 since side 0 had nothing in flight
+        self.most_flight = 0
+        self.flights = 0
 
     def side(self, i: int) -> _SlowSide:
         return _SlowSide(self, 1 - i)
@@ -193,6 +199,13 @@ class _SlowSide(_Side):
         if self.to == 1:
             wire.free_at = max(wire.free_at, wire.now) + len(packet) / wire.rate
             due = wire.free_at + wire.delay
+            if wire.sender is not None and packet[0] == 200:  # DATA
+                if wire.new_flight:
+                    wire.new_flight = False
+                    wire.flight = 0
+                    wire.flights += 1
+                wire.flight += len(packet) - 1  # less the epoch byte: the transport's size
+                wire.most_flight = max(wire.most_flight, wire.flight)
         wire.transit[self.to].append((due, packet))
         return True
 
@@ -208,67 +221,65 @@ def open_pair() -> tuple[Link, list[LinkPath]]:
 @pytest.mark.parametrize("links, delay", [
     (("UDP",), 0.02),
     (("TCP",), 0.02),
-    (("TCP", "UDP"), 0.02),  # toxcore moves the friend to direct UDP halfway; the ceilings go
+    (("TCP", "UDP"), 0.02),  # toxcore moves the friend to direct UDP halfway: no more flights
     (("TCP",), 0.001),
 ])
-def test_over_a_tcp_relay_the_transport_queues_at_most_the_relay_queue_and_window(links, delay) -> None:
-    # toxbridge.linkpath.RELAY_QUEUE and RELAY_WINDOW say why: a relay's socket can wedge.
-    # The wire: 8 MB/s and a round trip of 2 x delay: 40 ms holds 320 kB, more than the
-    # relay window and the 10 ms beyond the relay's hold (that caps the rate); 2 ms holds
-    # 16 kB (the queue bound holds first).
+def test_over_a_tcp_relay_the_transport_sends_flights_of_at_most_relay_flight(links, delay) -> None:
+    # toxbridge.linkpath.RELAY_FLIGHT says why: a relay's socket can wedge while our bytes
+    # keep arriving. The wire: 8 MB/s and a round trip of 2 x delay (40 ms holds 320 kB,
+    # four flights; 2 ms holds 16 kB).
     wire = SlowWire(delay=delay, rate=8e6)
     a, paths = open_pair()
+    wire.sender = paths[0]
     frames = [bytes([i % 256]) * 1000 for i in range(4000)]  # 4 MB
     paths[0].relayed = links[0] == "TCP"  # before the first transport exists: it gets it
     got: list[bytes] = []
     now, queued = 0.0, 0
-    most = {link: 0.0 for link in links}
-    flight = {link: 0 for link in links}
+    most = {link: 0 for link in links}
+    flights = {link: 0 for link in links}
     for _ in range(20_000):
         if len(got) == len(frames):
             break
         link = links[0] if len(got) < len(frames) // 2 else links[-1]
-        paths[0].relayed = link == "TCP"
+        if paths[0].relayed != (link == "TCP"):
+            paths[0].relayed = link == "TCP"
+            wire.most_flight = wire.flights = 0
         while queued < len(frames) and a.can_send_frame(len(frames[queued])):
             a.send_frame(frames[queued])
             queued += 1
         now += 0.001
         wire.arrive(now)
         step(wire, paths, got, now)
-        most[link] = max(most[link], wire.queued)
-        flight[link] = max(flight[link], paths[0].statistics().send_in_flight)
+        most[link] = max(most[link], wire.most_flight)
+        flights[link] = wire.flights
     assert got == frames
     took = now
     packet = MAX_PAYLOAD + 64
-    # The cap adds the model's rate x (round trip - hold), and under the cap the rate is
-    # the cap's own: w = RELAY_WINDOW + w / rtt x (rtt - hold), so w = RELAY_WINDOW x rtt / hold
-    # (a relay's rate is at most RELAY_WINDOW / hold, however long the path)
-    window = RELAY_WINDOW * max(1.0, 2 * delay / RELAY_HOLD_S)
-    if "TCP" in most:  # one turn's packets may go past a limit
-        assert most["TCP"] < RELAY_QUEUE + 10 * packet
-        assert flight["TCP"] <= window * 1.1 + packet  # the model's rate may read a little high
-        if delay == 0.001:
-            assert most["TCP"] > RELAY_QUEUE // 4  # the queue bound is the one that holds
-        else:
-            assert flight["TCP"] > window * 0.9  # the window bound holds
+    if "TCP" in most:
+        # the packet that makes a flight whole may go past the limit, nothing after it
+        assert RELAY_FLIGHT * 0.9 < most["TCP"] <= RELAY_FLIGHT + packet
+        assert flights["TCP"] >= 2e6 / (RELAY_FLIGHT + packet)  # every byte went in a flight
     if "UDP" in most:
-        assert most["UDP"] > 3 * RELAY_QUEUE  # the model's startup alone, on this path
-    relay_rate = min(8e6, window / (2 * delay))
+        assert most["UDP"] > 8 * RELAY_FLIGHT  # the stream flows on: one flight, never empty
+        assert flights["UDP"] <= 3
+    # a relay's flight takes its bytes at the wire's rate, then a round trip and the ack delay
+    relay_rate = RELAY_FLIGHT / (RELAY_FLIGHT / 8e6 + 2 * delay + 0.010)
     expected = sum(2e6 / (relay_rate if link == "TCP" else 8e6) for link in (links[0], links[-1]))
-    assert took < expected * 1.6  # the path stays as full as the ceilings let it, startup included
+    assert took < expected * 1.6  # the path stays as full as the flights let it, startup included
 
 
-def test_relayed_paths_with_data_to_move_split_the_relay_window() -> None:
-    # A hub's spokes may all sit behind the one relay connection it has: their ceilings
-    # together queue at most RELAY_QUEUE (toxbridge.linkpath.share_relay)
+def test_relayed_paths_with_data_to_move_split_the_relay_flight() -> None:
+    # A hub's spokes may all sit behind the one relay connection it has: their flights
+    # together send at most RELAY_FLIGHT (toxbridge.linkpath.share_relay)
     hub = [Link(SID_A, transport=True) for _ in range(3)]
     spokes = [Link(SID_B, transport=True) for _ in range(3)]
     pairs = [[LinkPath(h), LinkPath(s)] for h, s in zip(hub, spokes)]
     wires = [SlowWire(delay=0.02, rate=8e6) for _ in pairs]
     for link in hub + spokes:
         link.connection_made()
-    for paths in pairs:
+    for paths, w in zip(pairs, wires):
         paths[0].relayed = True
+        w.sender = paths[0]
     direct = LinkPath(Link(SID_A, transport=True))  # a friend on UDP takes no share
     frames = [bytes([i % 256]) * 1000 for i in range(1500)]
     got: list[list[bytes]] = [[] for _ in pairs]
@@ -287,8 +298,13 @@ def test_relayed_paths_with_data_to_move_split_the_relay_window() -> None:
         now += 0.001
         most = max(most, sum(w.queued for w in wires))
     assert got == [frames] * len(pairs)
-    assert RELAY_QUEUE // 4 < most < RELAY_QUEUE + len(pairs) * 4 * (MAX_PAYLOAD + 64)
-    assert direct.share == RELAY_QUEUE and not direct.relayed
+    packet = MAX_PAYLOAD + 64
+    for w in wires:
+        # the first flight starts before the split (share_relay sees no data until then)
+        assert w.most_flight <= RELAY_FLIGHT + packet
+        assert w.flights > 1.5e6 / (RELAY_FLIGHT // len(pairs) + packet) * 0.9  # then each its third
+    assert most < RELAY_FLIGHT + len(pairs) * packet
+    assert direct.share == RELAY_FLIGHT and not direct.relayed
 
 
 @pytest.mark.parametrize("rate, tokens_used, expected", [

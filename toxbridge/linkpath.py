@@ -34,8 +34,8 @@ from .link import MAX_PACKET_SIZE, Link, LinkState, PacketType
 from .tox import Tox
 from .transport import ACK_ID, DATA_ID, MAX_PAYLOAD, Endpoint
 
-__all__ = ["LinkPath", "LinkPathStatistics", "MAX_UNSENT", "MIN_UNSENT", "RELAY_HOLD_S", "RELAY_QUEUE",
-           "RELAY_WINDOW", "share_relay", "unsent_limit"]
+__all__ = ["LinkPath", "LinkPathStatistics", "MAX_UNSENT", "MIN_UNSENT", "RELAY_FLIGHT", "share_relay",
+           "unsent_limit"]
 
 _LEN = struct.Struct(">H")
 _HELLO = int(PacketType.HELLO)
@@ -51,36 +51,25 @@ _HELLO = int(PacketType.HELLO)
 UNSENT_AHEAD_S = 0.002
 MIN_UNSENT = 4 * MAX_PAYLOAD
 MAX_UNSENT = 64 * 1024
-# The most of our transport's bytes queued on the way (in flight beyond the model's
-# bandwidth-delay product) while toxcore carries them over a TCP relay. A relay (toxcore's
-# TCP server, tox-bootstrapd) reads a client's socket only when a whole packet is in it.
-# A queue larger than the relay socket's receive buffer (131,072 bytes on Linux until
-# autotuning grows it) can leave that buffer's memory full with less than a packet unread:
-# the relay waits for the rest, the kernel advertises a zero window, and that direction
-# carries nothing for good (seen in test_nat with 1.1 MB sent in the first second: Recv-Q
-# 702 bytes, 124,736 of 131,072 bytes of memory, until toxcore dropped that relay
-# connection 28 s later; with at most 96 KiB in flight: 784 bytes, 126,739). At 48 KiB
-# the buffer keeps room for the rest of a packet. The bytes on the wire of a long path
-# are not queued anywhere: the model's product of rate and least round trip adds them.
-RELAY_QUEUE = 48 * 1024
-# ... and in flight at all over a relay, at most RELAY_WINDOW plus the model's rate x what
-# the least round trip shows beyond the relay's own hold (RELAY_HOLD_S: tox-bootstrapd
-# sleeps 30 ms a turn). The product above trusts the model's max rate x least round trip
-# as the wire, and through a relay both run high: the relay's acks come in 30 ms bursts
-# that read as 1.2-2.3 MB/s where 0.5-1.6 move (traced), and its hold is in the round
-# trip, though those bytes sit in its socket, not on a wire. test_nat's TCP shapes
-# (2026-12-03, on this tree and before the unsent bound alike) wedged in 3 of 7 runs with
-# 141-300 kB of the Link's stream unacknowledged; in traced runs that passed, the
-# transport had 95-129 kB in flight. On loopback the round trip is nearly all hold, so the
-# window is ~80-93 kB; on a long path the wire's part comes back. Under the cap the rate
-# is the cap's own, so the window settles near RELAY_WINDOW x least round trip / hold: a
-# relay connection carries at most ~RELAY_WINDOW / hold (2.7 MB/s).
-RELAY_WINDOW = 80 * 1024
-RELAY_HOLD_S = 0.030
+# Over a TCP relay our transport sends in flights of at most RELAY_FLIGHT bytes: after one,
+# nothing more until all of it is acknowledged. A relay (toxcore's TCP server,
+# tox-bootstrapd) reads a client's socket only while a whole packet is in it, and Linux
+# frees a received buffer only once it is read to its end, while new segments are merged
+# into the last buffer. So while our bytes keep arriving, each read leaves the start of a
+# packet behind, and the buffer that holds it grows with everything that came since the
+# relay last read up to where we had stopped. Once it fills the socket's receive memory
+# (131,072 bytes until Linux autotunes it), the kernel advertises a zero window, the rest
+# of that packet never comes, and the direction is dead until toxcore drops the relay
+# connection (`ss -tinm` in test_nat's relay namespace, 2026-12-04: 1,388 bytes unread
+# holding 171,000 of 176,336 bytes of memory, zero window for good). When nothing is in
+# flight, the relay has read everything up to our last byte, so each flight starts on a
+# freed buffer: in test_nat's relay, at most 88 kB of memory in 18 sockets (0.3 s samples)
+# against 171 kB. Caps on bytes in flight alone (48 KiB beyond the model's product, then
+# 80 KiB) made that wedge rarer, never impossible: 1 in 18 runs.
+RELAY_FLIGHT = 80 * 1024
 # toxcore does not say which relay carries which friend, so all relayed friends are taken
-# to share one connection (a hub's spokes behind one relay would otherwise put one ceiling
-# each into it): those with data to move split RELAY_QUEUE (share_relay), never below
-# two packets each.
+# to share one connection: those with data to move split RELAY_FLIGHT (share_relay),
+# never below two packets each.
 MIN_RELAY_SHARE = 2 * MAX_PAYLOAD
 
 
@@ -114,7 +103,7 @@ class LinkPath:
         self._received = {DATA_ID: 0, ACK_ID: 0}
         self._refused = self._stale = self._epochs = 0
         self._relayed = False
-        self._share = RELAY_QUEUE
+        self._share = RELAY_FLIGHT
         self.error: str | None = None  # the peer broke the transport: raised once, then deaf
 
     # -- state ------------------------------------------------------------------------
@@ -126,8 +115,8 @@ class LinkPath:
 
     @property
     def relayed(self) -> bool:
-        """toxcore carries this friend over a TCP relay: our transport keeps at most
-        ``share`` queued (RELAY_QUEUE unless share_relay splits it)."""
+        """toxcore carries this friend over a TCP relay: our transport sends flights of at
+        most ``share`` bytes (RELAY_FLIGHT unless share_relay splits it)."""
         return self._relayed
 
     @relayed.setter
@@ -149,10 +138,7 @@ class LinkPath:
 
     def _apply_ceiling(self) -> None:
         if self._send_ep is not None:
-            cc = self._send_ep.cc
-            cc.path_queue = self._share if self._relayed else float("inf")
-            cc.path_window = self._share * RELAY_WINDOW // RELAY_QUEUE if self._relayed else float("inf")
-            cc.path_hold = RELAY_HOLD_S if self._relayed else 0.0
+            self._send_ep.cc.path_flight = self._share if self._relayed else float("inf")
 
     def _sync(self) -> None:
         """Start or drop transports to match the Link's epochs (HELLOs, reconnects)."""
@@ -321,12 +307,12 @@ def unsent_limit(ep: Endpoint, now: float) -> float:
 
 
 def share_relay(paths: Iterable[LinkPath]) -> None:
-    """Split RELAY_QUEUE among the relayed paths with data to move (the others get the
+    """Split RELAY_FLIGHT among the relayed paths with data to move (the others get the
     same share, ready for when they have some)."""
     relayed = [p for p in paths if p.relayed]
     if not relayed:
         return
     busy = sum(1 for p in relayed if p.busy) or 1
-    share = max(RELAY_QUEUE // busy, MIN_RELAY_SHARE)
+    share = max(RELAY_FLIGHT // busy, MIN_RELAY_SHARE)
     for p in relayed:
         p.share = share

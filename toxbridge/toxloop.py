@@ -141,7 +141,7 @@ class ToxLoop(threading.Thread):
                                 busy_period=config.busy_period, idle_period=config.idle_period)
         self._received_n = 0  # packets from peers during this loop turn
         self._relayed = False  # ... and whether one came from or went to a relayed peer
-        self._any_relayed = False  # a peer is on a TCP relay: its paths share RELAY_QUEUE
+        self._any_relayed = False  # a peer is on a TCP relay: its paths share RELAY_FLIGHT
         self._turn = 0  # which slot goes first this turn (fairness)
         # Waits since the last -vv tick line: busy, idle ended by toxcore's interval, by a
         # transport timer, by an arriving datagram, and waits ended by the trio side's flag.

@@ -100,16 +100,10 @@ class BbrController:
         self._blackout = False  # persistent loss: only probes until an ack comes back
         self.bytes_lost = 0
         self.inflight_hi = float("inf")  # the loss-driven ceiling (inf: none yet)
-        # the most the path may hold beyond the model's bandwidth-delay product, a ceiling
-        # beside the model's own (inf: none; the shell sets it: a TCP relay's queue,
-        # toxbridge.linkpath.RELAY_QUEUE) ...
-        self.path_queue = float("inf")
-        # ... and the most it may hold in flight, beyond the rate x the least round trip
-        # less the path's own hold (s): the time a relay keeps bytes in its socket between
-        # reads is no wire (inf, 0: none; a TCP relay: toxbridge.linkpath.RELAY_WINDOW,
-        # RELAY_HOLD_S)
-        self.path_window = float("inf")
-        self.path_hold = 0.0
+        # the most one flight may send: from nothing in flight until nothing is again (inf:
+        # no limit; the shell sets it for a TCP relay, toxbridge.linkpath.RELAY_FLIGHT)
+        self.path_flight = float("inf")
+        self._flight_sent = 0  # bytes sent since nothing was in flight
         self._hi_step = AI_PACKETS  # packets the ceiling climbs at the end of this round
         self._queue_was_full = False  # the round that just ended lost as a full queue does
         self.ceiling_cuts = 0  # rounds taken for a full queue (a trace reads it)
@@ -128,6 +122,8 @@ class BbrController:
     def on_sent(self, now: float, size: int, bytes_in_flight: int) -> tuple:
         if bytes_in_flight == 0:  # a new flight: its rate is timed from here
             self._first_sent_time = self._delivered_time = now
+            self._flight_sent = 0
+        self._flight_sent += size
         return (self.delivered, self._delivered_time, self._first_sent_time,
                 self._app_limited_until != 0)
 
@@ -141,6 +137,8 @@ class BbrController:
         """``sent_time``/``state``: of the most recently sent packet this ack acknowledged."""
         self.delivered += acked_bytes
         self._delivered_time = now
+        if bytes_in_flight == 0:
+            self._flight_sent = 0  # the flight is over
         if self._blackout:  # what the blackout lost is declared now: not a full queue
             self._blackout = False
             self._loss_quiet_until = self.round_count + 2
@@ -199,8 +197,8 @@ class BbrController:
         """The flow moved to another path (toxcore: from a TCP relay to direct UDP): what
         the model learned says little there, so it probes again from its last rate.
         Startup's growth checks start over; the estimates stay until new samples age them
-        out. Under the relay window the rate had stopped growing at the ceiling, and probe_bw's
-        1.25 x per cycle took seconds to find a direct path's rate."""
+        out. Under the relay's flights the rate had stopped growing at their pace, and
+        probe_bw's 1.25 x per cycle took seconds to find a direct path's rate."""
         if self.state != PROBE_RTT:
             self.state, self.pacing_gain, self.cwnd_gain = STARTUP, HIGH_GAIN, HIGH_GAIN
         self.filled_pipe = False
@@ -208,6 +206,8 @@ class BbrController:
 
     def on_lost(self, now: float, lost_bytes: int, bytes_in_flight: int) -> None:
         self.bytes_lost += lost_bytes  # random loss moves no estimate: that is the point
+        if bytes_in_flight == 0:
+            self._flight_sent = 0
         if self.round_count >= self._loss_quiet_until:
             self._round_lost += lost_bytes
 
@@ -322,19 +322,9 @@ class BbrController:
         else:
             hi = self.inflight_hi
             w = self.cwnd if hi > self.cwnd else max(int(hi), self.min_cwnd)
-        if self.path_queue == _INF:
-            return w
-        # The bytes on the wire queue nowhere. Not bdp(): before the model knows the path
-        # it gives the initial window, and relayed peers' first rounds together would then
-        # queue more than their share (test_linkpath_epochs, three spokes: 72 kB).
-        limit, cap = self.path_queue, self.path_window
-        if self.max_bw and self.min_rtt != _INF:
-            limit += self.max_bw * self.min_rtt
-            if self.min_rtt > self.path_hold:
-                cap += self.max_bw * (self.min_rtt - self.path_hold)
-        if limit > cap:
-            limit = cap
-        return w if w <= limit else int(limit)
+        if self._flight_sent >= self.path_flight:
+            return 1  # the flight is whole: the next one starts once nothing is in flight
+        return w
 
     def statistics(self) -> dict:
         return {"state": self.state, "max_bw_Bps": self.max_bw,
