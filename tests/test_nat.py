@@ -51,14 +51,11 @@ TRANSFER_TIMEOUT = 60
 # packets and resets a crawling connection (2026-11-24, toxbridge/link.py, crawl.py) it
 # has not been seen in 9 runs of both symmetric tests (to 2026-11-28), so it is no longer
 # excused: a stall fails here like any other timeout.
-# Found by this test (2026-12-02): over the TCP relay, a burst at the channel's start
-# wedged one direction in 3 of 8 runs (tox-bootstrapd's socket full, less than a packet
-# unread: docs/wire.md §4.5); the transport now keeps at most 48 KiB queued there.
-# Found by this test (2026-12-03): the same wedge in 3 of 7 runs, the model's rate x least
-# round trip (counted as the wire, not as a queue) inflated by the relay's 30 ms turns;
-# over a relay the transport now keeps at most 80 KiB in flight, plus the model's rate x
-# the least round trip beyond the relay's 30 ms hold: 1 of 18 runs wedged since (docs/wire.md
-# §4.5), so this test can still fail here, about 1 run in 20: not solved, only rarer.
+# Found by this test (2026-12-02 to 12-04): over the TCP relay, one direction wedged for
+# good: tox-bootstrapd reads only whole packets, and while our bytes kept arriving, the
+# buffer holding a packet's start grew until its socket's receive memory was full (zero
+# window). Caps on bytes in flight made it rarer (3 of 7 runs, then 1 of 18); flights that
+# wait for all their acks (docs/wire.md §4.5, RELAY_FLIGHT) let the relay read to the end.
 
 
 def link_of(app: App) -> str | None:

@@ -34,7 +34,8 @@ from .link import MAX_PACKET_SIZE, Link, LinkState, PacketType
 from .tox import Tox
 from .transport import ACK_ID, DATA_ID, MAX_PAYLOAD, Endpoint
 
-__all__ = ["LinkPath", "LinkPathStatistics", "MAX_UNSENT", "MIN_UNSENT", "RELAY_FLIGHT", "share_relay",
+__all__ = ["LinkPath", "LinkPathStatistics", "MAX_UNSENT", "MIN_UNSENT", "RELAY_FLIGHT", "RELAY_HOLD_S",
+           "share_relay",
            "unsent_limit"]
 
 _LEN = struct.Struct(">H")
@@ -67,6 +68,12 @@ MAX_UNSENT = 64 * 1024
 # against 171 kB. Caps on bytes in flight alone (48 KiB beyond the model's product, then
 # 80 KiB) made that wedge rarer, never impossible: 1 in 18 runs.
 RELAY_FLIGHT = 80 * 1024
+# On a long path a flight waits longer for its acks: it is RELAY_FLIGHT x the least round
+# trip over RELAY_HOLD_S (tox-bootstrapd sleeps 30 ms a turn, so a relay on loopback has a
+# round trip of about that, and its flights stay at 80 KiB). The relay's socket sees the long
+# round trip too, and Linux grows a socket's receive buffer with the bytes that arrive per
+# round trip (on loopback it stays at 131,072 bytes); not measured on a long path.
+RELAY_HOLD_S = 0.030
 # toxcore does not say which relay carries which friend, so all relayed friends are taken
 # to share one connection: those with data to move split RELAY_FLIGHT (share_relay),
 # never below two packets each.
@@ -138,7 +145,10 @@ class LinkPath:
 
     def _apply_ceiling(self) -> None:
         if self._send_ep is not None:
-            self._send_ep.cc.path_flight = self._share if self._relayed else float("inf")
+            if self._relayed:
+                self._send_ep.cc.set_flight(self._share, RELAY_HOLD_S)
+            else:
+                self._send_ep.cc.set_flight(float("inf"))
 
     def _sync(self) -> None:
         """Start or drop transports to match the Link's epochs (HELLOs, reconnects)."""

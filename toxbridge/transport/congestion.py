@@ -28,6 +28,11 @@ CYCLE_GAINS = (1.25, 0.75, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0)
 CWND_GAIN = 1.5
 BW_ROUNDS = 10  # the bandwidth filter's window, in round trips
 MIN_RTT_WINDOW = 10.0  # s
+# A flight (path_flight) goes out within this time at least, whatever the model's rate: the
+# wait for its acks already spaces the flights, and a flight paced at the rate it measures
+# itself by never finds a faster path (bench wan's 50 ms relay row: 0.30 MB/s, the model at
+# 0.5-0.6 MB/s, each flight 130 ms on its way and one round trip waiting)
+FLIGHT_SEND_S = 0.030
 PROBE_RTT_TIME = 0.2  # s
 FULL_BW_GROWTH = 1.25
 FULL_BW_ROUNDS = 3
@@ -100,10 +105,11 @@ class BbrController:
         self._blackout = False  # persistent loss: only probes until an ack comes back
         self.bytes_lost = 0
         self.inflight_hi = float("inf")  # the loss-driven ceiling (inf: none yet)
-        # the most one flight may send: from nothing in flight until nothing is again (inf:
-        # no limit; the shell sets it for a TCP relay, toxbridge.linkpath.RELAY_FLIGHT)
-        self.path_flight = float("inf")
+        # flights (set_flight): the most one may send on a short path, and that path's round trip
+        self.path_flight = _INF
+        self.path_hold = 0.0
         self._flight_sent = 0  # bytes sent since nothing was in flight
+        self._flight_limit = _INF  # path_flight and the wire's part, as of the last ack
         self._hi_step = AI_PACKETS  # packets the ceiling climbs at the end of this round
         self._queue_was_full = False  # the round that just ended lost as a full queue does
         self.ceiling_cuts = 0  # rounds taken for a full queue (a trace reads it)
@@ -192,6 +198,21 @@ class BbrController:
             self._extra_this_round = extra
             if extra > self.extra_acked:
                 self.extra_acked = extra
+
+    def set_flight(self, flight: float, hold: float = 0.0) -> None:
+        """Send in flights: after ``flight`` bytes, x the least round trip over ``hold`` (s)
+        where that is more than 1 (a long path), nothing more until nothing is in flight.
+        ``flight`` inf: no flights (the default). The shell sets them for a TCP relay
+        (toxbridge.linkpath.RELAY_FLIGHT, RELAY_HOLD_S). Not the model's rate x the round
+        trip: flights that wait for their acks hold the rate it measures to their own."""
+        self.path_flight, self.path_hold = flight, hold
+        self._update_flight_limit()
+
+    def _update_flight_limit(self) -> None:
+        limit, hold = self.path_flight, self.path_hold
+        if limit != _INF and hold > 0 and self.min_rtt != _INF and self.min_rtt > hold:
+            limit *= self.min_rtt / hold
+        self._flight_limit = limit
 
     def path_changed(self) -> None:
         """The flow moved to another path (toxcore: from a TCP relay to direct UDP): what
@@ -304,6 +325,10 @@ class BbrController:
             rate = self.pacing_gain * self.max_bw
             if self.filled_pipe or rate > self.pacing_rate:
                 self.pacing_rate = rate
+        if self.path_flight != _INF:
+            if self.pacing_rate * FLIGHT_SEND_S < self.path_flight:
+                self.pacing_rate = self.path_flight / FLIGHT_SEND_S
+            self._update_flight_limit()
         # room for acks that come in bursts, and for delayed, stretched ones
         target = self.bdp(self.cwnd_gain) + self.extra_acked + 3 * self.mss
         cwnd = self.cwnd
@@ -322,7 +347,7 @@ class BbrController:
         else:
             hi = self.inflight_hi
             w = self.cwnd if hi > self.cwnd else max(int(hi), self.min_cwnd)
-        if self._flight_sent >= self.path_flight:
+        if self._flight_sent >= self._flight_limit:
             return 1  # the flight is whole: the next one starts once nothing is in flight
         return w
 
