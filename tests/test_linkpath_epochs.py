@@ -177,6 +177,7 @@ class SlowWire(Wire):
         self.flight = 0  # DATA bytes towards side 1 since side 0 had nothing in flight
         self.most_flight = 0
         self.flights = 0
+        self.data_sent = 0  # DATA bytes towards side 1, all told
 
     def side(self, i: int) -> _SlowSide:
         return _SlowSide(self, 1 - i)
@@ -206,6 +207,7 @@ class _SlowSide(_Side):
                     wire.flight = 0
                     wire.flights += 1
                 wire.flight += len(packet) - 1  # less the epoch byte: the transport's size
+                wire.data_sent += len(packet) - 1
                 wire.most_flight = max(wire.most_flight, wire.flight)
         wire.transit[self.to].append((due, packet))
         return True
@@ -289,9 +291,14 @@ def test_relayed_paths_with_data_to_move_split_the_relay_flight() -> None:
     got: list[list[bytes]] = [[] for _ in pairs]
     queued = [0] * len(pairs)
     now, most = 0.0, 0
+    together = since = most_together = 0  # the hub's bytes since none of its paths had any in flight
     for _ in range(20_000):
         if all(len(g) == len(frames) for g in got):
             break
+        sent = sum(w.data_sent for w in wires)
+        if all(p[0].statistics().send_in_flight == 0 for p in pairs):
+            since, together = sent, together + 1
+        most_together = max(most_together, sent - since)
         share_relay([p[0] for p in pairs] + [direct])
         for i, (paths, w) in enumerate(zip(pairs, wires)):
             while queued[i] < len(frames) and hub[i].can_send_frame(len(frames[queued[i]])):
@@ -309,6 +316,9 @@ def test_relayed_paths_with_data_to_move_split_the_relay_flight() -> None:
         assert w.most_flight <= RELAY_FLIGHT * 4 / 3 * 1.1 + packet
         assert w.flights > 1.5e6 / (RELAY_FLIGHT / len(pairs) * 4 / 3 * 1.1 + packet)
     assert most < RELAY_FLIGHT + len(pairs) * packet
+    # the flights start together, so the relay connection they share pauses after each
+    assert most_together <= RELAY_FLIGHT * 4 / 3 * 1.1 + len(pairs) * packet
+    assert together > 4.5e6 / (RELAY_FLIGHT * 4 / 3 * 1.1 + len(pairs) * packet)
     assert direct.share == RELAY_FLIGHT and not direct.relayed
 
 

@@ -137,6 +137,18 @@ class LinkPath:
     def share(self) -> int:
         return self._share
 
+    @property
+    def in_flight(self) -> bool:
+        """Our transport has bytes in flight that the peer still acknowledges (not a path
+        gone silent, which only its probes test)."""
+        ep = self._send_ep
+        return ep is not None and ep.recovery.bytes_in_flight > 0 and not ep.recovery.in_blackout
+
+    def open_flights(self, value: bool) -> None:
+        """Whether a new flight may start (share_relay's barrier)."""
+        if self._send_ep is not None:
+            self._send_ep.cc.flight_open = value
+
     @share.setter
     def share(self, value: int) -> None:
         if value != self._share:
@@ -318,11 +330,15 @@ def unsent_limit(ep: Endpoint, now: float) -> float:
 
 def share_relay(paths: Iterable[LinkPath]) -> None:
     """Split RELAY_FLIGHT among the relayed paths with data to move (the others get the
-    same share, ready for when they have some)."""
+    same share, ready for when they have some), and start their flights together: none
+    while another is out. Flights that started apart would keep the relay connection's
+    stream going without a pause, and the relay's buffer growing across them."""
     relayed = [p for p in paths if p.relayed]
     if not relayed:
         return
     busy = sum(1 for p in relayed if p.busy) or 1
     share = max(RELAY_FLIGHT // busy, MIN_RELAY_SHARE)
+    out = any(p.in_flight for p in relayed)
     for p in relayed:
         p.share = share
+        p.open_flights(not out)

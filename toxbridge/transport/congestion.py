@@ -110,6 +110,9 @@ class BbrController:
         self.path_hold = 0.0
         self._flight_sent = 0  # bytes sent since nothing was in flight
         self._flight_limit = _INF  # path_flight and the wire's part, as of the last ack
+        # False: no new flight may start (the shell's barrier: another flight over the same
+        # relay is still out, toxbridge.linkpath.share_relay)
+        self.flight_open = True
         self._hi_step = AI_PACKETS  # packets the ceiling climbs at the end of this round
         self._queue_was_full = False  # the round that just ended lost as a full queue does
         self.ceiling_cuts = 0  # rounds taken for a full queue (a trace reads it)
@@ -349,6 +352,8 @@ class BbrController:
             w = self.cwnd if hi > self.cwnd else max(int(hi), self.min_cwnd)
         if self._flight_sent >= self._flight_limit:
             return 1  # the flight is whole: the next one starts once nothing is in flight
+        if self._flight_sent == 0 and not self.flight_open and self._flight_limit != _INF:
+            return 0  # nothing in flight, and no new flight yet
         return w
 
     def statistics(self) -> dict:
