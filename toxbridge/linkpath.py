@@ -64,16 +64,17 @@ MAX_UNSENT = 64 * 1024
 # connection (`ss -tinm` in test_nat's relay namespace, 2026-12-04: 1,388 bytes unread
 # holding 171,000 of 176,336 bytes of memory, zero window for good). When nothing is in
 # flight, the relay has read everything up to our last byte, so each flight starts on a
-# freed buffer: in test_nat's relay, at most 88 kB of memory in 18 sockets (0.3 s samples)
-# against 171 kB. Caps on bytes in flight alone (48 KiB beyond the model's product, then
-# 80 KiB) made that wedge rarer, never impossible: 1 in 18 runs.
-RELAY_FLIGHT = 80 * 1024
+# freed buffer. In test_nat's relay (0.3 s samples of 16 sockets) a socket held at most
+# 82 kB of memory with 64 KiB flights, 98 kB with 80 KiB ones (12 sockets): too close to
+# the ~124 kB at which the window closes. Caps on bytes in flight alone (48 KiB beyond the
+# model's product, then 80 KiB) made that wedge rarer, never impossible: 1 in 18 runs.
+RELAY_FLIGHT = 64 * 1024
 # On a long path a flight waits longer for its acks: it is RELAY_FLIGHT x the least round
 # trip over RELAY_HOLD_S (tox-bootstrapd sleeps 30 ms a turn, so a relay on loopback has a
-# round trip of about that, and its flights stay at 80 KiB). The relay's socket sees the long
+# round trip of about that, and its flights stay at 64 KiB). The relay's socket sees the long
 # round trip too, and Linux grows a socket's receive buffer with the bytes that arrive per
-# round trip (in test_nat's relay, from 131,072 bytes to 176-326 kB at most); not measured
-# on a long path.
+# round trip (in test_nat's relay, from 131,072 bytes to 0.2-12 MB during each run; the
+# wedge watched came 3 s in, before that); not measured on a long path.
 RELAY_HOLD_S = 0.030
 # toxcore does not say which relay carries which friend, so all relayed friends are taken
 # to share one connection: those with data to move split RELAY_FLIGHT (share_relay),

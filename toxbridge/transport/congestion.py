@@ -105,11 +105,11 @@ class BbrController:
         self._blackout = False  # persistent loss: only probes until an ack comes back
         self.bytes_lost = 0
         self.inflight_hi = float("inf")  # the loss-driven ceiling (inf: none yet)
-        # flights (set_flight): the most one may send on a short path, and that path's round trip
+        # flights (set_flight): the most one may send on a short path, and its round trip
         self.path_flight = _INF
         self.path_hold = 0.0
         self._flight_sent = 0  # bytes sent since nothing was in flight
-        self._flight_limit = _INF  # path_flight and the wire's part, as of the last ack
+        self._flight_limit = _INF  # path_flight, x a long path's round trip over path_hold
         # False: no new flight may start (the shell's barrier: another flight over the same
         # relay is still out, toxbridge.linkpath.share_relay)
         self.flight_open = True
