@@ -26,7 +26,10 @@ from .mesh import collect, md5_of, no_more_messages, peers_cli, random_file, sta
 from .strangers import STRANGERS, accepted_keys, flood_of_strangers, ignored_keys, requests, \
     wait_refused
 
-pytestmark = [pytest.mark.tox, pytest.mark.xdist_group("triangle"), pytest.mark.timeout(300)]
+# Not beside test_nat's namespaces (their group): the flood's 200 Toxes, iterated in one
+# thread, then reach the nodes far slower (2026-12-04: 68 of 200 refused in 120 s beside
+# test_nat, 26 in local CI, against 160 in 26 s alone).
+pytestmark = [pytest.mark.tox, pytest.mark.xdist_group("netns"), pytest.mark.timeout(300)]
 
 N = 10  # messages per ordered pair of users
 SECRET = "s3cret"  # DaemonProc's: the strangers say it wrong
