@@ -250,7 +250,7 @@ async def test_two_spokes_chat_queue_and_send_a_file_through_a_hub_while_strange
     print(f"{len(per_key)} of {STRANGERS} strangers refused by the hub "
           f"({sum(per_key.values())} log lines); the test's checks took {checked - started:.1f} s "
           f"with the flood, then {waited:.1f} s more until half of them were refused; "
-          f"{flood.rounds} rounds of iterating them")
+          f"{flood.rounds} rounds of iterating them, {flood.rebootstraps} bootstraps again")
     # The hub accepted the spokes alone, and they alone are its peers and its bridge's.
     assert sorted(accepted_keys(hub)) == sorted(spokes), [  # seen once: a spoke's line missing
         line for line in hub.log if any(k in line for k in spokes) or "friend" in line]

@@ -26,10 +26,7 @@ from .mesh import collect, md5_of, no_more_messages, peers_cli, random_file, sta
 from .strangers import STRANGERS, accepted_keys, flood_of_strangers, ignored_keys, requests, \
     wait_refused
 
-# Not beside test_nat's namespaces (their group): the flood's 200 Toxes, iterated in one
-# thread, then reach the nodes far slower (2026-12-04: 68 of 200 refused in 120 s beside
-# test_nat, 26 in local CI, against 160 in 26 s alone).
-pytestmark = [pytest.mark.tox, pytest.mark.xdist_group("netns"), pytest.mark.timeout(300)]
+pytestmark = [pytest.mark.tox, pytest.mark.xdist_group("triangle"), pytest.mark.timeout(300)]
 
 N = 10  # messages per ordered pair of users
 SECRET = "s3cret"  # DaemonProc's: the strangers say it wrong
@@ -88,7 +85,8 @@ async def test_a_triangle_delivers_once_over_the_direct_peer_and_two_hops_after_
         print(f"{len(per_key)} of {STRANGERS} strangers refused by the three nodes "
               f"({sum(per_key.values())} log lines; by a, b, c: {by_node}); the test's checks "
               f"took {checked - started:.1f} s with the flood, then {waited:.1f} s more until "
-              f"half of them were refused; {flood.rounds} rounds of iterating them")
+              f"half of them were refused; {flood.rounds} rounds of iterating them, "
+              f"{flood.rebootstraps} bootstraps again")
         ka, kb, kc = (n.tox_id[:64] for n in (a, b, c))
         # Each node accepted the real peers alone (c only dials); after the cut b and c
         # have a alone.

@@ -35,8 +35,7 @@ from .tox import Tox
 from .transport import ACK_ID, DATA_ID, MAX_PAYLOAD, Endpoint
 
 __all__ = ["LinkPath", "LinkPathStatistics", "MAX_UNSENT", "MIN_UNSENT", "RELAY_FLIGHT", "RELAY_HOLD_S",
-           "share_relay",
-           "unsent_limit"]
+           "share_relay", "unsent_limit"]
 
 _LEN = struct.Struct(">H")
 _HELLO = int(PacketType.HELLO)
@@ -132,13 +131,19 @@ class LinkPath:
     @relayed.setter
     def relayed(self, value: bool) -> None:
         if self._relayed and not value and self._send_ep is not None:
-            self._send_ep.cc.path_changed()  # off the relay: its ceilings no longer hold the rate
+            self._send_ep.cc.path_changed()  # off the relay: its flights no longer hold the rate
         self._relayed = value
         self._apply_ceiling()
 
     @property
     def share(self) -> int:
         return self._share
+
+    @share.setter
+    def share(self, value: int) -> None:
+        if value != self._share:
+            self._share = value
+            self._apply_ceiling()
 
     @property
     def in_flight(self) -> bool:
@@ -151,12 +156,6 @@ class LinkPath:
         """Whether a new flight may start (share_relay's barrier)."""
         if self._send_ep is not None:
             self._send_ep.cc.flight_open = value
-
-    @share.setter
-    def share(self, value: int) -> None:
-        if value != self._share:
-            self._share = value
-            self._apply_ceiling()
 
     def _apply_ceiling(self) -> None:
         if self._send_ep is not None:
