@@ -133,7 +133,7 @@ class LinkPath:
         if self._relayed and not value and self._send_ep is not None:
             self._send_ep.cc.path_changed()  # off the relay: its flights no longer hold the rate
         self._relayed = value
-        self._apply_ceiling()
+        self._apply_flights()
 
     @property
     def share(self) -> int:
@@ -143,7 +143,7 @@ class LinkPath:
     def share(self, value: int) -> None:
         if value != self._share:
             self._share = value
-            self._apply_ceiling()
+            self._apply_flights()
 
     @property
     def in_flight(self) -> bool:
@@ -157,7 +157,7 @@ class LinkPath:
         if self._send_ep is not None:
             self._send_ep.cc.flight_open = value
 
-    def _apply_ceiling(self) -> None:
+    def _apply_flights(self) -> None:
         if self._send_ep is not None:
             if self._relayed:
                 self._send_ep.cc.set_flight(self._share, RELAY_HOLD_S)
@@ -175,7 +175,7 @@ class LinkPath:
             return
         if self._send_ep is None or self._send_epoch != link.transport_epoch:
             self._send_ep, self._send_epoch = self._new_endpoint(), link.transport_epoch
-            self._apply_ceiling()
+            self._apply_flights()
         # A restarted peer daemon numbers its epochs from the start again: its first
         # transport may have the epoch of its predecessor's, but it is a new one.
         if (self._recv_ep is None or self._recv_epoch != link.peer_transport_epoch
