@@ -11,8 +11,10 @@ import pytest
 
 from toxbridge.errors import RemoteProtocolError
 from toxbridge.link import Link, LinkState
-from toxbridge.linkpath import (MAX_UNSENT, MIN_UNSENT, RELAY_FLIGHT, RELAY_HOLD_S, LinkPath, share_relay,
+from toxbridge.linkpath import (MIN_UNSENT, RELAY_FLIGHT, RELAY_HOLD_S, LinkPath, share_relay,
                                unsent_limit)
+from toxbridge.peerio import LINK_FRAME, PeerIO
+from toxbridge.toxloop import FrameQueue
 from toxbridge.transport import MAX_PAYLOAD, Endpoint
 from toxbridge.transport.pacer import Pacer
 
@@ -322,29 +324,33 @@ def test_relayed_paths_with_data_to_move_split_the_relay_flight() -> None:
     assert direct.share == RELAY_FLIGHT and not direct.relayed
 
 
-@pytest.mark.parametrize("rate, tokens_used, expected", [
-    (6.25e6, 0, 2 * 12_500),  # a full bucket (2 ms of the rate) and 2 ms more
-    (6.25e6, 12_500, 12_500),  # this turn's allowance spent: the 2 ms ahead alone
-    (1e6, 0, MIN_UNSENT),  # a slow path: four packets, not 4.7 kB
-    (50e6, 0, MAX_UNSENT),  # a fast one: never more than 64 KiB
+@pytest.mark.parametrize("rate, tokens_used, in_flight, expected", [
+    (6.25e6, 0, 0, 12_500),  # a full bucket: 2 ms of the rate
+    (6.25e6, 12_500, 0, MIN_UNSENT),  # this turn's allowance spent: one packet
+    (1e6, 0, 0, 2 * 1373),  # a slow path: the bucket's two packets
+    (50e6, 0, 0, 32 * 1373),  # a fast one: the window's room (its first 32 packets)
+    (50e6, 0, 30 * 1373, 2 * 1373),  # ... and what is left of it
+    (50e6, 0, 32 * 1373, MIN_UNSENT),  # a full window: one packet
 ])
-def test_the_unsent_bound_is_this_turns_allowance_and_2_ms_of_the_rate(rate, tokens_used,
-                                                                     expected) -> None:
+def test_the_unsent_bound_is_what_could_go_at_once(rate, tokens_used, in_flight,
+                                                   expected) -> None:
     ep = Endpoint(max_payload=MAX_PAYLOAD - 1)
     ep.pacer = Pacer(rate)  # its bucket starts full: 2 ms of the rate, at least 2 packets
     ep.pacer.allowance(1.0)
     if tokens_used:
         ep.pacer.on_sent(tokens_used, 1.0)
+    ep.recovery.bytes_in_flight = in_flight
     assert unsent_limit(ep, 1.0) == pytest.approx(expected)
     # A long turn (8 ms) earns the pacer that much at once: the bound covers it.
     if rate == 6.25e6 and not tokens_used:
-        assert unsent_limit(ep, 1.008) == pytest.approx(0.008 * rate + 12_500)
+        assert unsent_limit(ep, 1.008) == min(0.008 * rate, ep.cc.window()) == ep.cc.window()
 
 
-def test_on_a_paced_path_the_bytes_below_the_scheduler_stand_for_milliseconds_not_64_KiB() -> None:
+def test_on_a_paced_path_only_what_can_go_at_once_waits_below_the_scheduler() -> None:
     # 3 MB/s, 40 ms round trip: the pacer holds the flow at the path's rate. What waits
-    # unsent in our transport (where a chat frame would wait behind it) stays a few ms of
-    # that rate, where a 64 KiB bound held 22 ms; the path stays as full as before.
+    # unsent in our transport after a turn (where a chat frame would wait behind it) is
+    # less than a packet, where a 64 KiB bound held 22 ms and 2 ms ahead of the pacer 4
+    # packets; the path stays full.
     wire = SlowWire(delay=0.02, rate=3e6)
     a, paths = open_pair()
     frames = [bytes([i % 256]) * 1000 for i in range(4500)]  # 4.5 MB
@@ -363,6 +369,55 @@ def test_on_a_paced_path_the_bytes_below_the_scheduler_stand_for_milliseconds_no
         if trace and trace["state"] == "probe_bw" and queued < len(frames):
             standing.append(trace["unsent"])
     assert got == frames
-    assert standing and max(standing) <= 3e6 * 0.0045  # this turn's 1 ms, 2 ms burst, 2 ms ahead
-    assert sorted(standing)[len(standing) // 2] >= MIN_UNSENT  # the pacer never runs dry
+    assert standing and max(standing) < MIN_UNSENT
     assert now < 4.5e6 / 3e6 * 1.3  # startup included
+
+
+def test_the_link_holds_for_the_transport_only_what_the_transport_would_take() -> None:
+    # The Link's unsent bytes wait below the mux's priorities as the transport's do, so a
+    # chat frame waits behind both: on a paced path (1 MB/s) they are bounded together by
+    # the transport's few ms (LinkPath.room), where the Link alone had held 4 KiB more.
+    wire = SlowWire(delay=0.02, rate=1e6)
+    links = [Link(sid, transport=True, max_frame=LINK_FRAME) for sid in (SID_A, SID_B)]
+    keys = (bytes(31) + b"\x01", bytes(31) + b"\x02")
+    ios = [PeerIO(link, keys[i], keys[1 - i], report=lambda c, m: None)
+           for i, link in enumerate(links)]
+    paths = [LinkPath(link) for link in links]
+    for link in links:
+        link.connection_made()
+    out, inbound = FrameQueue(64), FrameQueue(64)
+    frames = [bytes([i % 256]) * 1000 for i in range(1500)]  # 1.5 MB over the channel
+    sent = got = 0
+    now, staged = 0.0, []
+    for _ in range(10_000):
+        if got == len(frames):
+            break
+        while sent < len(frames) and out.put_nowait(frames[sent]):
+            sent += 1
+        now += 0.001
+        wire.arrive(now)
+        for i, (io, path) in enumerate(zip(ios, paths)):
+            while wire.lossless[i]:
+                path.link.receive_packet(wire.lossless[i].popleft())
+            while wire.lossy[i]:
+                path.receive_lossy(wire.lossy[i].popleft(), now)
+            path.deliver()
+            io.take_link_frames()
+            if i == 1:
+                io.deliver(inbound, 64)
+                got += sum(len(r) for r in inbound.take(64)) // 1003
+            for _ in range(16):  # as PeerSlot.pump_out
+                room = path.room(now)
+                filled = io.fill(out if i == 0 else FrameQueue(1), 4096 if room is None else min(room, 4096))
+                path.send(wire.side(i), 0, now, flush=True, data=True)
+                if not filled:
+                    break
+            ep = paths[0]._send_ep
+            if i == 0 and ep is not None and paths[0].active:
+                if ep.unsent_bytes >= unsent_limit(ep, now):  # the transport is full
+                    staged.append(links[0].unsent_bytes)
+    assert got == len(frames)
+    # while the transport holds what it would take, the Link stages one mux frame at
+    # most (its length prefixes included), not the 4 KiB it had staged on its own
+    assert len(staged) > 500 and max(staged) <= 1024 + 2 + 2
+    assert now < 1.5 * 1.3 + 0.5  # the path stays full: 1 MB/s

@@ -353,6 +353,26 @@ def test_interactive_data_goes_out_before_queued_bulk_data():
     assert [f.stream_id for f in frames[:2]] == [control, control]
 
 
+def test_a_batch_with_interactive_frames_carries_no_bulk_behind_them():
+    # The peer's Link hands a batch up only once all of it arrived: bulk frames after the
+    # chat line in one batch would hold it back by their bytes.
+    pair = synced_pair()
+    bulk = pair.a.open_stream(2, Priority.BULK)
+    pair.a.send(bulk, bytes(200_000))
+    pair.turn(4)
+    chat = pair.a.open_stream(1, Priority.INTERACTIVE)
+    pair.a.send(chat, b"hi there")
+    frames = frames_of(pair.a.data_to_send(4096))
+    assert [(type(f).__name__, f.stream_id) for f in frames] == [("Open", chat), ("Data", chat)]
+    frames = frames_of(pair.a.data_to_send(4096))  # the next batch is bulk, and full
+    assert {f.stream_id for f in frames} == {bulk} and sum(len(f.data) for f in frames) > 4000
+    control = pair.a.open_stream(0, Priority.CONTROL)
+    pair.a.send(control, b"ctl")
+    pair.a.send(chat, b"x" * 1500)
+    frames = frames_of(pair.a.data_to_send(4096))  # control and interactive share a batch
+    assert [f.stream_id for f in frames if isinstance(f, Data)] == [control, chat, chat]
+
+
 def test_two_bulk_streams_share_the_link_within_ten_percent():
     pair = synced_pair()
     one = pair.a.open_stream(2, Priority.BULK)

@@ -39,17 +39,17 @@ __all__ = ["LinkPath", "LinkPathStatistics", "MAX_UNSENT", "MIN_UNSENT", "RELAY_
 
 _LEN = struct.Struct(">H")
 _HELLO = int(PacketType.HELLO)
-# Link packets waiting in our transport: what the pacer lets go this turn, plus UNSENT_AHEAD_S
-# of its rate for the next turn, within [MIN_UNSENT, MAX_UNSENT]. They sit below the mux's
-# priority scheduler, so a chat frame and the Link's own ACKs wait behind all of them: a
-# bound in bytes alone (64 KiB) is 10 ms at 6.25 MB/s and 65 ms over a 1 MB/s relay (issue
-# 14: with the pacer holding the file at 5 MB/s the chat line waited 4.9 x idle, 2.4 x
-# with 16 KiB). The Link and the mux keep the rest, where interactive frames go first.
-# The pump refills the transport up to 16 times a turn (PUMP_ROUNDS), so 2 ms ahead does
-# not starve a long turn; a bound of the loop's last turn (2-10 ms) instead gave back the
-# hub's gain (bench mesh chat during the file 44-45 ms, against 38-40 with 2 ms).
-UNSENT_AHEAD_S = 0.002
-MIN_UNSENT = 4 * MAX_PAYLOAD
+# Link packets waiting in our transport: what it could transmit at once (the room in its
+# window and its pacer's allowance, the smaller), within [MIN_UNSENT, MAX_UNSENT]. They sit
+# below the mux's priority scheduler, so a chat frame and the Link's own ACKs wait behind
+# all of them: a bound in bytes alone (64 KiB) is 10 ms at 6.25 MB/s and 65 ms over a 1 MB/s
+# relay (issue 14: with the pacer holding the file at 5 MB/s the chat line waited 4.9 x
+# idle, 2.4 x with 16 KiB), and 2 ms of the pacer's rate on top of its allowance still
+# held the line behind 4 packets while the window, not the pacer, held the flow. Nothing
+# more is needed ahead: the transport transmits only in LinkPath.send, right after the
+# pump has moved the Link's packets in, so each chance to send is filled from the mux
+# just before it, by priority.
+MIN_UNSENT = MAX_PAYLOAD
 MAX_UNSENT = 64 * 1024
 # Over a TCP relay our transport sends in flights of at most RELAY_FLIGHT bytes: after one,
 # nothing more until all of it is acknowledged. A relay (toxcore's TCP server,
@@ -201,6 +201,17 @@ class LinkPath:
         ep = self._send_ep
         return ep.unsent_bytes if ep is not None else 0
 
+    def room(self, now: float) -> int | None:
+        """How many bytes the Link may hold unsent for our transport at ``now``: what
+        ``send`` would still move into it (``unsent_limit``); None without the transport.
+        The Link's unsent bytes are FIFO below the mux's priorities as the transport's
+        are, so the two are bounded as one: a chat frame waits behind what can go at once,
+        not that plus the Link's 4 KiB (4 ms at 1 MB/s)."""
+        ep = self._send_ep
+        if ep is None or not self.link.transport_agreed:
+            return None
+        return max(0, int(unsent_limit(ep, now)) - ep.unsent_bytes)
+
     @property
     def busy(self) -> bool:
         """Our transport has data in flight or to transmit: the loop must run for the pacer.
@@ -322,11 +333,11 @@ class LinkPath:
 
 
 def unsent_limit(ep: Endpoint, now: float) -> float:
-    """How many bytes ``ep`` may hold unsent at ``now``: its pacer's allowance for this
-    turn (which covers a long turn, up to the pacer's MAX_TURN_S) and UNSENT_AHEAD_S of its
-    rate, within [MIN_UNSENT, MAX_UNSENT]."""
-    pacer = ep.pacer
-    ahead = pacer.allowance(now) + pacer.rate * UNSENT_AHEAD_S
+    """How many bytes ``ep`` may hold unsent at ``now``: what it could transmit at once,
+    the room in its window and its pacer's allowance for this turn (which covers a long
+    turn, up to the pacer's MAX_TURN_S), the smaller, within [MIN_UNSENT, MAX_UNSENT]."""
+    room = ep.cc.window() - ep.recovery.bytes_in_flight
+    ahead = min(room, ep.pacer.allowance(now))
     return min(MAX_UNSENT, max(MIN_UNSENT, ahead))
 
 

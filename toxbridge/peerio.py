@@ -41,7 +41,8 @@ MAX_MUX_FRAME = 1024  # toxbridge.streams.MAX_FRAME
 LINK_FRAME = 4096
 # Pull from the mux only while the Link holds fewer unsent bytes than this: what the Link
 # has is FIFO below the mux's priorities, so an interactive frame waits behind at most
-# this (plus the packets in flight), not the Link's whole 32 KiB backlog.
+# this (plus the packets in flight), not the Link's whole 32 KiB backlog. Over our
+# transport, less: only what the transport would still take (``fill``'s ``ahead``).
 UNSENT_LOW = 4096
 # Channel bytes handed to the mux but not framed yet: a few frames, so app frames wait in
 # the bounded outbound queue (and are not dropped with the mux's buffers when the peer
@@ -210,21 +211,23 @@ class PeerIO:
 
     # -- app -> mux -> Link --------------------------------------------------------------
 
-    def fill(self, outbound) -> bool:
+    def fill(self, outbound, ahead: int = UNSENT_LOW) -> bool:
         """App frames into the channel stream, mux frames into the Link, while the Link
-        holds little unsent. Returns whether anything moved."""
+        holds less than ``ahead`` unsent (UNSENT_LOW on lossless packets; over our
+        transport what it would take now, ``LinkPath.room``). Returns whether anything
+        moved."""
         if self.failed:
             return False
         self._check_restart()
         if not self._frozen:
             self._resend.acked(self.link.acked_total)
-        moved = self._fill(outbound)
+        moved = self._fill(outbound, ahead)
         # Framing frees send buffers: the CreditAvailable events it queued let local
         # streams hand over more (nothing else would drain them until a frame arrives).
         before = self.mux.buffered_bytes
         self._drain()
         if not self.failed and self.mux.buffered_bytes > before:
-            moved |= self._fill(outbound)
+            moved |= self._fill(outbound, ahead)
         return moved
 
     @property
@@ -233,14 +236,14 @@ class PeerIO:
         channel frames wait to go again to a restarted peer."""
         return (self.mux.buffered_bytes > 0 or self._resend.pending > 0) and not self.failed
 
-    def _fill(self, outbound) -> bool:
+    def _fill(self, outbound, ahead: int) -> bool:
         link, mux = self.link, self.mux
         moved = False
         table = self.table
         for i in range(FILL_ROUNDS):
             # One Link frame carries as many mux frames as keep the Link's unsent bytes
-            # under UNSENT_LOW + one mux frame: the Link's per-frame cost is paid per batch.
-            size = min(link.max_frame, UNSENT_LOW + MAX_MUX_FRAME - link.unsent_bytes)
+            # under ``ahead`` + one mux frame: the Link's per-frame cost is paid per batch.
+            size = min(link.max_frame, ahead + MAX_MUX_FRAME - link.unsent_bytes)
             if size < MAX_MUX_FRAME or not link.can_send_frame(size):
                 break
             # Every 4th Link frame is often enough: a feed holds 8 KiB, and refills at 4.

@@ -21,7 +21,7 @@ from .errors import ProtocolError
 from .link import ChannelOpen, Link, LinkState, PeerHello, VersionMismatch
 from .linkpath import LinkPath
 from .localstreams import StreamTable
-from .peerio import LINK_FRAME, PeerIO
+from .peerio import LINK_FRAME, UNSENT_LOW, PeerIO
 from .stall import StallWatch
 from .tox import Connection, Tox
 
@@ -29,7 +29,8 @@ __all__ = ["PeerSlot", "PeerState", "PUMP_ROUNDS"]
 
 log = logging.getLogger(__name__)
 
-# Fill-then-send rounds per pump at most (each round ~5 KB: UNSENT_LOW and a mux frame).
+# Fill-then-send rounds per pump at most (each round what our transport could send at
+# once, LinkPath.room; on lossless packets ~5 KB: UNSENT_LOW and a mux frame).
 # Acks are read only in tox_iterate, between pumps, so a pump's worth is also what the
 # transport's window must cover until the next read: with 64 rounds a file's turn sent up
 # to ~0.7 MB (25-60 ms of a GIL-bound process), the window's ack-burst room (extra_acked)
@@ -223,8 +224,10 @@ class PeerSlot:
         flush = not (delivered or received)
         # The mux fills the Link only a little ahead of toxcore (peerio.UNSENT_LOW), so
         # filling and sending take turns until either stops.
+        path = self.path
         for _ in range(PUMP_ROUNDS):
-            filled = io.fill(outbound)
+            room = path.room(time.monotonic())
+            filled = io.fill(outbound, UNSENT_LOW if room is None else min(room, UNSENT_LOW))
             moved |= filled
             sent = self._send_packets(tox, flush) if online else 0
             moved |= sent > 0
