@@ -213,9 +213,8 @@ class PeerIO:
 
     def fill(self, outbound, ahead: int = UNSENT_LOW) -> bool:
         """App frames into the channel stream, mux frames into the Link, while the Link
-        holds less than ``ahead`` unsent (UNSENT_LOW on lossless packets; over our
-        transport what it would take now, ``LinkPath.room``). Returns whether anything
-        moved."""
+        holds less than ``ahead`` unsent (UNSENT_LOW; over our transport less, when it
+        would take less now: ``LinkPath.room``). Returns whether anything moved."""
         if self.failed:
             return False
         self._check_restart()

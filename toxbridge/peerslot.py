@@ -29,8 +29,8 @@ __all__ = ["PeerSlot", "PeerState", "PUMP_ROUNDS"]
 
 log = logging.getLogger(__name__)
 
-# Fill-then-send rounds per pump at most (each round what our transport could send at
-# once, LinkPath.room; on lossless packets ~5 KB: UNSENT_LOW and a mux frame).
+# Fill-then-send rounds per pump at most (each round ~5 KB at most: UNSENT_LOW and a mux
+# frame; over our transport less, when it would take less: LinkPath.room).
 # Acks are read only in tox_iterate, between pumps, so a pump's worth is also what the
 # transport's window must cover until the next read: with 64 rounds a file's turn sent up
 # to ~0.7 MB (25-60 ms of a GIL-bound process), the window's ack-burst room (extra_acked)
@@ -224,6 +224,9 @@ class PeerSlot:
         flush = not (delivered or received)
         # The mux fills the Link only a little ahead of toxcore (peerio.UNSENT_LOW), so
         # filling and sending take turns until either stops.
+        # Over our transport, only what it would take now (LinkPath.room), and still at most
+        # UNSENT_LOW a round: its whole room a round (up to 64 KiB) made the file through a
+        # hub faster and the chat line beside it 2 x slower (long turns, as with more rounds).
         path = self.path
         for _ in range(PUMP_ROUNDS):
             room = path.room(time.monotonic())
